@@ -1,0 +1,1 @@
+"""A Django email backend that sends through the first provider that works."""

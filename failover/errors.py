@@ -1,0 +1,133 @@
+"""Classifying a provider's exception: move on to the next provider, or stop.
+
+The line is drawn by one question: could another provider take this message? Provider-side
+trouble (unreachable, overloaded, misconfigured, lacking a feature) says yes; a refusal of the
+message itself (bad address, every recipient refused, invalid payload) says no, and re-sending
+it elsewhere would only spread the refusal. A request that went out and got no answer may have
+been sent: that is ambiguous.
+"""
+import smtplib
+import socket
+
+import requests
+from anymail.exceptions import (
+    AnymailAPIError,
+    AnymailConfigurationError,
+    AnymailInvalidAddress,
+    AnymailRecipientsRefused,
+    AnymailSerializationError,
+    AnymailUnsupportedFeature,
+)
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import BadHeaderError
+from urllib3.exceptions import ProtocolError
+
+from failover.attempts import Outcome
+from failover.exceptions import ProviderBuildError
+
+# HTTP answers that judge the message, not the provider. Everything else in 4xx (401/403 bad
+# key, 404 wrong URL/domain, 402 unpaid, 429 throttled...) and every 5xx is the provider's.
+MESSAGE_STATUS_CODES = frozenset({400, 413, 422})
+MAX_ERROR_LENGTH = 300
+
+
+def classify(error: BaseException) -> Outcome:
+    """Return PROVIDER_ERROR, MESSAGE_ERROR or AMBIGUOUS for an exception raised by a backend."""
+    # Order matters: Anymail's request errors are also requests exceptions, and
+    # AnymailUnsupportedFeature is also a ValueError.
+    if isinstance(error, (AnymailRecipientsRefused, AnymailInvalidAddress, AnymailSerializationError)):
+        return Outcome.MESSAGE_ERROR
+    if isinstance(error, (AnymailUnsupportedFeature, AnymailConfigurationError, ImproperlyConfigured)):
+        return Outcome.PROVIDER_ERROR
+    if isinstance(error, ProviderBuildError):
+        return Outcome.PROVIDER_ERROR
+    if isinstance(error, requests.RequestException):
+        return _classify_requests_error(error)
+    if isinstance(error, AnymailAPIError):
+        return _classify_status(getattr(error, "status_code", None))
+    if isinstance(error, smtplib.SMTPException):
+        return _classify_smtp_error(error)
+    if isinstance(error, BadHeaderError):
+        return Outcome.MESSAGE_ERROR
+    if isinstance(error, socket.timeout):
+        return Outcome.AMBIGUOUS
+    # Anything else (a bug in a backend, an OSError) happened before the provider accepted
+    # anything we know of: let another provider try rather than drop the message.
+    return Outcome.PROVIDER_ERROR
+
+
+def _classify_requests_error(error: requests.RequestException) -> Outcome:
+    status = getattr(error, "status_code", None)
+    if status is None and getattr(error, "response", None) is not None:
+        status = error.response.status_code
+    if status is not None:
+        return _classify_status(status)
+    if isinstance(error, requests.ConnectTimeout):
+        return Outcome.PROVIDER_ERROR  # nothing was sent
+    if isinstance(error, requests.ReadTimeout):
+        return Outcome.AMBIGUOUS
+    if isinstance(error, requests.ConnectionError) and _aborted_mid_request(error):
+        return Outcome.AMBIGUOUS
+    return Outcome.PROVIDER_ERROR
+
+
+def _aborted_mid_request(error: requests.ConnectionError) -> bool:
+    """A connection dropped after the request was sent ('Connection aborted') may have delivered."""
+    reason = error.args[0] if error.args else None
+    if isinstance(error.__cause__, requests.ConnectionError):  # Anymail's wrapper
+        reason = error.__cause__.args[0] if error.__cause__.args else None
+    return isinstance(reason, ProtocolError)
+
+
+def _classify_status(status: int | None) -> Outcome:
+    if status is None:
+        return Outcome.PROVIDER_ERROR
+    if 200 <= status < 300:
+        # The provider said yes but its answer could not be read: it probably sent the message.
+        return Outcome.AMBIGUOUS
+    if status in MESSAGE_STATUS_CODES:
+        return Outcome.MESSAGE_ERROR
+    return Outcome.PROVIDER_ERROR
+
+
+def _classify_smtp_error(error: smtplib.SMTPException) -> Outcome:
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return Outcome.MESSAGE_ERROR
+    if isinstance(error, smtplib.SMTPDataError) and 500 <= error.smtp_code < 600:
+        return Outcome.MESSAGE_ERROR  # permanent refusal of this message's content
+    return Outcome.PROVIDER_ERROR
+
+
+def status_code_of(error: BaseException) -> int | None:
+    status = getattr(error, "status_code", None)
+    if status is None and getattr(error, "response", None) is not None:
+        status = getattr(error.response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def describe(error: BaseException, secrets: frozenset[str] = frozenset()) -> str:
+    """A one-line description fit for logs and API answers: first line only, secrets masked.
+
+    Anymail's own str() appends the provider's whole response; the first line plus the status
+    is enough to act on, and keeps message content out of logs.
+    """
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, requests.RequestException) and error.__cause__ is not None:
+        text = f"{text} {type(error.__cause__).__name__}: {error.__cause__}".strip()
+    status = status_code_of(error)
+    if status is not None and str(status) not in text:
+        text = f"HTTP {status} {text}".strip()
+    text = text or type(error).__name__
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:MAX_ERROR_LENGTH]
+
+
+def error_class_name(error: BaseException) -> str:
+    cls = type(error)
+    # Anymail builds a class on the fly that mixes AnymailRequestsAPIError into the requests
+    # exception; name the requests class, which is what tells the story.
+    if cls.__module__ == "anymail.backends.base_requests" and len(cls.__bases__) > 1:
+        cls = cls.__bases__[1]
+    return f"{cls.__module__}.{cls.__qualname__}"

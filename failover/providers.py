@@ -1,0 +1,171 @@
+"""Reading FIRST_WORKING_EMAIL_BACKENDS into provider definitions, and building their backends."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.mail.backends.base import BaseEmailBackend
+from django.utils.module_loading import import_string
+
+from failover import conf
+from failover.exceptions import FailoverConfigurationError, ProviderBuildError
+
+ANYMAIL_SHORT_NAME = "anymail.backends.{}.EmailBackend"
+ENTRY_KEYS = frozenset({"NAME", "BACKEND", "OPTIONS"})
+# Option names whose values are masked wherever an error is described.
+SECRET_OPTION_NAMES = ("api_key", "password", "secret", "token", "key")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    backend_path: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    mailer_alias: str | None = None  # Django 6.1: built like mailers[alias]
+
+    def backend_class(self) -> type[BaseEmailBackend]:
+        return import_string(self.backend_path)
+
+    def build(self, timeouts: tuple[float, float]) -> BaseEmailBackend:
+        """Construct the backend; any failure becomes ProviderBuildError (a provider error)."""
+        try:
+            cls = self.backend_class()
+            options = dict(self.options)
+            _apply_default_timeout(cls, options, timeouts)
+            if self.mailer_alias is not None:
+                options["alias"] = self.mailer_alias
+            return cls(**options)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0]
+            raise ProviderBuildError(self.name, self.backend_path, mask(reason, self.secrets())) from err
+
+    def secrets(self) -> frozenset[str]:
+        """Option values that must never be shown (API keys, passwords) plus the ANYMAIL keys."""
+        found = {
+            str(value)
+            for key, value in self.options.items()
+            if isinstance(value, str) and any(part in key.lower() for part in SECRET_OPTION_NAMES)
+        }
+        return frozenset(found | anymail_secrets())
+
+
+def anymail_secrets() -> frozenset[str]:
+    anymail = getattr(settings, "ANYMAIL", None) or {}
+    return frozenset(
+        str(value)
+        for key, value in anymail.items()
+        if isinstance(value, str) and len(value) >= 4 and any(p in key.lower() for p in SECRET_OPTION_NAMES)
+    )
+
+
+def mask(text: str, secrets: frozenset[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _apply_default_timeout(cls: type, options: dict, timeouts: tuple[float, float]) -> None:
+    """Give HTTP and SMTP backends our short timeouts unless the entry's OPTIONS set one."""
+    if "timeout" in options:
+        return
+    from anymail.backends.base_requests import AnymailRequestsBackend
+    from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
+
+    if issubclass(cls, AnymailRequestsBackend):
+        options["timeout"] = timeouts  # requests takes (connect, read)
+    elif issubclass(cls, SMTPBackend):
+        options["timeout"] = timeouts[1]
+
+
+def expand_backend_path(path: str) -> str:
+    """`sendgrid` is short for Anymail's `anymail.backends.sendgrid.EmailBackend`."""
+    path = path.strip()
+    return path if "." in path else ANYMAIL_SHORT_NAME.format(path.lower())
+
+
+def default_name(backend_path: str) -> str:
+    """Anymail's esp_name lowercased when importable, else the backend's module name."""
+    try:
+        esp_name = getattr(import_string(backend_path), "esp_name", None)
+    except ImportError:
+        esp_name = None
+    if isinstance(esp_name, str) and esp_name:
+        return esp_name.lower().replace(" ", "")
+    module = backend_path.rsplit(".", 1)[0]
+    return module.rsplit(".", 1)[-1]
+
+
+def _mailers() -> dict:
+    return getattr(settings, "MAILERS", None) or {}
+
+
+def parse_entry(entry: Any, index: int) -> ProviderConfig:
+    where = f"FIRST_WORKING_EMAIL_BACKENDS[{index}]"
+    if isinstance(entry, str):
+        if not entry.strip():
+            raise FailoverConfigurationError(f"{where} is empty")
+        if entry in _mailers():
+            return _from_mailer_alias(entry, where)
+        path = expand_backend_path(entry)
+        return ProviderConfig(name=default_name(path), backend_path=path)
+    if isinstance(entry, Mapping):
+        unknown = set(entry) - ENTRY_KEYS
+        if unknown:
+            raise FailoverConfigurationError(
+                f"{where} has unknown keys {sorted(unknown)}; allowed: NAME, BACKEND, OPTIONS"
+            )
+        backend = entry.get("BACKEND")
+        if not isinstance(backend, str) or not backend.strip():
+            raise FailoverConfigurationError(f"{where} needs a BACKEND (a dotted path or an Anymail ESP name)")
+        options = entry.get("OPTIONS", {})
+        if not isinstance(options, Mapping):
+            raise FailoverConfigurationError(f"{where}['OPTIONS'] must be a dict of backend arguments")
+        path = expand_backend_path(backend)
+        name = entry.get("NAME") or default_name(path)
+        if not isinstance(name, str):
+            raise FailoverConfigurationError(f"{where}['NAME'] must be a string")
+        return ProviderConfig(name=name, backend_path=path, options=dict(options))
+    raise FailoverConfigurationError(
+        f"{where} must be a dotted backend path, an Anymail ESP name or a "
+        f"{{'NAME', 'BACKEND', 'OPTIONS'}} dict, not {type(entry).__name__}"
+    )
+
+
+def _from_mailer_alias(alias: str, where: str) -> ProviderConfig:
+    config = _mailers()[alias]
+    path = config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+    if path == conf.BACKEND_PATH:
+        raise FailoverConfigurationError(f"{where} names MAILERS[{alias!r}], which is the failover backend itself")
+    return ProviderConfig(name=alias, backend_path=path, options=dict(config.get("OPTIONS", {})), mailer_alias=alias)
+
+
+def load_providers(entries: list | None = None) -> list[ProviderConfig]:
+    """Parse and validate the chain: at least one provider, unique names."""
+    entries = conf.backends() if entries is None else list(entries)
+    if not entries:
+        raise FailoverConfigurationError(
+            "FIRST_WORKING_EMAIL_BACKENDS is empty: list at least one email backend"
+        )
+    providers = [parse_entry(entry, index) for index, entry in enumerate(entries)]
+    seen: set[str] = set()
+    for provider in providers:
+        if provider.name in seen:
+            raise FailoverConfigurationError(
+                f"Two providers are named {provider.name!r} in FIRST_WORKING_EMAIL_BACKENDS: give each "
+                "entry its own NAME, e.g. {'NAME': 'mailgun-eu', 'BACKEND': 'mailgun', 'OPTIONS': {...}}"
+            )
+        seen.add(provider.name)
+    return providers
+
+
+class BackendPool(threading.local):
+    """Inner backend instances, one set per thread: a requests.Session is never shared between threads."""
+
+    def __init__(self) -> None:
+        self.instances: dict[str, BaseEmailBackend] = {}
+        self.opened: dict[str, bool] = {}  # provider -> we must close it
+        self.depth = 0  # >0 while a batch or an explicit open() is in progress
