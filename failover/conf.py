@@ -24,7 +24,8 @@ def get_setting(name: str) -> Any:
 
 
 def backends() -> list:
-    return list(get_setting("FIRST_WORKING_EMAIL_BACKENDS") or [])
+    """The raw setting (not a copy): its identity lets the parsed chain be reused."""
+    return get_setting("FIRST_WORKING_EMAIL_BACKENDS") or []
 
 
 def cache_timeout() -> float:
@@ -49,7 +50,6 @@ def failover_on_ambiguous() -> bool:
 
 def is_used_by_project() -> bool:
     """True when the project sends through this backend (EMAIL_BACKEND or a MAILERS entry)."""
-    if getattr(settings, "EMAIL_BACKEND", "") == BACKEND_PATH:
-        return True
-    mailers = getattr(settings, "MAILERS", None) or {}
-    return any(cfg.get("BACKEND") == BACKEND_PATH for cfg in mailers.values())
+    if hasattr(settings, "MAILERS"):  # Django 6.1+: MAILERS replaces EMAIL_BACKEND
+        return any(cfg.get("BACKEND") == BACKEND_PATH for cfg in (settings.MAILERS or {}).values())
+    return getattr(settings, "EMAIL_BACKEND", "") == BACKEND_PATH

@@ -9,6 +9,7 @@ been sent: that is ambiguous.
 import smtplib
 import socket
 
+import django
 import requests
 from anymail.exceptions import (
     AnymailAPIError,
@@ -19,7 +20,6 @@ from anymail.exceptions import (
     AnymailUnsupportedFeature,
 )
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import BadHeaderError
 from urllib3.exceptions import ProtocolError
 
 from failover.attempts import Outcome
@@ -28,7 +28,16 @@ from failover.exceptions import ProviderBuildError
 # HTTP answers that judge the message, not the provider. Everything else in 4xx (401/403 bad
 # key, 404 wrong URL/domain, 402 unpaid, 429 throttled...) and every 5xx is the provider's.
 MESSAGE_STATUS_CODES = frozenset({400, 413, 422})
+# Django < 6.1 raises BadHeaderError for a header with a newline. 6.1 raises a plain ValueError
+# (and deprecates the name); that is indistinguishable from a backend bug, so it takes the
+# generic path: every provider raises the same, and the caller gets AllProvidersFailed.
+HEADER_ERRORS: tuple[type[BaseException], ...] = ()
+if django.VERSION < (6, 1):
+    from django.core.mail import BadHeaderError
+
+    HEADER_ERRORS = (BadHeaderError,)
 MAX_ERROR_LENGTH = 300
+MAX_BODY_LENGTH = 160
 
 
 def classify(error: BaseException) -> Outcome:
@@ -47,7 +56,7 @@ def classify(error: BaseException) -> Outcome:
         return _classify_status(getattr(error, "status_code", None))
     if isinstance(error, smtplib.SMTPException):
         return _classify_smtp_error(error)
-    if isinstance(error, BadHeaderError):
+    if isinstance(error, HEADER_ERRORS):
         return Outcome.MESSAGE_ERROR
     if isinstance(error, socket.timeout):
         return Outcome.AMBIGUOUS
@@ -106,17 +115,24 @@ def status_code_of(error: BaseException) -> int | None:
 
 
 def describe(error: BaseException, secrets: frozenset[str] = frozenset()) -> str:
-    """A one-line description fit for logs and API answers: first line only, secrets masked.
+    """A one-line description fit for logs and API answers, with secrets masked.
 
-    Anymail's own str() appends the provider's whole response; the first line plus the status
-    is enough to act on, and keeps message content out of logs.
+    Anymail's own str() appends the provider's whole response, pretty-printed; here an HTTP
+    error is "HTTP <status> <reason>: <the provider's answer, squeezed to one short line>".
     """
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, requests.RequestException) and error.__cause__ is not None:
-        text = f"{text} {type(error.__cause__).__name__}: {error.__cause__}".strip()
     status = status_code_of(error)
-    if status is not None and str(status) not in text:
-        text = f"HTTP {status} {text}".strip()
+    if status is not None:
+        response = getattr(error, "response", None)
+        reason = getattr(response, "reason", "") or ""
+        detail = " ".join(str(arg) for arg in getattr(error, "args", ()) if arg)
+        body = " ".join((getattr(response, "text", "") or "").split())[:MAX_BODY_LENGTH]
+        text = f"HTTP {status} {reason}".strip()
+        text += "".join(f": {part}" for part in (detail, body) if part)
+    else:
+        lines = str(error).strip().splitlines()
+        text = lines[0].rstrip(":") if lines else ""
+        if isinstance(error, requests.RequestException) and error.__cause__ is not None:
+            text = f"{text}: {type(error.__cause__).__name__}: {error.__cause__}".lstrip(": ")
     text = text or type(error).__name__
     for secret in secrets:
         if secret:

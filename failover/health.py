@@ -6,6 +6,7 @@ primary costs one cache read per batch and no write.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,12 @@ from django.core.cache import caches
 # memory window; the window itself is decided by the timestamps stored inside the entry.
 MIN_ENTRY_SECONDS = 86400
 KEY_PREFIX = "failover:v1:"
+
+
+@functools.lru_cache(maxsize=64)
+def chain_key(names: tuple[str, ...]) -> str:
+    """One cache entry per chain, so two differently configured chains never mix their memory."""
+    return KEY_PREFIX + hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
 
 
 def now() -> float:
@@ -49,8 +56,7 @@ class HealthStore:
         self.names = names
         self.cache_alias = cache_alias
         self.timeout = timeout
-        digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
-        self.key = KEY_PREFIX + digest
+        self.key = chain_key(tuple(names))
 
     @property
     def cache(self):

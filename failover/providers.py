@@ -1,11 +1,13 @@
 """Reading FIRST_WORKING_EMAIL_BACKENDS into provider definitions, and building their backends."""
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import django
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
@@ -13,6 +15,7 @@ from django.utils.module_loading import import_string
 from failover import conf
 from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 
+HAS_MAILERS = django.VERSION >= (6, 1)
 ANYMAIL_SHORT_NAME = "anymail.backends.{}.EmailBackend"
 ENTRY_KEYS = frozenset({"NAME", "BACKEND", "OPTIONS"})
 # Option names whose values are masked wherever an error is described.
@@ -27,7 +30,7 @@ class ProviderConfig:
     mailer_alias: str | None = None  # Django 6.1: built like mailers[alias]
 
     def backend_class(self) -> type[BaseEmailBackend]:
-        return import_string(self.backend_path)
+        return _import_backend(self.backend_path)
 
     def build(self, timeouts: tuple[float, float]) -> BaseEmailBackend:
         """Construct the backend; any failure becomes ProviderBuildError (a provider error)."""
@@ -37,6 +40,10 @@ class ProviderConfig:
             _apply_default_timeout(cls, options, timeouts)
             if self.mailer_alias is not None:
                 options["alias"] = self.mailer_alias
+            elif HAS_MAILERS and cls.__module__.startswith("django.core.mail.backends."):
+                # Django 6.1 builds its own backends from OPTIONS alone when given an alias
+                # (without one they read the EMAIL_* settings, which MAILERS forbids).
+                options["alias"] = self.name
             return cls(**options)
         except Exception as err:
             reason = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -50,6 +57,11 @@ class ProviderConfig:
             if isinstance(value, str) and any(part in key.lower() for part in SECRET_OPTION_NAMES)
         }
         return frozenset(found | anymail_secrets())
+
+
+@functools.lru_cache(maxsize=128)
+def _import_backend(path: str) -> type[BaseEmailBackend]:
+    return import_string(path)
 
 
 def anymail_secrets() -> frozenset[str]:
@@ -72,13 +84,19 @@ def _apply_default_timeout(cls: type, options: dict, timeouts: tuple[float, floa
     """Give HTTP and SMTP backends our short timeouts unless the entry's OPTIONS set one."""
     if "timeout" in options:
         return
+    requests_backend, smtp_backend = _timeout_aware_classes()
+    if issubclass(cls, requests_backend):
+        options["timeout"] = timeouts  # requests takes (connect, read)
+    elif issubclass(cls, smtp_backend):
+        options["timeout"] = timeouts[1]
+
+
+@functools.cache
+def _timeout_aware_classes() -> tuple[type, type]:
     from anymail.backends.base_requests import AnymailRequestsBackend
     from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
-    if issubclass(cls, AnymailRequestsBackend):
-        options["timeout"] = timeouts  # requests takes (connect, read)
-    elif issubclass(cls, SMTPBackend):
-        options["timeout"] = timeouts[1]
+    return AnymailRequestsBackend, SMTPBackend
 
 
 def expand_backend_path(path: str) -> str:
@@ -144,8 +162,26 @@ def _from_mailer_alias(alias: str, where: str) -> ProviderConfig:
 
 
 def load_providers(entries: list | None = None) -> list[ProviderConfig]:
-    """Parse and validate the chain: at least one provider, unique names."""
-    entries = conf.backends() if entries is None else list(entries)
+    """Parse and validate the chain: at least one provider, unique names.
+
+    Backends are often built once per message (`send_mail`), so the parsed chain is reused
+    while the setting (and MAILERS, which aliases resolve against) is the very same object;
+    `override_settings` installs new objects, so tests see their own chain.
+    """
+    raw = conf.backends() if entries is None else entries
+    key = (id(raw), id(getattr(settings, "MAILERS", None)))
+    cached = _parsed_chain
+    if cached is not None and cached[0] == key and cached[1] is raw:
+        return cached[2]
+    providers = _parse_chain(list(raw))
+    globals()["_parsed_chain"] = (key, raw, providers)
+    return providers
+
+
+_parsed_chain: tuple | None = None
+
+
+def _parse_chain(entries: list) -> list[ProviderConfig]:
     if not entries:
         raise FailoverConfigurationError(
             "FIRST_WORKING_EMAIL_BACKENDS is empty: list at least one email backend"

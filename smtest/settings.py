@@ -5,6 +5,7 @@ A `.env` file in the project root is read when present; `.env.example` documents
 import os
 from pathlib import Path
 
+import django
 import environ
 
 from smtest.environment import anymail_settings, split_list, with_sqlite_options
@@ -67,7 +68,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
 # Mail: every message goes through the failover backend, which tries the providers in order.
-EMAIL_BACKEND = "failover.backends.FirstWorkingEmailBackend"
+# Django 6.1 configures mail through MAILERS (EMAIL_BACKEND is deprecated there).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "failover.backends.FirstWorkingEmailBackend"}}
+else:
+    EMAIL_BACKEND = "failover.backends.FirstWorkingEmailBackend"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="smtest@localhost")
 FIRST_WORKING_EMAIL_BACKENDS = split_list(
     env.str("FIRST_WORKING_EMAIL_BACKENDS", default="django.core.mail.backends.console.EmailBackend")

@@ -1,0 +1,154 @@
+"""What the failover backend adds to sending, measured side by side against a local HTTP endpoint.
+
+Budget (DESIGN.md): at most +3% over sending through the inner backend directly with a healthy
+primary, and at most +5% over sending straight to the secondary when the primary is dead
+(connection refused), because the remembered provider spares later messages the dead one.
+
+Run: .venv/bin/python bench/failover_overhead.py [--messages 400] [--rounds 7]
+Each round runs every variant once, interleaved, so machine noise hits them alike; the ratios
+are medians over the rounds. Nothing leaves 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import socket
+import statistics
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+
+class SendGridLike(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real API
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def configure(live_url: str, cache: str) -> None:
+    cache_config = {
+        "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/smtest-bench-cache"},
+    }[cache]
+    settings.configure(
+        INSTALLED_APPS=["anymail", "failover"],
+        CACHES={"default": cache_config},
+        ANYMAIL={"SENDGRID_API_KEY": "bench-key"},
+        EMAIL_BACKEND="failover.backends.FirstWorkingEmailBackend",
+        LOGGING_CONFIG=None,
+        # As a real project sets them (smtest/settings.py does).
+        FIRST_WORKING_EMAIL_CACHE_TIMEOUT=3600,
+        FIRST_WORKING_EMAIL_CACHE="default",
+        FIRST_WORKING_EMAIL_CONNECT_TIMEOUT=3.05,
+        FIRST_WORKING_EMAIL_READ_TIMEOUT=15.0,
+        FIRST_WORKING_EMAIL_FAILOVER_ON_AMBIGUOUS=True,
+    )
+    django.setup()
+    # Production logs every attempt at INFO: pay for formatting, write to nowhere.
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("failover")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=400, help="messages per variant per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cache", choices=["locmem", "file"], default="locmem")
+    args = parser.parse_args()
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), SendGridLike)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    live_url = f"http://127.0.0.1:{server.server_port}/v3/"
+    dead_url = f"http://127.0.0.1:{free_port()}/v3/"  # nothing listens: connection refused
+    configure(live_url, args.cache)
+
+    import warnings
+
+    from anymail.backends.sendgrid import EmailBackend as SendGridBackend
+    from django.core.cache import cache
+    from django.core.mail import EmailMessage
+
+    from failover.backends import FirstWorkingEmailBackend
+
+    warnings.simplefilter("ignore")
+    live = {"NAME": "live", "BACKEND": "sendgrid", "OPTIONS": {"api_url": live_url}}
+    dead = {"NAME": "dead", "BACKEND": "sendgrid", "OPTIONS": {"api_url": dead_url}}
+
+    def messages(n):
+        return [EmailMessage(subject=f"m{i}", body="x" * 200, from_email="a@example.com", to=["b@example.net"]) for i in range(n)]
+
+    def direct_per_message(batch):
+        for m in batch:
+            SendGridBackend(api_url=live_url, timeout=(3.05, 15.0)).send_messages([m])
+
+    def failover_per_message(chain):
+        def run(batch):
+            for m in batch:
+                FirstWorkingEmailBackend(backends=chain).send_messages([m])
+        return run
+
+    def direct_batch(batch):
+        SendGridBackend(api_url=live_url, timeout=(3.05, 15.0)).send_messages(batch)
+
+    def failover_batch(chain):
+        def run(batch):
+            FirstWorkingEmailBackend(backends=chain).send_messages(batch)
+        return run
+
+    variants = {
+        "direct, one connection per message": direct_per_message,
+        "failover healthy, one connection per message": failover_per_message([live]),
+        "failover dead primary, one connection per message": failover_per_message([dead, live]),
+        "direct, one batch": direct_batch,
+        "failover healthy, one batch": failover_batch([live]),
+        "failover dead primary, one batch": failover_batch([dead, live]),
+    }
+    timings = {name: [] for name in variants}
+    for round_no in range(args.rounds):
+        for name, run in variants.items():
+            cache.clear()  # every round starts with no memory: the dead primary is found anew
+            batch = messages(args.messages)
+            started = time.perf_counter()
+            run(batch)
+            timings[name].append(time.perf_counter() - started)
+            assert all(getattr(m, "failover_provider", "live") == "live" for m in batch), name
+
+    median = {name: statistics.median(values) for name, values in timings.items()}
+    print(f"{args.messages} messages per run, {args.rounds} rounds, cache={args.cache}, Python {sys.version.split()[0]}, Django {django.get_version()}")
+    for name, value in median.items():
+        print(f"  {name:<52} {value * 1000 / args.messages:7.3f} ms/message")
+    print("ratios (median; budget: healthy <= 1.03, dead primary <= 1.05):")
+    for mode in ("one connection per message", "one batch"):
+        base = median[f"direct, {mode}"]
+        print(f"  {mode:<28} healthy/direct = {median[f'failover healthy, {mode}'] / base:.3f}"
+              f"   dead-primary/direct-to-secondary = {median[f'failover dead primary, {mode}'] / base:.3f}")
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

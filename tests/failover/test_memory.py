@@ -1,0 +1,137 @@
+"""The remembered working provider: shared through the cache, forgotten after the timeout."""
+from unittest import mock
+
+from django.core.cache import caches
+
+from failover import signals
+from tests.failover.base import FailoverTestCase
+
+
+class MemoryTests(FailoverTestCase):
+    def fail_primary_once(self):
+        self.esp.down("sendgrid")
+        message = self.message()
+        self.send(message)
+        self.assertEqual(message.failover_provider, "mailgun")
+
+    def test_later_sends_start_at_the_working_provider(self):
+        """After a failover, the dead primary is not tried again: one HTTP call per message."""
+        self.fail_primary_once()
+        calls_before = self.esp.calls("sendgrid")
+        message = self.message()
+        self.send(message)
+        self.assertEqual(self.esp.calls("sendgrid"), calls_before)
+        self.assertEqual(message.failover_provider, "mailgun")
+        self.assertEqual(len(message.failover_attempts), 1)
+
+    def test_memory_is_shared_by_every_backend_on_the_cache(self):
+        """A new connection (another process on the same cache) starts at the working provider."""
+        self.fail_primary_once()
+        other = self.connection()
+        message = self.message()
+        other.send_messages([message])
+        self.assertEqual(message.failover_provider, "mailgun")
+        self.assertEqual(self.esp.calls("sendgrid"), 1)
+
+    def test_preferred_order_returns_after_the_timeout(self):
+        """Once FIRST_WORKING_EMAIL_CACHE_TIMEOUT has passed, the primary is tried first again."""
+        self.fail_primary_once()
+        self.esp.ok("sendgrid")
+        self.clock.advance(599)
+        message = self.message()
+        self.send(message)
+        self.assertEqual(message.failover_provider, "mailgun")
+        self.clock.advance(2)
+        message = self.message()
+        self.send(message)
+        self.assertEqual(message.failover_provider, "sendgrid")
+
+    def test_memory_renews_while_the_primary_stays_down(self):
+        """A primary still dead after the timeout costs one more try, then the detour is remembered again."""
+        self.fail_primary_once()
+        self.clock.advance(601)
+        self.send(self.message())
+        self.assertEqual(self.esp.calls("sendgrid"), 2)
+        self.send(self.message())
+        self.assertEqual(self.esp.calls("sendgrid"), 2)
+
+    def test_remembered_provider_failing_moves_on_and_wraps_round(self):
+        """If the remembered provider fails too, the next ones are tried, then the earlier ones."""
+        self.fail_primary_once()  # sends now start at mailgun
+        self.esp.ok("sendgrid")
+        self.esp.fail("mailgun", 503)
+        self.esp.down("mandrill")
+        message = self.message()
+        self.send(message)
+        self.assertEqual([a.provider for a in message.failover_attempts], ["mailgun", "mandrill", "sendgrid"])
+        self.assertEqual(message.failover_provider, "sendgrid")
+
+    def test_custom_cache_timeout_from_settings(self):
+        """FIRST_WORKING_EMAIL_CACHE_TIMEOUT is read when the backend is built."""
+        with self.settings(FIRST_WORKING_EMAIL_CACHE_TIMEOUT=10):
+            self.fail_primary_once()
+            self.esp.ok("sendgrid")
+            self.clock.advance(11)
+            message = self.message()
+            self.send(message)
+        self.assertEqual(message.failover_provider, "sendgrid")
+
+    def test_named_cache_alias_holds_the_memory(self):
+        """FIRST_WORKING_EMAIL_CACHE picks the cache; the default cache stays untouched."""
+        caches_setting = {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "d"},
+            "failover": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "f"},
+        }
+        with self.settings(CACHES=caches_setting, FIRST_WORKING_EMAIL_CACHE="failover"):
+            self.fail_primary_once()
+            self.assertTrue(caches["failover"]._cache)
+            self.assertFalse(caches["default"]._cache)
+            caches["failover"].clear()
+
+    def test_one_cache_read_per_batch_and_no_write_when_healthy(self):
+        """A healthy batch of 5 reads the cache once and never writes it."""
+        cache = caches["default"]
+        with mock.patch.object(type(cache), "get", wraps=cache.get) as get, mock.patch.object(
+            type(cache), "set", wraps=cache.set
+        ) as set_:
+            self.send(*[self.message(subject=f"m{i}") for i in range(5)])
+        self.assertEqual(get.call_count, 1)
+        self.assertEqual(set_.call_count, 0)
+        self.assertEqual(self.esp.calls("sendgrid"), 5)
+
+
+class StateSignalTests(FailoverTestCase):
+    def test_provider_failed_fires_once_per_state_change(self):
+        """provider_failed fires when a healthy provider fails, not again while it is known down."""
+        seen = []
+        handler = lambda sender, provider, **kw: seen.append(provider)  # noqa: E731
+        signals.provider_failed.connect(handler)
+        self.addCleanup(signals.provider_failed.disconnect, handler)
+        self.esp.down("sendgrid")
+        self.esp.down("mailgun")
+        self.send(self.message())
+        self.send(self.message())  # starts at mandrill now; sendgrid and mailgun not retried
+        self.assertEqual(seen, ["sendgrid", "mailgun"])
+
+    def test_provider_recovered_fires_when_a_failed_provider_works_again(self):
+        """The primary taking mail after its failure window sends provider_recovered."""
+        seen = []
+        handler = lambda sender, provider, **kw: seen.append(provider)  # noqa: E731
+        signals.provider_recovered.connect(handler)
+        self.addCleanup(signals.provider_recovered.disconnect, handler)
+        self.esp.down("sendgrid")
+        self.send(self.message())
+        self.esp.ok("sendgrid")
+        self.clock.advance(601)
+        self.send(self.message())
+        self.assertEqual(seen, ["sendgrid"])
+
+    def test_provider_attempted_fires_for_every_try(self):
+        """provider_attempted carries the provider, the message and the attempt."""
+        seen = []
+        handler = lambda sender, provider, message, attempt, **kw: seen.append((provider, attempt.outcome))  # noqa: E731
+        signals.provider_attempted.connect(handler)
+        self.addCleanup(signals.provider_attempted.disconnect, handler)
+        self.esp.fail("sendgrid", 503)
+        self.send(self.message())
+        self.assertEqual(seen, [("sendgrid", "provider_error"), ("mailgun", "sent")])
