@@ -15,11 +15,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 migrate: venv
-	$(BIN)/python manage.py migrate --no-input
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --no-input
 
-## Start the service on its embedded defaults (SQLite, settings from .env when present).
+## Start the service on its embedded defaults (SQLite, settings from .env when present): prints a
+## development API key, then runs the web server (127.0.0.1:8000), a delivery worker and the
+## recovery loop; Ctrl-C stops all of them.
 run: migrate
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py rundev
 
 ## Run the whole test suite.
 test: venv

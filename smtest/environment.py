@@ -1,5 +1,8 @@
 """Helpers that turn environment variables into Django settings (kept apart so tests can call them)."""
+import importlib.util
 from collections.abc import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
 
 ANYMAIL_PREFIX = "ANYMAIL_"
 
@@ -32,3 +35,21 @@ def with_sqlite_options(database: dict) -> dict:
 def split_list(value: str) -> list[str]:
     """Comma-separated list with blanks dropped: `"sendgrid, mailgun,"` → `["sendgrid", "mailgun"]`."""
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def tasks_module() -> str:
+    """`django.tasks` on Django 6, the `django_tasks` backport on Django 5.2."""
+    return "django.tasks" if importlib.util.find_spec("django.tasks") else "django_tasks"
+
+
+def tasks_settings(backend: str) -> dict:
+    """TASKS for a TASKS_BACKEND name: `database` (default), `immediate` or `dummy`."""
+    backends = {
+        "database": "django_tasks_db.DatabaseBackend",
+        "immediate": f"{tasks_module()}.backends.immediate.ImmediateBackend",
+        "dummy": f"{tasks_module()}.backends.dummy.DummyBackend",
+    }
+    name = backend.strip().lower()
+    if name not in backends:
+        raise ImproperlyConfigured(f"TASKS_BACKEND is {backend!r}; use one of: {', '.join(backends)}")
+    return {"default": {"BACKEND": backends[name]}}

@@ -3,12 +3,13 @@
 A `.env` file in the project root is read when present; `.env.example` documents every variable.
 """
 import os
+import sys
 from pathlib import Path
 
 import django
 import environ
 
-from smtest.environment import anymail_settings, split_list, with_sqlite_options
+from smtest.environment import anymail_settings, split_list, tasks_module, tasks_settings, with_sqlite_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -25,16 +26,30 @@ ALLOWED_HOSTS = env.list(
 )
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "anymail",
+    "ninja",
+    *(["django_tasks"] if tasks_module() == "django_tasks" else []),  # the Tasks API backport (Django 5.2)
+    "django_tasks_db",
     "failover",
+    "mailservice",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # First after security: JSON errors and the body size limit for /api/ and the send URL.
+    "mailservice.middleware.GatewayErrorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "smtest.urls"
@@ -45,7 +60,13 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 
@@ -54,6 +75,12 @@ DATABASES = {
         env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'smtest.sqlite3'}")
     )
 }
+# Tests use a file, not SQLite's shared in-memory database, so threads (the concurrency tests)
+# get real locking with the busy timeout above; one file per interpreter, so two suites can run.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"].setdefault(
+        "TEST", {"NAME": str(VAR_DIR / f"test-py{sys.version_info[0]}{sys.version_info[1]}.sqlite3")}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Web and worker processes must share the failover memory, so the default cache is one that
@@ -85,6 +112,31 @@ FIRST_WORKING_EMAIL_FAILOVER_ON_AMBIGUOUS = env.bool(
 )
 ANYMAIL = anymail_settings(os.environ)
 
+# Background delivery (Django's Tasks API): `database` (default; run `manage.py db_worker`),
+# `immediate` (sends inside the request, for tests and demos), or `dummy` (enqueue nothing).
+TASKS = tasks_settings(env.str("TASKS_BACKEND", default="database"))
+
+# The gateway (mailservice/conf.py documents each default; docs/delivery.md explains them).
+MAILSERVICE_MAX_REQUEST_BYTES = env.int("MAILSERVICE_MAX_REQUEST_BYTES", default=30 * 1024 * 1024)
+MAILSERVICE_MAX_ATTACHMENTS_BYTES = env.int("MAILSERVICE_MAX_ATTACHMENTS_BYTES", default=25 * 1024 * 1024)
+MAILSERVICE_MAX_RECIPIENTS = env.int("MAILSERVICE_MAX_RECIPIENTS", default=1000)
+MAILSERVICE_RETRY_BASE_DELAY = env.float("MAILSERVICE_RETRY_BASE_DELAY", default=30.0)
+MAILSERVICE_RETRY_MAX_DELAY = env.float("MAILSERVICE_RETRY_MAX_DELAY", default=3600.0)
+MAILSERVICE_RETRY_JITTER = env.float("MAILSERVICE_RETRY_JITTER", default=0.2)
+MAILSERVICE_MAX_AGE = env.float("MAILSERVICE_MAX_AGE", default=2 * 86400.0)
+MAILSERVICE_LEASE_SECONDS = env.float("MAILSERVICE_LEASE_SECONDS", default=300.0)
+MAILSERVICE_RECOVERY_GRACE = env.float("MAILSERVICE_RECOVERY_GRACE", default=120.0)
+MAILSERVICE_RECOVERY_INTERVAL = env.float("MAILSERVICE_RECOVERY_INTERVAL", default=30.0)
+MAILSERVICE_IDEMPOTENCY_TTL = env.float("MAILSERVICE_IDEMPOTENCY_TTL", default=86400.0)
+MAILSERVICE_SEND_URL_SUBJECT = env.str("MAILSERVICE_SEND_URL_SUBJECT", default="Test message from smtest")
+MAILSERVICE_SEND_URL_TEXT = env.str(
+    "MAILSERVICE_SEND_URL_TEXT", default="This is a test message sent through the smtest gateway."
+)
+# Django reads request bodies up to this size; the gateway's own limit answers 413 before that.
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAILSERVICE_MAX_REQUEST_BYTES
+# A form post to the send URL may list up to MAILSERVICE_MAX_RECIPIENTS addresses.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = MAILSERVICE_MAX_RECIPIENTS * 3 + 100
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -94,6 +146,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "failover": {"level": LOG_LEVEL},
+        "mailservice": {"level": LOG_LEVEL},
         "smtest": {"level": LOG_LEVEL},
     },
 }

@@ -1,4 +1,12 @@
-"""Project URLs. The gateway's API and the provider webhooks are mounted here as they arrive."""
-from django.urls import URLPattern, URLResolver
+"""Project URLs: the gateway's JSON API under /api/, the send URL at /, the admin."""
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from mailservice.api import api
+from mailservice.views import send
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("api/", api.urls),
+    path("admin/", admin.site.urls),
+    path("", send, name="send"),
+]

@@ -1,0 +1,1 @@
+"""The gateway: a durable outbox, a JSON API, and background delivery through the failover backend."""

@@ -1,0 +1,66 @@
+"""Parsing and checking one email address as the API accepts it: `a@example.com` or
+`"Doe, Jane" <a@example.com>`, internationalized domains included."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anymail.exceptions import AnymailInvalidAddress
+from anymail.utils import parse_single_address
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+MAX_ADDRESS_LENGTH = 998  # one header line
+MAX_ADDR_SPEC_LENGTH = 254  # RFC 5321 path limit
+
+
+class AddressError(ValueError):
+    """The value is not one valid email address; the message says why, for the API's answer."""
+
+
+@dataclass(frozen=True)
+class ParsedAddress:
+    original: str  # as given, display name included
+    display_name: str
+    addr_spec: str  # local@domain, domain as given (may be Unicode)
+
+    @property
+    def email(self) -> str:
+        """The normalized form used for lookups and the suppression list."""
+        return normalize_email(self.addr_spec)
+
+
+def parse_address(value: str) -> ParsedAddress:
+    """One address, or AddressError. CR/LF are refused first: they would inject headers."""
+    if "\r" in value or "\n" in value:
+        raise AddressError("Line breaks are not allowed in an address.")
+    if not value.strip():
+        raise AddressError("The address is empty.")
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise AddressError(f"The address is longer than {MAX_ADDRESS_LENGTH} characters.")
+    try:
+        parsed = parse_single_address(value)
+    except AnymailInvalidAddress as err:
+        if "Only one email address" in str(err):
+            raise AddressError("Give one address per item; use a list for several.") from None
+        raise AddressError(f"{value!r} is not a valid email address.") from None
+    except Exception:  # the stdlib parser raises assorted errors on garbage
+        raise AddressError(f"{value!r} is not a valid email address.") from None
+    addr_spec = parsed.addr_spec
+    if len(addr_spec) > MAX_ADDR_SPEC_LENGTH:
+        raise AddressError(f"The address is longer than {MAX_ADDR_SPEC_LENGTH} characters.")
+    try:
+        validate_email(addr_spec)  # accepts IDN domains (checked in their punycode form)
+    except ValidationError:
+        raise AddressError(f"{addr_spec!r} is not a valid email address.") from None
+    return ParsedAddress(original=value.strip(), display_name=parsed.display_name, addr_spec=addr_spec)
+
+
+def normalize_email(addr_spec: str) -> str:
+    """Lowercase, with an internationalized domain in its ASCII (punycode) form, so that
+    `Jane@Bücher.de` and `jane@xn--bcher-kva.de` are one suppression entry."""
+    local, _, domain = addr_spec.strip().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}".lower()

@@ -1,0 +1,135 @@
+"""The admin: messages with their recipients, attempts and events (read-only), retry and cancel
+actions; tracking events read-only; suppressions; API keys shown by name and prefix only."""
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from mailservice.exceptions import MessageStateError
+from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
+from mailservice.selectors import HEAVY_FIELDS
+from mailservice.services import message_cancel, message_retry
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class RecipientInline(ReadOnlyInline):
+    model = Recipient
+    fields = ("kind", "address", "status", "provider_message_id", "error", "updated_at")
+    readonly_fields = fields
+
+
+class AttemptInline(ReadOnlyInline):
+    model = DeliveryAttempt
+    fields = ("round", "provider", "outcome", "status_code", "error_class", "error", "duration", "created_at")
+    readonly_fields = fields
+
+
+class EventInline(ReadOnlyInline):
+    model = TrackingEvent
+    fk_name = "message"
+    fields = ("provider", "event_type", "timestamp", "recipient", "description")
+    readonly_fields = fields
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("id", "status", "subject", "provider", "attempt_count", "possible_duplicate", "created_at")
+    list_filter = ("status", "provider", "possible_duplicate")
+    search_fields = ("id", "subject", "provider_message_id", "recipients__email")
+    date_hierarchy = "created_at"
+    inlines = (RecipientInline, AttemptInline, EventInline)
+    actions = ("retry_messages", "cancel_messages")
+    # What the worker writes is shown, never edited: the row is the delivery's source of truth.
+    readonly_fields = [field.name for field in Message._meta.fields if field.name not in ("attachments",)]
+    exclude = ("attachments",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            queryset = queryset.defer(*HEAVY_FIELDS)
+        return queryset
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # messages come through the API
+
+    @admin.action(description="Retry the selected messages now")
+    def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._apply(request, queryset, message_retry, "queued again")
+
+    @admin.action(description="Cancel the selected messages (queued or deferred only)")
+    def cancel_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._apply(request, queryset, message_cancel, "cancelled")
+
+    def _apply(self, request, queryset, action, done: str) -> None:
+        succeeded, refused = 0, 0
+        for message in queryset:
+            try:
+                action(message=message)
+                succeeded += 1
+            except MessageStateError:
+                refused += 1
+        if succeeded:
+            self.message_user(request, f"{succeeded} message(s) {done}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, f"{refused} message(s) skipped: not in a state that allows it.", messages.WARNING)
+
+
+@admin.register(TrackingEvent)
+class TrackingEventAdmin(admin.ModelAdmin):
+    list_display = ("provider", "event_type", "recipient", "timestamp", "message")
+    list_filter = ("provider", "event_type")
+    search_fields = ("recipient", "event_id", "provider_message_id")
+    raw_id_fields = ("message", "message_recipient")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(admin.ModelAdmin):
+    list_display = ("address", "reason", "provider", "created_at")
+    list_filter = ("reason", "provider")
+    search_fields = ("address",)
+    raw_id_fields = ("event",)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created with `manage.py create_api_key` (the only time the key is shown); the
+    admin can revoke them. The hash is never displayed."""
+
+    list_display = ("name", "masked", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix")
+    fields = ("name", "masked", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("name", "masked", "created_at", "last_used_at")
+    actions = ("revoke",)
+
+    @admin.display(description="key")
+    def masked(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        from django.utils import timezone
+
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)

@@ -1,0 +1,22 @@
+"""The JSON API (django-ninja): OpenAPI at /api/openapi.json, interactive docs at /api/docs."""
+from ninja import NinjaAPI
+
+from mailservice.api import errors
+from mailservice.api.auth import ApiKeyAuth
+from mailservice.api.messages import router as messages_router
+from mailservice.api.providers import router as providers_router
+from mailservice.api.suppressions import router as suppressions_router
+
+api = NinjaAPI(
+    title="smtest gateway",
+    version="1.0",
+    description="Send email through the first working provider. Every call except the docs and "
+    "this schema needs `Authorization: Bearer <key>` (`python manage.py create_api_key NAME`). "
+    'Errors answer `{"errors": [{"field": "to[0]", "message": "..."}]}`.',
+    auth=ApiKeyAuth(),
+    urls_namespace="api",
+)
+errors.install(api)
+api.add_router("", messages_router)
+api.add_router("", providers_router)
+api.add_router("", suppressions_router)

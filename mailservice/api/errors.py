@@ -1,0 +1,122 @@
+"""Every error the API answers has one shape: {"errors": [{"field": ..., "message": ...}]}.
+
+`field` is the path of the offending value from the body's root (`to[0]`,
+`attachments[1].content`, `headers.X-Campaign`), or null for the request as a whole.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.http import Http404, HttpRequest, JsonResponse
+
+from mailservice.exceptions import FieldError, RequestRejected
+
+logger = logging.getLogger(__name__)
+
+PARAM_SOURCES = {"body", "query", "path", "form", "header", "cookie", "file"}
+UNAUTHORIZED = "A valid API key is required in the header: Authorization: Bearer <key>."
+
+
+def error_response(status: int, errors: Iterable[FieldError]) -> JsonResponse:
+    response = JsonResponse({"errors": [error.as_dict() for error in errors]}, status=status)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="smtest"'
+    return response
+
+
+def rejected_response(error: RequestRejected) -> JsonResponse:
+    return error_response(error.status, error.errors)
+
+
+def field_path(loc: Sequence[Any]) -> str | None:
+    """`("to", 0)` -> `to[0]`; `("attachments", 1, "content")` -> `attachments[1].content`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part == "[key]":
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
+def pydantic_errors(errors: Iterable[dict], *, strip_param: bool = False) -> list[FieldError]:
+    """Field errors from pydantic's (or ninja's) error list. Ninja prefixes each location with
+    the source and, for a body, the parameter name: both are dropped."""
+    converted = []
+    for error in errors:
+        loc = list(error.get("loc") or ())
+        if strip_param and loc and loc[0] in PARAM_SOURCES:
+            source = loc.pop(0)
+            if source == "body" and loc:
+                loc.pop(0)  # the view's parameter name
+        message = str(error.get("msg") or "Invalid value.")
+        message = message.removeprefix("Value error, ")
+        converted.append(FieldError(field_path(loc), message))
+    return converted
+
+
+def _is_missing_body(error: dict) -> bool:
+    loc = tuple(error.get("loc") or ())
+    return error.get("type") == "missing" and len(loc) == 2 and loc[0] == "body"
+
+
+def is_too_big(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, (RequestDataTooBig, TooManyFieldsSent)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def install(api) -> None:
+    """Replace ninja's default handlers so every failure answers in our format, never HTML."""
+    from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+    def on_rejected(request: HttpRequest, exc: RequestRejected):
+        return rejected_response(exc)
+
+    def on_validation(request: HttpRequest, exc: ValidationError):
+        if all(_is_missing_body(error) for error in exc.errors):
+            return error_response(400, [FieldError(None, "The request body is empty; send a JSON object.")])
+        return error_response(422, pydantic_errors(exc.errors, strip_param=True))
+
+    def on_auth(request: HttpRequest, exc: AuthenticationError):
+        return error_response(401, [FieldError(None, UNAUTHORIZED)])
+
+    def on_http(request: HttpRequest, exc: HttpError):
+        if is_too_big(exc):
+            return too_big_response()
+        message = "The request body is not valid JSON." if exc.status_code == 400 else str(exc)
+        return error_response(exc.status_code, [FieldError(None, message)])
+
+    def on_404(request: HttpRequest, exc: Http404):
+        return error_response(404, [FieldError(None, "Not found.")])
+
+    def on_too_big(request: HttpRequest, exc: Exception):
+        return too_big_response()
+
+    def on_error(request: HttpRequest, exc: Exception):
+        logger.exception("api internal error path=%s", request.path, extra={"path": request.path})
+        return error_response(500, [FieldError(None, "Internal error; it has been logged.")])
+
+    api.add_exception_handler(Exception, on_error)
+    api.add_exception_handler(RequestRejected, on_rejected)
+    api.add_exception_handler(ValidationError, on_validation)
+    api.add_exception_handler(HttpError, on_http)
+    api.add_exception_handler(AuthenticationError, on_auth)
+    api.add_exception_handler(Http404, on_404)
+    api.add_exception_handler(RequestDataTooBig, on_too_big)
+    api.add_exception_handler(TooManyFieldsSent, on_too_big)
+
+
+def too_big_response() -> JsonResponse:
+    from mailservice import conf
+
+    return error_response(
+        413, [FieldError(None, f"The request body is over the limit of {conf.max_request_bytes()} bytes.")]
+    )

@@ -1,0 +1,53 @@
+"""The one path every submission takes (the API and the send URL): validate, check the
+Idempotency-Key, store, enqueue."""
+from __future__ import annotations
+
+import re
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+
+from mailservice.exceptions import FieldError, InvalidRequest
+from mailservice.models import ApiKey, Message
+from mailservice.schemas import MessageIn
+from mailservice.services import message_enqueue, request_fingerprint
+from mailservice.validation import check_message
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_key(request: HttpRequest) -> str | None:
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY.match(value):
+        raise InvalidRequest(
+            [FieldError(None, "The Idempotency-Key header must be 1 to 255 printable ASCII characters.")]
+        )
+    return value
+
+
+def submit_message(*, request: HttpRequest, data: MessageIn, api_key: ApiKey) -> tuple[Message, bool]:
+    key = idempotency_key(request)
+    draft = check_message(data)
+    fingerprint = None
+    if key:
+        fingerprint = request_fingerprint(data.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+    return message_enqueue(draft=draft, api_key=api_key, idempotency_key=key, request_hash=fingerprint)
+
+
+def message_url(request: HttpRequest, message: Message) -> str:
+    return request.build_absolute_uri(reverse("api:message_get", kwargs={"message_id": str(message.pk)}))
+
+
+def accepted_body(request: HttpRequest, message: Message) -> dict:
+    return {"id": str(message.pk), "status": str(message.status), "url": message_url(request, message)}
+
+
+def accepted_response(request: HttpRequest, message: Message, replayed: bool) -> JsonResponse:
+    response = JsonResponse(accepted_body(request, message), status=202)
+    response["Location"] = message_url(request, message)
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response

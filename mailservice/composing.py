@@ -1,0 +1,88 @@
+"""Turning a stored Message into the EmailMessage the failover backend sends: body, alternatives,
+attachments, headers, and Anymail's attributes (tags, metadata, template, merge data)."""
+from __future__ import annotations
+
+import base64
+import mimetypes
+from collections.abc import Iterable
+
+import django
+from anymail.message import AnymailMessage
+
+from mailservice.models import Message, Recipient
+
+DEFAULT_MIMETYPE = "application/octet-stream"
+
+
+def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMessage:
+    """The message for these recipients (the ones not suppressed)."""
+    by_kind: dict[str, list[str]] = {kind: [] for kind in Recipient.Kind.values}
+    for recipient in recipients:
+        by_kind[recipient.kind].append(recipient.address)
+
+    if message.text:
+        body, html_alternative = message.text, message.html
+    else:
+        body, html_alternative = message.html or "", None
+    email = AnymailMessage(
+        subject=message.subject,
+        body=body,
+        from_email=message.from_email,
+        to=by_kind[Recipient.Kind.TO],
+        cc=by_kind[Recipient.Kind.CC],
+        bcc=by_kind[Recipient.Kind.BCC],
+        reply_to=list(message.reply_to or []),
+        headers=dict(message.headers or {}),
+    )
+    if html_alternative:
+        email.attach_alternative(html_alternative, "text/html")
+    elif message.html and not message.text:
+        email.content_subtype = "html"
+    for attachment in message.attachments or []:
+        _attach(email, attachment)
+    if message.tags:
+        email.tags = list(message.tags)
+    if message.metadata:
+        email.metadata = dict(message.metadata)
+    if message.template_id:
+        email.template_id = message.template_id
+    if message.merge_data is not None:
+        email.merge_data = dict(message.merge_data)
+    if message.merge_global_data is not None:
+        email.merge_global_data = dict(message.merge_global_data)
+    # Lets the failover backend's log lines name the message.
+    email.failover_ref = str(message.pk)
+    return email
+
+
+def _attach(email: AnymailMessage, attachment: dict) -> None:
+    content = base64.b64decode(attachment["content"])
+    filename = attachment["filename"]
+    mimetype = attachment.get("mimetype") or mimetypes.guess_type(filename)[0] or DEFAULT_MIMETYPE
+    if attachment.get("inline"):
+        email.attach(_inline_part(content, filename, mimetype, attachment.get("content_id") or filename))
+    else:
+        email.attach(filename, content, mimetype)
+
+
+def _inline_part(content: bytes, filename: str, mimetype: str, content_id: str):
+    """An inline part with a Content-ID: a MIMEPart on Django 6 (MIMEBase is deprecated there),
+    a MIMEBase on 5.2 (which does not take MIMEPart)."""
+    maintype, subtype = mimetype.split("/", 1)
+    if django.VERSION >= (6, 0):
+        from email.message import MIMEPart
+
+        part = MIMEPart()
+        part.set_content(
+            content, maintype=maintype, subtype=subtype, disposition="inline", filename=filename, cid=f"<{content_id}>"
+        )
+        return part
+    from email import encoders
+    from email.mime.base import MIMEBase
+
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(content)
+    encoders.encode_base64(part)
+    part.add_header("Content-Disposition", "inline", filename=filename)
+    part.add_header("Content-ID", f"<{content_id}>")
+    return part

@@ -1,0 +1,116 @@
+"""The one place that reads the gateway's settings, each with its documented default.
+
+Values are read when used, never at import, so `override_settings` works. docs/delivery.md and
+.env.example describe each one; smtest/settings.py reads them from the environment.
+"""
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+MB = 1024 * 1024
+
+DEFAULTS: dict[str, Any] = {
+    # Limits of one submitted message (DESIGN.md, "Limits").
+    "MAILSERVICE_MAX_REQUEST_BYTES": 30 * MB,  # whole request body -> 413
+    "MAILSERVICE_MAX_ATTACHMENTS_BYTES": 25 * MB,  # decoded attachments, all together -> 413
+    "MAILSERVICE_MAX_RECIPIENTS": 1000,  # to + cc + bcc -> 422 on `to`
+    # Retry policy for messages that no provider took (AllProvidersFailed).
+    "MAILSERVICE_RETRY_BASE_DELAY": 30.0,  # seconds before the first retry
+    "MAILSERVICE_RETRY_MAX_DELAY": 3600.0,  # the backoff never waits longer than this
+    "MAILSERVICE_RETRY_JITTER": 0.2,  # each delay is shortened by a random share up to this
+    "MAILSERVICE_MAX_AGE": 2 * 86400.0,  # seconds after which an undelivered message fails
+    # Worker lease: longer than the slowest send through every provider (timeouts x chain).
+    "MAILSERVICE_LEASE_SECONDS": 300.0,
+    # Recovery: a due message with no delivery enqueued for this long gets a new task.
+    "MAILSERVICE_RECOVERY_GRACE": 120.0,
+    "MAILSERVICE_RECOVERY_INTERVAL": 30.0,  # seconds between passes of `recover_messages --loop`
+    "MAILSERVICE_RECOVERY_BATCH": 500,  # messages re-enqueued per pass at most
+    # Idempotency keys are remembered this long (seconds), then the key may be reused.
+    "MAILSERVICE_IDEMPOTENCY_TTL": 86400.0,
+    # The send URL's defaults for `GET /?to=addr` (the proof of concept's test message).
+    "MAILSERVICE_SEND_URL_SUBJECT": "Test message from smtest",
+    "MAILSERVICE_SEND_URL_TEXT": "This is a test message sent through the smtest gateway.",
+    # `last_used_at` of an API key is written at most once per this many seconds.
+    "MAILSERVICE_API_KEY_TOUCH_INTERVAL": 60.0,
+}
+
+
+def get_setting(name: str) -> Any:
+    """The setting's value, or its documented default; the error names the setting to fix."""
+    if name not in DEFAULTS:
+        raise ImproperlyConfigured(f"Unknown gateway setting {name!r}")
+    value = getattr(settings, name, DEFAULTS[name])
+    default = DEFAULTS[name]
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            value = type(default)(value)
+        except (TypeError, ValueError) as err:
+            raise ImproperlyConfigured(f"settings.{name} must be a number, not {value!r}") from err
+        if value < 0:
+            raise ImproperlyConfigured(f"settings.{name} must not be negative, not {value!r}")
+    return value
+
+
+def max_request_bytes() -> int:
+    return get_setting("MAILSERVICE_MAX_REQUEST_BYTES")
+
+
+def max_attachments_bytes() -> int:
+    return get_setting("MAILSERVICE_MAX_ATTACHMENTS_BYTES")
+
+
+def max_recipients() -> int:
+    return get_setting("MAILSERVICE_MAX_RECIPIENTS")
+
+
+def retry_base_delay() -> float:
+    return get_setting("MAILSERVICE_RETRY_BASE_DELAY")
+
+
+def retry_max_delay() -> float:
+    return get_setting("MAILSERVICE_RETRY_MAX_DELAY")
+
+
+def retry_jitter() -> float:
+    return min(get_setting("MAILSERVICE_RETRY_JITTER"), 1.0)
+
+
+def max_age() -> float:
+    return get_setting("MAILSERVICE_MAX_AGE")
+
+
+def lease_seconds() -> float:
+    return get_setting("MAILSERVICE_LEASE_SECONDS")
+
+
+def recovery_grace() -> float:
+    return get_setting("MAILSERVICE_RECOVERY_GRACE")
+
+
+def recovery_interval() -> float:
+    return get_setting("MAILSERVICE_RECOVERY_INTERVAL")
+
+
+def recovery_batch() -> int:
+    return get_setting("MAILSERVICE_RECOVERY_BATCH")
+
+
+def idempotency_ttl() -> float:
+    return get_setting("MAILSERVICE_IDEMPOTENCY_TTL")
+
+
+def send_url_subject() -> str:
+    return str(get_setting("MAILSERVICE_SEND_URL_SUBJECT"))
+
+
+def send_url_text() -> str:
+    return str(get_setting("MAILSERVICE_SEND_URL_TEXT"))
+
+
+def api_key_touch_interval() -> float:
+    return get_setting("MAILSERVICE_API_KEY_TOUCH_INTERVAL")
+
+
+def default_from_email() -> str:
+    return settings.DEFAULT_FROM_EMAIL

@@ -1,0 +1,79 @@
+"""Errors of the gateway. Each carries what its handler needs to answer or act on it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MailserviceError(Exception):
+    """Base class of every error of this app."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with a request: `field` is the path of the offending value from the body's
+    root (`to[0]`, `attachments[1].content`, `headers.X-Campaign`), None for the whole request."""
+
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"field": self.field, "message": self.message}
+
+
+class RequestRejected(MailserviceError):
+    """A request the gateway refuses; answered with `status` and the field errors, storing nothing."""
+
+    status = 422
+
+    def __init__(self, errors: list[FieldError], status: int | None = None):
+        self.errors = errors
+        if status is not None:
+            self.status = status
+        super().__init__("; ".join(f"{e.field or 'request'}: {e.message}" for e in errors))
+
+
+class InvalidRequest(RequestRejected):
+    """Valid JSON of the wrong shape, or invalid values: 422."""
+
+    status = 422
+
+
+class MalformedRequest(RequestRejected):
+    """A body that cannot be parsed at all: 400."""
+
+    status = 400
+
+
+class PayloadTooLarge(RequestRejected):
+    """The request body or the decoded attachments are over the documented limits: 413."""
+
+    status = 413
+
+
+class IdempotencyConflict(RequestRejected):
+    """The Idempotency-Key was used before with a different body: 409."""
+
+    status = 409
+
+    def __init__(self, key: str):
+        super().__init__(
+            [FieldError(None, "This Idempotency-Key was already used with a different request body.")]
+        )
+
+
+class AuthenticationFailed(RequestRejected):
+    """No valid API key in the Authorization header: 401."""
+
+    status = 401
+
+
+class NotFound(RequestRejected):
+    status = 404
+
+
+class ApiKeyError(MailserviceError):
+    """An API key management command cannot do what it was asked (name taken, unknown key)."""
+
+
+class MessageStateError(MailserviceError):
+    """An operator action does not apply to the message's current status (retry a sent one)."""

@@ -1,0 +1,75 @@
+"""Reads for the API and the admin. Nothing here writes."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone as dt_timezone
+
+from django.db.models import Prefetch, QuerySet
+
+from mailservice.addresses import normalize_email
+from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
+
+# Listing never needs the bodies and attachments, which may be megabytes per row.
+HEAVY_FIELDS = ("text", "html", "attachments", "merge_data", "merge_global_data")
+
+
+def message_get(*, message_id: str) -> Message | None:
+    """The message with its recipients, attempts and events; None for an unknown or malformed id."""
+    try:
+        pk = uuid.UUID(str(message_id))
+    except ValueError:
+        return None
+    return (
+        Message.objects.defer(*HEAVY_FIELDS)
+        .prefetch_related(
+            Prefetch("recipients", queryset=Recipient.objects.order_by("kind", "position")),
+            Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("id")),
+            Prefetch("events", queryset=TrackingEvent.objects.order_by("timestamp", "id")),
+        )
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def message_list(
+    *, status: str | None = None, recipient: str | None = None, since: datetime | None = None
+) -> QuerySet[Message]:
+    """Newest first, optionally by status, by a recipient's address, or accepted since a time."""
+    messages = Message.objects.defer(*HEAVY_FIELDS).prefetch_related(
+        Prefetch("recipients", queryset=Recipient.objects.order_by("kind", "position"))
+    )
+    if status:
+        messages = messages.filter(status=status)
+    if recipient:
+        messages = messages.filter(
+            pk__in=Recipient.objects.filter(email=normalize_email(recipient)).values("message_id")
+        )
+    if since:
+        messages = messages.filter(created_at__gte=since)
+    return messages.order_by("-created_at", "-pk")
+
+
+def suppression_list(*, address: str | None = None) -> QuerySet[Suppression]:
+    suppressions = Suppression.objects.order_by("-created_at", "-pk")
+    if address:
+        suppressions = suppressions.filter(address=normalize_email(address))
+    return suppressions
+
+
+def provider_states() -> list[dict]:
+    """Each provider of the failover chain with its state and last error, times as datetimes."""
+    from failover.backends import FirstWorkingEmailBackend
+
+    rows = FirstWorkingEmailBackend().provider_states()
+    return [
+        {
+            **row,
+            "active_until": _from_epoch(row.get("active_until")),
+            "last_failure_at": _from_epoch(row.get("last_failure_at")),
+        }
+        for row in rows
+    ]
+
+
+def _from_epoch(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=dt_timezone.utc) if value else None

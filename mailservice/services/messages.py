@@ -1,0 +1,191 @@
+"""Accepting messages into the outbox (with idempotency), and the operator's retry and cancel."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from mailservice import conf
+from mailservice.exceptions import IdempotencyConflict, MessageStateError
+from mailservice.models import ApiKey, IdempotencyKey, Message, Recipient
+from mailservice.services.queue import enqueue_on_commit
+from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus
+from mailservice.validation import Draft
+
+logger = logging.getLogger(__name__)
+
+
+def request_fingerprint(data: dict[str, Any]) -> str:
+    """A hash of a parsed request body that ignores key order (for Idempotency-Key checks)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def message_enqueue(
+    *,
+    draft: Draft,
+    api_key: ApiKey | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    now: datetime | None = None,
+) -> tuple[Message, bool]:
+    """Store the message durably and enqueue its delivery once the transaction commits.
+
+    Returns (message, replayed): with an `idempotency_key` already used by this API key for the
+    same request, the first message and True; for a different request, IdempotencyConflict.
+    Two concurrent requests with one key race on a unique constraint: one stores, the other
+    gets the winner's message.
+    """
+    now = now or timezone.now()
+    if idempotency_key:
+        if api_key is None or request_hash is None:
+            raise ValueError("An idempotency key needs the API key and the request hash")
+        replay = _replay(api_key=api_key, key=idempotency_key, request_hash=request_hash, now=now)
+        if replay is not None:
+            return replay, True
+    try:
+        with transaction.atomic():
+            if idempotency_key:
+                IdempotencyKey.objects.filter(api_key=api_key, key=idempotency_key, expires_at__lte=now).delete()
+            message = _create(draft=draft, api_key=api_key, now=now)
+            if idempotency_key:
+                IdempotencyKey.objects.create(
+                    api_key=api_key,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    message=message,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=conf.idempotency_ttl()),
+                )
+            enqueue_on_commit(message_id=message.pk, run_after=message.next_attempt_at)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        replay = _replay(api_key=api_key, key=idempotency_key, request_hash=request_hash, now=now)
+        if replay is None:
+            raise
+        return replay, True
+    logger.info(
+        "message queued recipients=%s send_at=%s",
+        draft.recipient_count,
+        draft.send_at.isoformat() if draft.send_at else "-",
+        extra={"message_id": str(message.pk), "status": message.status},
+    )
+    return message, False
+
+
+def _replay(*, api_key: ApiKey, key: str, request_hash: str, now: datetime) -> Message | None:
+    record = (
+        IdempotencyKey.objects.filter(api_key=api_key, key=key, expires_at__gt=now).select_related("message").first()
+    )
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise IdempotencyConflict(key)
+    logger.info("message idempotent replay", extra={"message_id": str(record.message_id)})
+    return record.message
+
+
+def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
+    due = max(now, draft.send_at) if draft.send_at else now
+    message = Message.objects.create(
+        api_key=api_key,
+        status=MessageStatus.QUEUED,
+        from_email=draft.from_email,
+        reply_to=draft.reply_to,
+        subject=draft.subject,
+        text=draft.text,
+        html=draft.html,
+        headers=draft.headers,
+        attachments=draft.attachments,
+        tags=draft.tags,
+        metadata=draft.metadata,
+        template_id=draft.template_id,
+        merge_data=draft.merge_data,
+        merge_global_data=draft.merge_global_data,
+        send_at=draft.send_at,
+        window_start=due,
+        created_at=now,
+        updated_at=now,
+        next_attempt_at=due,
+        enqueued_at=now,
+    )
+    Recipient.objects.bulk_create(
+        Recipient(
+            message=message,
+            kind=kind,
+            position=position,
+            address=address.original,
+            email=address.email,
+            status=RecipientStatus.QUEUED,
+            updated_at=now,
+        )
+        for kind, addresses in (
+            (Recipient.Kind.TO, draft.to),
+            (Recipient.Kind.CC, draft.cc),
+            (Recipient.Kind.BCC, draft.bcc),
+        )
+        for position, address in enumerate(addresses)
+    )
+    return message
+
+
+RETRYABLE = frozenset({MessageStatus.DEFERRED, MessageStatus.FAILED, MessageStatus.REJECTED})
+CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.DEFERRED})
+
+
+def message_retry(*, message: Message, now: datetime | None = None) -> Message:
+    """Queue a deferred or failed message again now, with a fresh max-age window.
+
+    Recipients that failed or were rejected are queued again; delivered, bounced, complained and
+    suppressed ones are left alone.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        rows = Message.objects.filter(pk=message.pk, status__in=RETRYABLE).update(
+            status=MessageStatus.QUEUED,
+            next_attempt_at=now,
+            window_start=now,
+            enqueued_at=now,
+            finished_at=None,
+            updated_at=now,
+        )
+        if not rows:
+            raise MessageStateError(f"Only deferred, failed or rejected messages can be retried, not {message.status}.")
+        message.recipients.filter(
+            status__in=[RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED]
+        ).update(status=RecipientStatus.QUEUED, error="", updated_at=now)
+        enqueue_on_commit(message_id=message.pk, run_after=now)
+    logger.info("message retry requested", extra={"message_id": str(message.pk), "status": "queued"})
+    message.refresh_from_db()
+    return message
+
+
+def message_cancel(*, message: Message, now: datetime | None = None) -> Message:
+    """Stop a queued or deferred message: it fails with the reason "cancelled by an operator".
+
+    A message a worker is sending now cannot be called back.
+    """
+    now = now or timezone.now()
+    reason = "Cancelled by an operator."
+    with transaction.atomic():
+        rows = Message.objects.filter(pk=message.pk, status__in=CANCELLABLE).update(
+            status=MessageStatus.FAILED,
+            next_attempt_at=None,
+            last_error=reason,
+            finished_at=now,
+            updated_at=now,
+        )
+        if not rows:
+            raise MessageStateError(f"Only queued or deferred messages can be cancelled, not {message.status}.")
+        message.recipients.exclude(status__in=FINAL_RECIPIENT_STATUSES).update(
+            status=RecipientStatus.FAILED, error=reason, updated_at=now
+        )
+    logger.info("message cancelled", extra={"message_id": str(message.pk), "status": "failed"})
+    message.refresh_from_db()
+    return message

@@ -1,0 +1,82 @@
+"""The proof of concept's send URL: `GET /?to=addr[&subject=&text=]` and `POST /` (form or JSON,
+the API's fields). Same path, same API key, same answers and errors as POST /api/messages."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pydantic
+from django.http import HttpRequest, JsonResponse, QueryDict
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from mailservice import conf
+from mailservice.api.auth import authenticate_request
+from mailservice.api.errors import is_too_big, pydantic_errors, rejected_response, too_big_response
+from mailservice.api.submit import accepted_response, submit_message
+from mailservice.exceptions import FieldError, InvalidRequest, MalformedRequest, RequestRejected
+from mailservice.schemas import MessageIn
+
+LIST_FIELDS = frozenset({"to", "cc", "bcc", "reply_to", "tags"})
+JSON_ONLY_FIELDS = frozenset({"headers", "attachments", "metadata", "merge_data", "merge_global_data"})
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def send(request: HttpRequest) -> JsonResponse:
+    try:
+        api_key = authenticate_request(request)
+        data = _read(request)
+        try:
+            payload = MessageIn.model_validate(data)
+        except pydantic.ValidationError as err:
+            raise InvalidRequest(pydantic_errors(err.errors())) from None
+        message, replayed = submit_message(request=request, data=payload, api_key=api_key)
+    except RequestRejected as err:
+        return rejected_response(err)
+    except Exception as err:
+        if is_too_big(err):
+            return too_big_response()
+        raise
+    return accepted_response(request, message, replayed)
+
+
+def _read(request: HttpRequest) -> dict[str, Any]:
+    if request.method == "GET":
+        data = _from_params(request.GET)
+        # As in the proof of concept, `GET /?to=addr` alone sends a short test message.
+        data.setdefault("subject", conf.send_url_subject())
+        if not any(data.get(name) for name in ("text", "html", "template_id")):
+            data["text"] = conf.send_url_text()
+        return data
+    if request.GET:
+        raise InvalidRequest(
+            [FieldError(name, "Send the parameters of a POST in its body.") for name in request.GET]
+        )
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedRequest([FieldError(None, "The request body is not valid JSON.")]) from None
+        if not isinstance(data, dict):
+            raise InvalidRequest([FieldError(None, "The request body must be a JSON object.")])
+        return data
+    return _from_params(request.POST)
+
+
+def _from_params(params: QueryDict) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    errors = []
+    for name in params:
+        values = params.getlist(name)
+        if name in JSON_ONLY_FIELDS:
+            errors.append(FieldError(name, "This field is accepted only in a JSON body."))
+        elif name in LIST_FIELDS:
+            data[name] = values
+        elif len(values) > 1:
+            errors.append(FieldError(name, "Give this parameter once."))
+        else:
+            data[name] = values[0]
+    if errors:
+        raise InvalidRequest(errors)
+    return data

@@ -1,0 +1,123 @@
+"""API keys: Bearer auth on every /api/ call but the docs and schema; hashed; revocable."""
+import hashlib
+from datetime import timedelta
+from io import StringIO
+
+from django.core.management import CommandError, call_command
+from django.test import TestCase
+from django.utils import timezone
+
+from mailservice.models import ApiKey, Message
+from mailservice.services import api_key_authenticate, api_key_create, api_key_revoke
+from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
+
+PROTECTED = [
+    ("get", "/api/messages"),
+    ("post", "/api/messages"),
+    ("get", "/api/messages/6a1b3c9e-7f3f-4b8e-9d7e-1a2b3c4d5e6f"),
+    ("get", "/api/providers"),
+    ("get", "/api/suppressions"),
+    ("post", "/api/suppressions"),
+    ("delete", "/api/suppressions/a@example.com"),
+]
+
+
+@gateway_settings()
+class ApiAuthTests(GatewayMixin, TestCase):
+    def test_every_endpoint_needs_a_key(self):
+        """Every API endpoint answers 401 in the error format without a key."""
+        for method, path in PROTECTED:
+            with self.subTest(path=path, method=method):
+                response = getattr(self.client, method)(path, content_type="application/json")
+                self.assertEqual(response.status_code, 401)
+                self.assertEqual(response.json()["errors"][0]["field"], None)
+                self.assertIn("Bearer", response["WWW-Authenticate"])
+
+    def test_wrong_key_is_401(self):
+        """A key that does not exist is refused."""
+        response = self.client.get("/api/messages", HTTP_AUTHORIZATION="Bearer smt_" + "x" * 43)
+        self.assertEqual(response.status_code, 401)
+
+    def test_other_scheme_is_401(self):
+        """The key must come as a Bearer token."""
+        response = self.client.get("/api/messages", HTTP_AUTHORIZATION=f"Basic {self.raw_key}")
+        self.assertEqual(response.status_code, 401)
+
+    def test_revoked_key_is_401(self):
+        """A revoked key no longer authenticates."""
+        api_key_revoke(name_or_prefix=self.api_key.name)
+        self.assertEqual(self.client.get("/api/messages", **self.auth).status_code, 401)
+
+    def test_refused_post_stores_nothing(self):
+        """A message posted without a valid key is not stored."""
+        self.client.post("/api/messages", VALID, content_type="application/json")
+        self.assertEqual(Message.objects.count(), 0)
+
+    def test_docs_and_schema_need_no_key(self):
+        """The OpenAPI schema and the interactive docs answer without a key."""
+        self.assertEqual(self.client.get("/api/openapi.json").status_code, 200)
+        self.assertEqual(self.client.get("/api/docs").status_code, 200)
+
+    def test_schema_declares_bearer_auth(self):
+        """The schema tells clients to send a Bearer token."""
+        schema = self.client.get("/api/openapi.json").json()
+        schemes = schema["components"]["securitySchemes"]
+        self.assertIn("bearer", {scheme.get("scheme") for scheme in schemes.values()})
+
+
+class ApiKeyStorageTests(TestCase):
+    def test_only_hash_and_prefix_are_stored(self):
+        """The raw key is not stored: only its SHA-256 and a short prefix."""
+        api_key, raw = api_key_create(name="app")
+        stored = ApiKey.objects.filter(pk=api_key.pk).values().get()
+        self.assertNotIn(raw, [str(value) for value in stored.values()])
+        self.assertEqual(stored["key_hash"], hashlib.sha256(raw.encode()).hexdigest())
+        self.assertTrue(raw.startswith(stored["prefix"]) and len(stored["prefix"]) == 12)
+
+    def test_authenticate_records_last_use_at_most_once_a_minute(self):
+        """last_used_at is written on use, then not again within the touch interval."""
+        api_key, raw = api_key_create(name="app")
+        now = timezone.now()
+        api_key_authenticate(raw_key=raw, now=now)
+        api_key_authenticate(raw_key=raw, now=now + timedelta(seconds=30))
+        self.assertEqual(ApiKey.objects.get(pk=api_key.pk).last_used_at, now)
+        api_key_authenticate(raw_key=raw, now=now + timedelta(seconds=61))
+        self.assertEqual(ApiKey.objects.get(pk=api_key.pk).last_used_at, now + timedelta(seconds=61))
+
+    def test_same_name_twice_needs_rotate(self):
+        """An active name cannot be reused unless rotating, which revokes the old key."""
+        old, old_raw = api_key_create(name="dev")
+        with self.assertRaises(Exception):
+            api_key_create(name="dev")
+        new, new_raw = api_key_create(name="dev", rotate=True)
+        self.assertIsNone(api_key_authenticate(raw_key=old_raw))
+        self.assertEqual(api_key_authenticate(raw_key=new_raw), new)
+
+
+class ApiKeyCommandTests(TestCase):
+    def test_create_api_key_prints_the_key_once(self):
+        """create_api_key prints a key that authenticates."""
+        out = StringIO()
+        call_command("create_api_key", "billing", stdout=out)
+        raw = out.getvalue().strip().splitlines()[-1]
+        self.assertEqual(api_key_authenticate(raw_key=raw).name, "billing")
+
+    def test_create_api_key_rotate_is_idempotent_setup(self):
+        """--rotate may run on every start: each run leaves exactly one active key."""
+        for _ in range(2):
+            call_command("create_api_key", "dev", "--rotate", stdout=StringIO())
+        self.assertEqual(ApiKey.objects.active().filter(name="dev").count(), 1)
+
+    def test_revoke_api_key_by_name(self):
+        """revoke_api_key revokes by name; an unknown name is a command error."""
+        api_key, raw = api_key_create(name="old")
+        call_command("revoke_api_key", "old", stdout=StringIO())
+        self.assertIsNone(api_key_authenticate(raw_key=raw))
+        with self.assertRaises(CommandError):
+            call_command("revoke_api_key", "old", stdout=StringIO())
+
+    def test_revoke_api_key_by_prefix(self):
+        """revoke_api_key also takes the key's displayed prefix."""
+        api_key, raw = api_key_create(name="by-prefix")
+        call_command("revoke_api_key", api_key.prefix, stdout=StringIO())
+        self.assertIsNone(api_key_authenticate(raw_key=raw))
