@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     # The send URL's defaults for `GET /?to=addr` (the proof of concept's test message).
     "MAILSERVICE_SEND_URL_SUBJECT": "Test message from smtest",
     "MAILSERVICE_SEND_URL_TEXT": "This is a test message sent through the smtest gateway.",
+    # Tracking webhooks: refuse posts whose signed timestamp is older than this (0 = off, since
+    # providers retry failed posts for hours; docs/webhooks.md).
+    "MAILSERVICE_WEBHOOK_MAX_AGE": 0.0,
     # `last_used_at` of an API key is written at most once per this many seconds.
     "MAILSERVICE_API_KEY_TOUCH_INTERVAL": 60.0,
 }
@@ -110,6 +113,10 @@ def send_url_text() -> str:
 
 def api_key_touch_interval() -> float:
     return get_setting("MAILSERVICE_API_KEY_TOUCH_INTERVAL")
+
+
+def webhook_max_age() -> float:
+    return get_setting("MAILSERVICE_WEBHOOK_MAX_AGE")
 
 
 def default_from_email() -> str:

@@ -74,3 +74,25 @@ def summarize(statuses: Iterable[str]) -> MessageStatus:
     if len(set(statuses)) == 1:
         return MessageStatus(statuses[0].value)
     return MessageStatus.PARTIALLY_DELIVERED
+
+
+# Forward-only order of a recipient's status. Every failure ranks above delivered (an
+# asynchronous bounce or a later complaint wins), and failures do not replace each other.
+_RANK = {
+    RecipientStatus.QUEUED: 0,
+    RecipientStatus.SENDING: 1,
+    RecipientStatus.DEFERRED: 1,
+    RecipientStatus.SENT: 2,
+    RecipientStatus.DELIVERED: 3,
+    RecipientStatus.FAILED: 4,
+    RecipientStatus.REJECTED: 4,
+    RecipientStatus.BOUNCED: 4,
+    RecipientStatus.COMPLAINED: 4,
+    RecipientStatus.SUPPRESSED: 4,
+}
+
+
+def advances(current: str, new: str) -> bool:
+    """True when moving a recipient from `current` to `new` is progress, never a step back:
+    `delivered` never replaces a failure, and a late or out-of-order event changes nothing."""
+    return _RANK[RecipientStatus(new)] > _RANK[RecipientStatus(current)]

@@ -132,6 +132,7 @@ MAILSERVICE_SEND_URL_SUBJECT = env.str("MAILSERVICE_SEND_URL_SUBJECT", default="
 MAILSERVICE_SEND_URL_TEXT = env.str(
     "MAILSERVICE_SEND_URL_TEXT", default="This is a test message sent through the smtest gateway."
 )
+MAILSERVICE_WEBHOOK_MAX_AGE = env.float("MAILSERVICE_WEBHOOK_MAX_AGE", default=0.0)
 # Django reads request bodies up to this size; the gateway's own limit answers 413 before that.
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAILSERVICE_MAX_REQUEST_BYTES
 # A form post to the send URL may list up to MAILSERVICE_MAX_RECIPIENTS addresses.

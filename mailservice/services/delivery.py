@@ -26,6 +26,7 @@ from mailservice.compat import mail_connection
 from mailservice.composing import build_email
 from mailservice.models import DeliveryAttempt, IdempotencyKey, Message, Recipient, Suppression
 from mailservice.services.queue import enqueue_on_commit
+from mailservice.services.tracking import tracking_events_link_late
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
 
 logger = logging.getLogger(__name__)
@@ -273,6 +274,10 @@ def _finish(
             recipient.error = "" if status == RecipientStatus.SENT else result.error[:MAX_ERROR]
             recipient.updated_at = now
         Recipient.objects.bulk_update(recipients, ["status", "provider_message_id", "error", "updated_at"])
+        if result.provider:
+            # A fast provider's webhook may have arrived before these ids were recorded.
+            message.provider_message_id = result.provider_message_id[:255]
+            tracking_events_link_late(message=message)
         statuses = list(message.recipients.values_list("status", flat=True))
         message.status = summarize(statuses)
         message.lease_owner, message.lease_expires_at, message.updated_at = "", None, now

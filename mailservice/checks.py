@@ -1,0 +1,22 @@
+"""System checks for the gateway's configuration."""
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+@register(Tags.security)
+def check_webhook_secret(app_configs=None, **kwargs):
+    """Outside DEBUG, the tracking webhooks must not accept anyone's posts."""
+    if settings.DEBUG:
+        return []
+    anymail = getattr(settings, "ANYMAIL", None) or {}
+    if anymail.get("WEBHOOK_SECRET") or getattr(settings, "ANYMAIL_WEBHOOK_SECRET", None):
+        return []
+    return [
+        Error(
+            "The tracking webhooks under /anymail/ are exposed without a shared secret: anyone could "
+            "post delivery events and suppress addresses.",
+            hint="Set ANYMAIL_WEBHOOK_SECRET=user:password (and configure it in each provider's webhook URL); "
+            "see docs/webhooks.md.",
+            id="mailservice.E101",
+        )
+    ]

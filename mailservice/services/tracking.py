@@ -1,0 +1,325 @@
+"""Provider tracking events: stored once, linked to their message, moving statuses forward, and
+feeding the suppression list that every provider shares.
+
+A webhook post may carry up to 1,000 events (SendGrid), so events are recorded a batch at a time
+with a fixed number of queries: one to find duplicates, one insert, one or two to link, and a
+few to update statuses and suppressions, whatever the batch size.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from anymail.signals import AnymailTrackingEvent, EventType
+from django.db import transaction
+from django.utils import timezone
+
+from mailservice.addresses import normalize_email
+from mailservice.models import Message, Recipient, Suppression, TrackingEvent
+from mailservice.statuses import FINAL_RECIPIENT_STATUSES, RecipientStatus, advances, summarize
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT = 2000
+
+# What each normalized Anymail event does to a recipient. Events absent here (queued, sent,
+# deferred, opened, clicked, unsubscribed, ...) are recorded without changing any status.
+EVENT_STATUS = {
+    EventType.DELIVERED: RecipientStatus.DELIVERED,
+    EventType.BOUNCED: RecipientStatus.BOUNCED,
+    EventType.REJECTED: RecipientStatus.REJECTED,
+    EventType.FAILED: RecipientStatus.FAILED,
+    EventType.COMPLAINED: RecipientStatus.COMPLAINED,
+}
+
+
+@dataclass
+class RecordResult:
+    stored: int = 0
+    duplicates: int = 0
+    linked: int = 0
+    status_changes: int = 0
+    suppressed: list[str] = field(default_factory=list)
+
+
+def event_id_for(provider: str, event: AnymailTrackingEvent) -> str:
+    """The provider's own event id, or (Mandrill sends none) a hash of the raw event, so the
+    same event posted twice has the same id."""
+    if event.event_id:
+        return str(event.event_id)[:255]
+    raw = json.dumps(_jsonable(event.esp_event), sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(f"{provider}\0{raw}".encode()).hexdigest()
+
+
+def is_hard_bounce(provider: str, event: AnymailTrackingEvent) -> bool:
+    """Anymail reports Mandrill's soft_bounce and SendGrid's "blocked" as bounced too; only a
+    permanent bounce may suppress an address (Mailgun's temporary failures arrive as deferred)."""
+    if event.event_type != EventType.BOUNCED:
+        return False
+    raw = event.esp_event if isinstance(event.esp_event, dict) else {}
+    if provider == "mandrill":
+        return raw.get("event") == "hard_bounce"
+    if provider == "sendgrid":
+        return raw.get("type", "bounce") == "bounce"
+    return True
+
+
+def suppression_reason(provider: str, event: AnymailTrackingEvent) -> str | None:
+    if is_hard_bounce(provider, event):
+        return Suppression.Reason.BOUNCED
+    if event.event_type == EventType.COMPLAINED:
+        return Suppression.Reason.COMPLAINED
+    if event.event_type == EventType.UNSUBSCRIBED:
+        return Suppression.Reason.UNSUBSCRIBED
+    return None
+
+
+def tracking_events_record(*, provider: str, events: Sequence[AnymailTrackingEvent]) -> RecordResult:
+    """Store new events, link them, move recipients forward and add suppressions, atomically."""
+    result = RecordResult()
+    if not events:
+        return result
+    provider = provider.lower().replace(" ", "")
+    rows = _new_rows(provider, events, result)
+    if not rows:
+        return result
+    with transaction.atomic():
+        _link(rows)
+        TrackingEvent.objects.bulk_create([row.event for row in rows], ignore_conflicts=True)
+        stored = {
+            event_id: pk
+            for event_id, pk in TrackingEvent.objects.filter(
+                provider=provider, event_id__in=[row.event.event_id for row in rows]
+            ).values_list("event_id", "pk")
+        }
+        for row in rows:
+            row.event.pk = stored.get(row.event.event_id)
+        result.stored = len(rows)
+        result.linked = sum(1 for row in rows if row.event.message_id)
+        result.status_changes = _advance_recipients(rows)
+        result.suppressed = _suppress(provider, rows)
+    logger.info(
+        "tracking events recorded provider=%s stored=%s duplicates=%s linked=%s status_changes=%s suppressed=%s",
+        provider,
+        result.stored,
+        result.duplicates,
+        result.linked,
+        result.status_changes,
+        len(result.suppressed),
+        extra={"provider": provider, "stored": result.stored, "duplicates": result.duplicates},
+    )
+    return result
+
+
+@dataclass
+class _Row:
+    event: TrackingEvent
+    anymail: AnymailTrackingEvent
+    email: str
+
+
+def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: RecordResult) -> list[_Row]:
+    """One row per event not stored before (in the database or earlier in this batch)."""
+    candidates: dict[str, AnymailTrackingEvent] = {}
+    for event in events:
+        event_id = event_id_for(provider, event)
+        if event_id in candidates:
+            result.duplicates += 1
+            continue
+        candidates[event_id] = event
+    known = set(
+        TrackingEvent.objects.filter(provider=provider, event_id__in=list(candidates)).values_list(
+            "event_id", flat=True
+        )
+    )
+    result.duplicates += len(known)
+    now = timezone.now()
+    rows = []
+    for event_id, event in candidates.items():
+        if event_id in known:
+            continue
+        email = normalize_email(event.recipient) if event.recipient else ""
+        rows.append(
+            _Row(
+                event=TrackingEvent(
+                    provider=provider,
+                    event_id=event_id,
+                    event_type=str(event.event_type or EventType.UNKNOWN)[:50],
+                    timestamp=event.timestamp if isinstance(event.timestamp, datetime) else None,
+                    recipient=email[:320],
+                    provider_message_id=str(event.message_id or "")[:255],
+                    description=str(event.description or "")[:MAX_TEXT],
+                    mta_response=str(event.mta_response or "")[:MAX_TEXT],
+                    raw=_jsonable(event.esp_event),
+                    created_at=now,
+                ),
+                anymail=event,
+                email=email,
+            )
+        )
+    return rows
+
+
+def _link(rows: list[_Row]) -> None:
+    """Find each event's Recipient by the provider message id recorded at send time: per
+    recipient (SendGrid, Mandrill) or per message (Mailgun)."""
+    ids = {row.event.provider_message_id for row in rows if row.event.provider_message_id}
+    if not ids:
+        return
+    by_recipient = {
+        (r.provider_message_id, r.email): r
+        for r in Recipient.objects.filter(provider_message_id__in=ids).only(
+            "id", "message_id", "email", "provider_message_id", "status"
+        )
+    }
+    unmatched = {
+        row.event.provider_message_id
+        for row in rows
+        if row.event.provider_message_id and (row.event.provider_message_id, row.email) not in by_recipient
+    }
+    by_message: dict[str, str] = {}
+    if unmatched:
+        by_message = dict(
+            Message.objects.filter(provider_message_id__in=unmatched).values_list("provider_message_id", "pk")
+        )
+        provider_ids_of: dict = {}
+        for provider_message_id, message_pk in by_message.items():
+            provider_ids_of.setdefault(message_pk, []).append(provider_message_id)
+        if provider_ids_of:
+            for r in Recipient.objects.filter(message_id__in=list(provider_ids_of)).only(
+                "id", "message_id", "email", "provider_message_id", "status"
+            ):
+                for provider_message_id in provider_ids_of[r.message_id]:
+                    by_recipient.setdefault((provider_message_id, r.email), r)
+    for row in rows:
+        recipient = by_recipient.get((row.event.provider_message_id, row.email))
+        if recipient is not None:
+            row.event.message_recipient = recipient
+            row.event.message_id = recipient.message_id
+        elif row.event.provider_message_id in by_message:
+            row.event.message_id = by_message[row.event.provider_message_id]
+
+
+def _advance_recipients(rows: list[_Row]) -> int:
+    return _advance(
+        (row.event.message_recipient_id, row.anymail.event_type, row.event.timestamp or row.event.created_at)
+        for row in rows
+    )
+
+
+def _advance(changes: Iterable[tuple[int | None, str, datetime]]) -> int:
+    """Move recipients forward (never back) by (recipient id, event type, when) in time order,
+    then re-summarize their messages. Returns how many recipients changed."""
+    targets: dict[int, RecipientStatus] = {}
+    for recipient_id, event_type, _when in sorted(changes, key=lambda change: change[2]):
+        new = EVENT_STATUS.get(event_type)
+        if new is None or recipient_id is None:
+            continue
+        current = targets.get(recipient_id)
+        if current is None or advances(current, new):
+            targets[recipient_id] = new
+    if not targets:
+        return 0
+    now = timezone.now()
+    locked = list(Recipient.objects.select_for_update().filter(pk__in=list(targets)))
+    changed = []
+    for recipient in locked:
+        new = targets[recipient.pk]
+        if advances(recipient.status, new):
+            recipient.status, recipient.updated_at = new, now
+            changed.append(recipient)
+    if not changed:
+        return 0
+    Recipient.objects.bulk_update(changed, ["status", "updated_at"])
+    message_ids = {recipient.message_id for recipient in changed}
+    statuses: dict = {}
+    for message_id, status in Recipient.objects.filter(message_id__in=message_ids).values_list("message_id", "status"):
+        statuses.setdefault(message_id, []).append(status)
+    messages = list(Message.objects.filter(pk__in=message_ids).only("id", "status", "updated_at", "finished_at"))
+    for message in messages:
+        old = message.status
+        message.status = summarize(statuses[message.pk])
+        message.updated_at = now
+        if message.finished_at is None and all(s in FINAL_RECIPIENT_STATUSES for s in statuses[message.pk]):
+            message.finished_at = now
+        if old != message.status:
+            logger.info(
+                "message %s -> %s by provider event",
+                old,
+                message.status,
+                extra={"message_id": str(message.pk), "status": str(message.status)},
+            )
+    Message.objects.bulk_update(messages, ["status", "updated_at", "finished_at"])
+    return len(changed)
+
+
+def tracking_events_link_late(*, message: Message) -> int:
+    """Link events that arrived before the worker recorded this message's provider ids (a fast
+    provider can report delivery within milliseconds) and apply them. Returns events linked."""
+    recipients = {r.email: r for r in message.recipients.only("id", "email", "provider_message_id")}
+    provider_ids = {r.provider_message_id for r in recipients.values() if r.provider_message_id}
+    if message.provider_message_id:
+        provider_ids.add(message.provider_message_id)
+    if not provider_ids:
+        return 0
+    events = list(
+        TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=provider_ids).only(
+            "id", "provider_message_id", "recipient", "event_type", "timestamp", "created_at"
+        )
+    )
+    if not events:
+        return 0
+    for event in events:
+        # The id is one of this message's, so the address picks the recipient.
+        recipient = recipients.get(event.recipient)
+        event.message_id = message.pk
+        event.message_recipient_id = recipient.pk if recipient else None
+    TrackingEvent.objects.bulk_update(events, ["message", "message_recipient"])
+    _advance((e.message_recipient_id, e.event_type, e.timestamp or e.created_at) for e in events)
+    logger.info(
+        "tracking events linked late count=%s",
+        len(events),
+        extra={"message_id": str(message.pk), "count": len(events)},
+    )
+    return len(events)
+
+
+def _suppress(provider: str, rows: list[_Row]) -> list[str]:
+    """Hard bounces, complaints and unsubscribes suppress the address for every provider."""
+    wanted: dict[str, tuple[str, int | None]] = {}
+    for row in rows:
+        reason = suppression_reason(provider, row.anymail)
+        if reason and row.email and row.email not in wanted:
+            wanted[row.email] = (reason, row.event.pk)
+    if not wanted:
+        return []
+    existing = set(Suppression.objects.filter(address__in=list(wanted)).values_list("address", flat=True))
+    new = [
+        Suppression(address=address, reason=reason, provider=provider, event_id=event_pk)
+        for address, (reason, event_pk) in wanted.items()
+        if address not in existing
+    ]
+    Suppression.objects.bulk_create(new, ignore_conflicts=True)
+    for suppression in new:
+        logger.info(
+            "suppression added reason=%s provider=%s",
+            suppression.reason,
+            provider,
+            extra={"reason": suppression.reason, "provider": provider},
+        )
+    return [suppression.address for suppression in new]
+
+
+def _jsonable(value):
+    """The raw provider event as JSON-storable data (Mailgun's legacy form posts are QueryDicts)."""
+    if hasattr(value, "lists"):
+        return {key: values if len(values) > 1 else values[0] for key, values in value.lists()}
+    try:
+        json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:MAX_TEXT]}
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,24 @@
+"""The webhooks are never exposed without a secret outside DEBUG."""
+from django.core.checks import run_checks
+from django.test import SimpleTestCase, override_settings
+
+
+def check_ids() -> list[str]:
+    return [message.id for message in run_checks() if message.id.startswith("mailservice.E1")]
+
+
+class WebhookSecretCheckTests(SimpleTestCase):
+    @override_settings(DEBUG=False, ANYMAIL={})
+    def test_missing_secret_outside_debug_is_an_error(self):
+        """mailservice.E101 when DEBUG is off and ANYMAIL_WEBHOOK_SECRET is unset."""
+        self.assertEqual(check_ids(), ["mailservice.E101"])
+
+    @override_settings(DEBUG=False, ANYMAIL={"WEBHOOK_SECRET": "user:pass"})
+    def test_secret_set_passes(self):
+        """With a shared secret there is no error."""
+        self.assertEqual(check_ids(), [])
+
+    @override_settings(DEBUG=True, ANYMAIL={})
+    def test_debug_without_secret_is_allowed(self):
+        """Local development may run without a secret."""
+        self.assertEqual(check_ids(), [])
