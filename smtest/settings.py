@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "failover",
     "mailservice",
+    # `manage.py sandbox` and the check that refuses the sandbox outside DEBUG (docs/sandbox.md).
+    "sandbox",
 ]
 
 MIDDLEWARE = [
@@ -76,10 +78,11 @@ DATABASES = {
     )
 }
 # Tests use a file, not SQLite's shared in-memory database, so threads (the concurrency tests)
-# get real locking with the busy timeout above; one file per interpreter, so two suites can run.
+# get real locking with the busy timeout above, and the end-to-end tests' worker process can
+# open it; one file per test run, so two suites (two interpreters, two checkouts) never collide.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault(
-        "TEST", {"NAME": str(VAR_DIR / f"test-py{sys.version_info[0]}{sys.version_info[1]}.sqlite3")}
+        "TEST", {"NAME": str(VAR_DIR / f"test-py{sys.version_info[0]}{sys.version_info[1]}-{os.getpid()}.sqlite3")}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -120,6 +120,7 @@ class _Row:
     event: TrackingEvent
     anymail: AnymailTrackingEvent
     email: str
+    status_type: str  # what moves the recipient; see status_event_type
 
 
 def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: RecordResult) -> list[_Row]:
@@ -159,6 +160,7 @@ def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: Rec
                 ),
                 anymail=event,
                 email=email,
+                status_type=status_event_type(provider, event),
             )
         )
     return rows
@@ -204,9 +206,24 @@ def _link(rows: list[_Row]) -> None:
             row.event.message_id = by_message[row.event.provider_message_id]
 
 
+def status_event_type(provider: str, event: AnymailTrackingEvent) -> str:
+    """The event type that decides the recipient's status. Mandrill has no "delivered" event:
+    its `send` (Anymail: sent) means the receiving server accepted the message."""
+    raw = event.esp_event if isinstance(event.esp_event, dict) else {}
+    if provider == "mandrill" and raw.get("event") == "send":
+        return EventType.DELIVERED
+    return event.event_type
+
+
+def _stored_status_type(event: TrackingEvent) -> str:
+    if event.provider == "mandrill" and isinstance(event.raw, dict) and event.raw.get("event") == "send":
+        return EventType.DELIVERED
+    return event.event_type
+
+
 def _advance_recipients(rows: list[_Row]) -> int:
     return _advance(
-        (row.event.message_recipient_id, row.anymail.event_type, row.event.timestamp or row.event.created_at)
+        (row.event.message_recipient_id, row.status_type, row.event.timestamp or row.event.created_at)
         for row in rows
     )
 
@@ -268,7 +285,7 @@ def tracking_events_link_late(*, message: Message) -> int:
         return 0
     events = list(
         TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=provider_ids).only(
-            "id", "provider_message_id", "recipient", "event_type", "timestamp", "created_at"
+            "id", "provider", "provider_message_id", "recipient", "event_type", "raw", "timestamp", "created_at"
         )
     )
     if not events:
@@ -279,7 +296,7 @@ def tracking_events_link_late(*, message: Message) -> int:
         event.message_id = message.pk
         event.message_recipient_id = recipient.pk if recipient else None
     TrackingEvent.objects.bulk_update(events, ["message", "message_recipient"])
-    _advance((e.message_recipient_id, e.event_type, e.timestamp or e.created_at) for e in events)
+    _advance((e.message_recipient_id, _stored_status_type(e), e.timestamp or e.created_at) for e in events)
     logger.info(
         "tracking events linked late count=%s",
         len(events),

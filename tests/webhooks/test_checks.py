@@ -4,10 +4,16 @@ from django.test import SimpleTestCase, override_settings
 
 
 def check_ids() -> list[str]:
-    return [message.id for message in run_checks() if message.id.startswith("mailservice.E1")]
+    return [message.id for message in run_checks(include_deployment_checks=True) if message.id.startswith("mailservice.E1")]
 
 
 class WebhookSecretCheckTests(SimpleTestCase):
+    def test_check_belongs_to_the_deployment_checks(self):
+        """`manage.py check --deploy` runs it; a plain check (and the test runner) does not."""
+        with override_settings(DEBUG=False, ANYMAIL={}):
+            plain = [m.id for m in run_checks() if m.id == "mailservice.E101"]
+        self.assertEqual(plain, [])
+
     @override_settings(DEBUG=False, ANYMAIL={})
     def test_missing_secret_outside_debug_is_an_error(self):
         """mailservice.E101 when DEBUG is off and ANYMAIL_WEBHOOK_SECRET is unset."""

@@ -193,6 +193,13 @@ class LinkingAndStatusTests(WebhookTestCase):
         self.assert_status(message, "delivered", "delivered")
         self.assertEqual(TrackingEvent.objects.count(), 4)
 
+    def test_mandrill_send_event_means_delivered(self):
+        """Mandrill has no delivered event: its `send` (the receiving server took it) delivers."""
+        message = sent_message("a@example.net", provider="mandrill")
+        mandrill_post(self.client, [mandrill_event("send", "a@example.net", "id-a@example.net")])
+        self.assertEqual(TrackingEvent.objects.get().event_type, "sent")
+        self.assert_status(message, "delivered", "delivered")
+
     def test_complaint_after_delivery_marks_complained(self):
         """A later spam complaint wins over delivered."""
         message = sent_message("a@example.net", provider="mailgun", per_recipient_ids=False)

@@ -1,0 +1,102 @@
+"""Real processes for the end-to-end tests: the sandbox and a delivery worker, on free loopback
+ports, always stopped (with their whole process group) when the tests end, pass or fail."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last value: {last!r}")
+
+
+class Process:
+    """A child in its own process group, its output kept in a log file for failure reports."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(timeout=10)
+        self._log.close()
+
+
+def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str, Any]]:
+    """`python -m sandbox serve` on free ports; returns the process and its status (API URLs)."""
+    port = free_port()
+    process = Process(
+        "sandbox",
+        [sys.executable, "-m", "sandbox", "serve", "--port", str(port),
+         "--sendgrid-port", str(free_port()), "--mailgun-port", str(free_port()), "--mandrill-port", str(free_port()),
+         "--webhook-url", webhook_url, "--webhook-delay", "0", "--log-level", "INFO"],
+        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        log_dir,
+    )
+    control = f"http://127.0.0.1:{port}/_sandbox/"
+
+    def status():
+        if not process.alive():
+            raise AssertionError(f"the sandbox exited:\n{process.output()}")
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(control, timeout=1) as response:
+                return json.loads(response.read())
+        except OSError:
+            return None
+
+    return process, wait_until(status, what="the sandbox to listen")
+
+
+def start_worker(log_dir: Path, env: dict[str, str]) -> Process:
+    """`manage.py db_worker`, polling often so the tests stay quick."""
+    return Process(
+        "worker",
+        [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1"],
+        {**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        log_dir,
+    )

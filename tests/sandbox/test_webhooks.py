@@ -1,0 +1,216 @@
+"""The sandbox's tracking webhooks, posted over HTTP to Anymail's own webhook views on a live
+Django server: each provider's format parses, each signature validates with the secrets in
+ANYMAIL, forgeries are refused, and Anymail's `tracking` signal gets the right events."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+from unittest import mock
+
+import requests
+from anymail.signals import tracking
+from django.test import LiveServerTestCase, override_settings
+
+from sandbox.app import Sandbox
+from sandbox.conf import SandboxSettings
+from sandbox.faults import Fault
+from tests.sandbox.base import CHAIN, MAILGUN_DOMAIN, SandboxMixin, anymail_backend
+
+SECRETS = {
+    "webhook_secret": "hooks:sandbox-test-secret",
+    "mailgun_webhook_signing_key": "mailgun-signing-key-for-tests",
+    "mandrill_webhook_key": "mandrill-webhook-key-for-tests",
+}
+ANYMAIL = {
+    "WEBHOOK_SECRET": SECRETS["webhook_secret"],
+    "MAILGUN_WEBHOOK_SIGNING_KEY": SECRETS["mailgun_webhook_signing_key"],
+    "MANDRILL_WEBHOOK_KEY": SECRETS["mandrill_webhook_key"],
+}
+ESP_NAMES = {"sendgrid": "SendGrid", "mailgun": "Mailgun", "mandrill": "Mandrill"}
+# Mandrill has no "delivered" event: its "send" event is Anymail's "sent".
+DELIVERED = {"sendgrid": "delivered", "mailgun": "delivered", "mandrill": "sent"}
+
+
+@override_settings(ROOT_URLCONF="tests.sandbox.urls", ANYMAIL=ANYMAIL)
+class WebhookTestCase(SandboxMixin, LiveServerTestCase):
+    host = "127.0.0.1"
+    databases: set[str] = set()  # Anymail's views store nothing; no test database needed
+    # Webhooks wait until the test flushes them, so each test decides when they are posted.
+    sandbox_options = {**SECRETS, "webhook_delay": 300}
+
+    @classmethod
+    def extra_sandbox_options(cls) -> dict[str, Any]:
+        return {"webhook_url": cls.live_server_url}
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events: list[tuple[str, Any]] = []
+        self.arrived = threading.Event()
+
+        def receive(sender, event, esp_name, **kwargs):
+            self.events.append((esp_name, event))
+            self.arrived.set()
+
+        # Only this receiver listens: these tests are about the sandbox and Anymail, so the
+        # project's own receiver (mailservice, which stores events) stays out, with its database.
+        isolated = mock.patch.object(tracking, "receivers", [])
+        isolated.start()
+        self.addCleanup(isolated.stop)
+        tracking.connect(receive, weak=False)
+
+    def send(self, provider: str, to: list[str], sandbox: Sandbox | None = None, **attributes: Any):
+        message = self.message(to=to)
+        for name, value in attributes.items():
+            setattr(message, name, value)
+        anymail_backend(sandbox or self.sandbox, provider).send_messages([message])
+        return message
+
+    def other_sandbox(self, **options: Any) -> Sandbox:
+        """A second sandbox posting to the same server with other secrets (a forger)."""
+        settings = SandboxSettings(
+            port=0,
+            webhook_url=self.live_server_url,
+            webhook_delay=300,
+            mailgun_domains=(MAILGUN_DOMAIN,),
+            **{**SECRETS, **options},
+        )
+        sandbox = Sandbox(settings).start()
+        self.addCleanup(sandbox.stop)
+        return sandbox
+
+    def event_summary(self) -> list[tuple[str, str, str, str | None]]:
+        return [(esp, event.event_type, event.recipient, event.message_id) for esp, event in self.events]
+
+
+class DeliveredWebhookTests(WebhookTestCase):
+    def test_each_provider_posts_delivered_with_the_message_id_it_answered(self):
+        """Anymail gets a delivered (Mandrill: sent) event whose message_id is the send's message id."""
+        for provider in CHAIN:
+            with self.subTest(provider=provider):
+                self.events.clear()
+                message = self.send(provider, ["user@example.net"])
+                results = self.sandbox.webhooks.flush()
+                self.assertEqual([r.status for r in results], [200])
+                message_id = message.anymail_status.message_id
+                expected = [(ESP_NAMES[provider], DELIVERED[provider], "user@example.net", message_id)]
+                self.assertEqual(self.event_summary(), expected)
+
+    def test_tags_and_metadata_come_back_in_the_events(self):
+        """Each provider echoes the message's tags and metadata as Anymail expects them."""
+        for provider in CHAIN:
+            with self.subTest(provider=provider):
+                self.events.clear()
+                self.send(provider, ["user@example.net"], tags=["weekly"], metadata={"customer": "42"})
+                self.sandbox.webhooks.flush()
+                (event,) = [event for _, event in self.events]
+                self.assertEqual((event.tags, event.metadata), (["weekly"], {"customer": "42"}))
+
+    def test_every_recipient_gets_its_own_event_and_id(self):
+        """Two recipients: two events, each with the message id Anymail reported for that recipient."""
+        for provider in CHAIN:
+            with self.subTest(provider=provider):
+                self.events.clear()
+                message = self.send(provider, ["a@example.net", "b@example.net"])
+                self.sandbox.webhooks.flush()
+                reported = message.anymail_status.recipients.items()
+                expected = {addr: status.message_id for addr, status in reported}
+                self.assertEqual({event.recipient: event.message_id for _, event in self.events}, expected)
+
+    def test_the_webhook_history_is_inspectable(self):
+        """Each post is kept with its provider, events, status and message ids."""
+        message = self.send("mailgun", ["user@example.net"])
+        self.sandbox.webhooks.flush()
+        (result,) = self.sandbox.webhooks.history()
+        self.assertEqual(
+            (result.provider, result.events, result.status, result.message_ids),
+            ("mailgun", ["delivered"], 200, [message.anymail_status.message_id]),
+        )
+        self.assertEqual(result.url, f"{self.live_server_url}/anymail/mailgun/tracking/")
+
+
+class ConventionWebhookTests(WebhookTestCase):
+    def test_bounce_address_gets_a_bounced_event(self):
+        """bounce+...@ produces each provider's hard bounce, which Anymail calls bounced."""
+        for provider in CHAIN:
+            with self.subTest(provider=provider):
+                self.events.clear()
+                self.send(provider, ["bounce+hard@example.net"])
+                self.sandbox.webhooks.flush()
+                received = [(e.event_type, e.recipient) for _, e in self.events]
+                self.assertEqual(received, [("bounced", "bounce+hard@example.net")])
+                self.assertIn("550", self.events[0][1].mta_response or "")
+
+    def test_complain_address_is_delivered_then_complained(self):
+        """complain+...@ produces the delivery, then a spam complaint, in that order."""
+        for provider in CHAIN:
+            with self.subTest(provider=provider):
+                self.events.clear()
+                self.send(provider, ["complain+x@example.net"])
+                self.sandbox.webhooks.flush()
+                self.assertEqual([e.event_type for _, e in self.events], [DELIVERED[provider], "complained"])
+
+    def test_rejected_recipients_get_no_events(self):
+        """A Mandrill recipient rejected at send time never shows up in the webhooks."""
+        self.send("mandrill", ["ok@example.net", "reject+x@example.net"])
+        self.sandbox.webhooks.flush()
+        self.assertEqual([e.recipient for _, e in self.events], ["ok@example.net"])
+
+    def test_a_message_whose_answer_timed_out_is_still_delivered(self):
+        """The provider took the message before the read timeout, so its webhook comes back."""
+        self.sandbox.set_fault("sendgrid", Fault(timeout=True))
+        message = self.message(to=["user@example.net"])
+        backend = anymail_backend(self.sandbox, "sendgrid", timeout=(2.0, 0.3))
+        with self.assertRaises(requests.ReadTimeout):
+            backend.send_messages([message])
+        self.sandbox.webhooks.flush()
+        self.assertEqual([e.event_type for _, e in self.events], ["delivered"])
+
+
+class SignatureTests(WebhookTestCase):
+    def assert_refused(self, sandbox: Sandbox, providers=CHAIN) -> None:
+        for provider in providers:
+            self.send(provider, ["user@example.net"], sandbox=sandbox)
+        with self.assertLogs("django.security", "ERROR"), self.assertLogs("sandbox.webhooks", "WARNING"):
+            results = sandbox.webhooks.flush()
+        self.assertEqual({r.provider: r.status for r in results}, {provider: 400 for provider in providers})
+        self.assertEqual(self.events, [])
+
+    def test_wrong_basic_auth_is_refused_by_every_provider_view(self):
+        """A poster without the WEBHOOK_SECRET gets 400 and no event is sent to the signal."""
+        self.assert_refused(self.other_sandbox(webhook_secret="hooks:wrong"))
+
+    def test_no_basic_auth_is_refused(self):
+        """Posting without any credentials is refused too."""
+        self.assert_refused(self.other_sandbox(webhook_secret=""))
+
+    def test_wrong_mailgun_signing_key_is_refused(self):
+        """Right basic auth, wrong Mailgun signature: refused."""
+        self.assert_refused(self.other_sandbox(mailgun_webhook_signing_key="forged"), providers=["mailgun"])
+
+    def test_wrong_mandrill_webhook_key_is_refused(self):
+        """Right basic auth, wrong X-Mandrill-Signature: refused."""
+        self.assert_refused(self.other_sandbox(mandrill_webhook_key="forged"), providers=["mandrill"])
+
+
+class DelayTests(WebhookTestCase):
+    def test_webhooks_wait_for_the_delay(self):
+        """With a delay, nothing is posted right away; the job is pending."""
+        self.send("sendgrid", ["user@example.net"])
+        self.assertEqual(self.sandbox.webhooks.pending(), 1)
+        self.assertEqual((self.sandbox.webhooks.history(), self.events), ([], []))
+
+    def test_flush_posts_pending_webhooks_at_once(self):
+        """flush() posts what is pending without waiting for the delay."""
+        self.send("mandrill", ["user@example.net"])
+        self.assertEqual(len(self.sandbox.webhooks.flush()), 1)
+        self.assertEqual((self.sandbox.webhooks.pending(), len(self.events)), (0, 1))
+
+
+class BackgroundPostingTests(WebhookTestCase):
+    sandbox_options = {**SECRETS, "webhook_delay": 0}
+
+    def test_due_webhooks_are_posted_without_a_flush(self):
+        """With no delay the background poster sends the event by itself."""
+        self.send("mailgun", ["user@example.net"])
+        self.assertTrue(self.arrived.wait(timeout=10))
+        self.assertEqual([e.event_type for _, e in self.events], ["delivered"])
