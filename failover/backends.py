@@ -121,6 +121,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         for name in self.health.order(state):
             attempt, error = self._attempt(name, message)
             attempts.append(attempt)
+            self._log_attempt(attempt, message, first=len(attempts) == 1)
             signals.provider_attempted.send(type(self), provider=name, message=message, attempt=attempt)
             if attempt.outcome is Outcome.SENT:
                 message.failover_provider = name
@@ -163,20 +164,24 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 error=errors.describe(error, self._by_name[name].secrets()),
                 status_code=errors.status_code_of(error),
             )
-            self._log_attempt(attempt, message, logging.WARNING)
             return attempt, error
         duration = time.perf_counter() - started
         if not sent:
             # The backend declined without an exception (an Anymail pre_send receiver cancelled
             # it): the application chose not to send, so no other provider should either.
             attempt = Attempt(name, Outcome.MESSAGE_ERROR, duration, error="backend sent nothing")
-            self._log_attempt(attempt, message, logging.WARNING)
             return attempt, _NothingSent(name)
-        attempt = Attempt(provider=name, outcome=Outcome.SENT, duration=duration)
-        self._log_attempt(attempt, message, logging.INFO)
-        return attempt, None
+        return Attempt(provider=name, outcome=Outcome.SENT, duration=duration), None
 
-    def _log_attempt(self, attempt: Attempt, message: EmailMessage, level: int) -> None:
+    def _log_attempt(self, attempt: Attempt, message: EmailMessage, *, first: bool) -> None:
+        """One line per attempt: WARNING when it failed, INFO when a message was sent after a
+        failover, DEBUG for the everyday case of the first provider sending (the gateway logs
+        each message anyway, and a line per healthy send costs more than the rest of the
+        backend; docs/benchmarks.md)."""
+        if attempt.outcome is not Outcome.SENT:
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG if first else logging.INFO
         if not logger.isEnabledFor(level):
             return
         logger.log(

@@ -6,12 +6,27 @@ from tests.failover.base import FailoverTestCase
 class LoggingTests(FailoverTestCase):
     def test_each_attempt_logs_one_line_with_structured_fields(self):
         """The sending attempt is logged with provider, outcome and duration as `extra` fields."""
-        with self.assertLogs("failover.backends", "INFO") as logs:
+        with self.assertLogs("failover.backends", "DEBUG") as logs:
             self.send(self.message())
         (record,) = logs.records
         self.assertEqual(record.provider, "sendgrid")
         self.assertEqual(record.outcome, "sent")
         self.assertGreaterEqual(record.duration, 0)
+
+    def test_a_healthy_first_send_logs_at_debug_only(self):
+        """The everyday case (first provider sends) stays below INFO; nothing is logged at INFO."""
+        with self.assertLogs("failover.backends", "DEBUG") as logs:
+            self.send(self.message())
+        self.assertEqual([r.levelname for r in logs.records], ["DEBUG"])
+
+    def test_a_send_after_failover_logs_at_info(self):
+        """The provider that took a message after another failed is logged at INFO."""
+        self.esp.down("sendgrid")
+        with self.assertLogs("failover.backends", "DEBUG") as logs:
+            self.send(self.message())
+        levels = {r.getMessage().split(" duration")[0]: r.levelname for r in logs.records if "attempt" in r.getMessage()}
+        self.assertEqual(levels["failover attempt provider=sendgrid outcome=provider_error"], "WARNING")
+        self.assertEqual(levels["failover attempt provider=mailgun outcome=sent"], "INFO")
 
     def test_failover_logs_the_failure_and_the_state_change(self):
         """A failing primary logs its attempt and that it is now failing, at WARNING."""
