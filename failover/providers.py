@@ -118,6 +118,8 @@ def default_name(backend_path: str) -> str:
 
 
 def _mailers() -> dict:
+    if not HAS_MAILERS:  # Django < 6.1 has no MAILERS; skip the (slow) missing-setting lookup
+        return {}
     return getattr(settings, "MAILERS", None) or {}
 
 
@@ -169,7 +171,7 @@ def load_providers(entries: list | None = None) -> list[ProviderConfig]:
     `override_settings` installs new objects, so tests see their own chain.
     """
     raw = conf.backends() if entries is None else entries
-    key = (id(raw), id(getattr(settings, "MAILERS", None)))
+    key = (id(raw), id(_mailers()) if HAS_MAILERS else None)
     cached = _parsed_chain
     if cached is not None and cached[0] == key and cached[1] is raw:
         return cached[2]
