@@ -28,14 +28,15 @@ from failover.exceptions import ProviderBuildError
 # HTTP answers that judge the message, not the provider. Everything else in 4xx (401/403 bad
 # key, 404 wrong URL/domain, 402 unpaid, 429 throttled...) and every 5xx is the provider's.
 MESSAGE_STATUS_CODES = frozenset({400, 413, 422})
-# Django < 6.1 raises BadHeaderError for a header with a newline. 6.1 raises a plain ValueError
-# (and deprecates the name); that is indistinguishable from a backend bug, so it takes the
-# generic path: every provider raises the same, and the caller gets AllProvidersFailed.
+# A header with a newline is the message's fault: Django < 6.1 raises BadHeaderError; 6.1
+# (which deprecates that name) lets the email package raise a plain ValueError, recognised by
+# its text (HEADER_NEWLINE_TEXT), so it is not mistaken for a provider failing.
 HEADER_ERRORS: tuple[type[BaseException], ...] = ()
 if django.VERSION < (6, 1):
     from django.core.mail import BadHeaderError
 
     HEADER_ERRORS = (BadHeaderError,)
+HEADER_NEWLINE_TEXT = "may not contain linefeed or carriage return"
 MAX_ERROR_LENGTH = 300
 MAX_BODY_LENGTH = 160
 
@@ -56,7 +57,7 @@ def classify(error: BaseException) -> Outcome:
         return _classify_status(getattr(error, "status_code", None))
     if isinstance(error, smtplib.SMTPException):
         return _classify_smtp_error(error)
-    if isinstance(error, HEADER_ERRORS):
+    if isinstance(error, HEADER_ERRORS) or (isinstance(error, ValueError) and HEADER_NEWLINE_TEXT in str(error)):
         return Outcome.MESSAGE_ERROR
     if isinstance(error, socket.timeout):
         return Outcome.AMBIGUOUS

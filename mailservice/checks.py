@@ -3,12 +3,10 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 
-@register(Tags.security, deploy=True)
+@register(Tags.security)
 def check_webhook_secret(app_configs=None, **kwargs):
-    """Outside DEBUG, the tracking webhooks must not accept anyone's posts.
-
-    A deployment check, like Django's own security checks: `manage.py check --deploy` reports
-    it (Django's test runner turns DEBUG off, so a plain check would stop every test run)."""
+    """Outside DEBUG, the tracking webhooks must not accept anyone's posts (so `migrate`,
+    `check` and `runserver` stop a deployment that forgot the secret)."""
     if settings.DEBUG:
         return []
     anymail = getattr(settings, "ANYMAIL", None) or {}

@@ -72,9 +72,9 @@ def check_message(data: MessageIn) -> Draft:
     if data.from_ is not None:
         parsed = _address(data.from_, "from", errors)
         from_email = parsed.original if parsed else from_email
-    to = _addresses(data.to, "to", errors)
-    cc = _addresses(data.cc, "cc", errors)
-    bcc = _addresses(data.bcc, "bcc", errors)
+    to, cc, bcc = (_indexed_addresses(getattr(data, name), name, errors) for name in ("to", "cc", "bcc"))
+    _refuse_repeats([*to, *cc, *bcc], errors)
+    to, cc, bcc = ([address for _, address in group] for group in (to, cc, bcc))
     reply_to = [a.original for a in _addresses(data.reply_to, "reply_to", errors)]
 
     given = len(data.to or []) + len(data.cc or []) + len(data.bcc or [])
@@ -137,8 +137,28 @@ def _address(value: str, path: str, errors: list[FieldError]) -> ParsedAddress |
 
 
 def _addresses(values: list[str] | None, name: str, errors: list[FieldError]) -> list[ParsedAddress]:
-    parsed = [_address(value, f"{name}[{index}]", errors) for index, value in enumerate(values or [])]
-    return [address for address in parsed if address is not None]
+    return [address for _, address in _indexed_addresses(values, name, errors)]
+
+
+def _indexed_addresses(
+    values: list[str] | None, name: str, errors: list[FieldError]
+) -> list[tuple[str, ParsedAddress]]:
+    """The valid addresses with their paths (`cc[2]`); invalid ones are reported in `errors`."""
+    parsed = [(f"{name}[{index}]", _address(value, f"{name}[{index}]", errors)) for index, value in enumerate(values or [])]
+    return [(path, address) for path, address in parsed if address is not None]
+
+
+def _refuse_repeats(recipients: list[tuple[str, ParsedAddress]], errors: list[FieldError]) -> None:
+    """One address, one recipient: a repeat (in any of to/cc/bcc, in any case) would get two
+    rows that one provider event cannot both settle."""
+    first_seen: dict[str, str] = {}
+    for path, address in recipients:
+        if address.email in first_seen:
+            errors.append(
+                FieldError(path, f"{address.addr_spec} is already a recipient ({first_seen[address.email]}); give each address once.")
+            )
+        else:
+            first_seen[address.email] = path
 
 
 def _single_line(value: str, path: str, errors: list[FieldError]) -> None:

@@ -12,8 +12,16 @@ from mailservice.services import api_key_authenticate
 KEY_PARAMETERS = frozenset({"key", "api_key", "apikey", "token", "access_token", "auth"})
 
 
+def refuse_key_in_url(request: HttpRequest) -> None:
+    if KEY_PARAMETERS & {name.lower() for name in request.GET}:
+        raise AuthenticationFailed(
+            [FieldError(None, "API keys are accepted only in the Authorization header, never in the URL.")]
+        )
+
+
 class ApiKeyAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        refuse_key_in_url(request)
         return api_key_authenticate(raw_key=token.strip())
 
 
@@ -21,10 +29,7 @@ def authenticate_request(request: HttpRequest) -> ApiKey:
     """For views outside ninja (the send URL): the API key, or AuthenticationFailed (401)."""
     from mailservice.api.errors import UNAUTHORIZED
 
-    if KEY_PARAMETERS & {name.lower() for name in request.GET}:
-        raise AuthenticationFailed(
-            [FieldError(None, "API keys are accepted only in the Authorization header, never in the URL.")]
-        )
+    refuse_key_in_url(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     api_key = api_key_authenticate(raw_key=token.strip()) if scheme.lower() == "bearer" else None
     if api_key is None:

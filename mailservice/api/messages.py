@@ -1,7 +1,7 @@
 """POST /api/messages, GET /api/messages/{id}, GET /api/messages."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.http import HttpRequest
 from django.utils import timezone
@@ -70,7 +70,7 @@ def get_message(request: HttpRequest, message_id: str):
 def list_messages(request: HttpRequest, filters: Query[MessageFilters]):
     since = filters.since
     if since is not None and timezone.is_naive(since):
-        since = timezone.make_aware(since, timezone.utc)
+        since = timezone.make_aware(since, UTC)  # a time without zone is taken as UTC
     messages = selectors.message_list(status=filters.status, recipient=filters.recipient, since=since)
     page = messages[filters.offset : filters.offset + filters.limit]
     return {

@@ -26,7 +26,7 @@ from mailservice.compat import mail_connection
 from mailservice.composing import build_email
 from mailservice.models import DeliveryAttempt, IdempotencyKey, Message, Recipient, Suppression
 from mailservice.services.queue import enqueue_on_commit
-from mailservice.services.tracking import tracking_events_link_late
+from mailservice.services.tracking import tracking_events_link_late, tracking_events_link_unlinked
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
 
 logger = logging.getLogger(__name__)
@@ -322,6 +322,11 @@ def _finish(
 # Recovery ----------------------------------------------------------------------------------
 
 
+# Events that arrived unlinked this recently are retried by each recovery pass: long enough to
+# cover a send whose bookkeeping raced its own webhook, short enough to keep the pass cheap.
+UNLINKED_EVENT_WINDOW = 3600.0
+
+
 def message_recover(*, now: datetime | None = None, limit: int | None = None) -> int:
     """Enqueue a delivery task for every message whose task was lost or whose worker died
     (expired lease); drop expired idempotency keys. Safe to run from many processes at once:
@@ -340,11 +345,13 @@ def message_recover(*, now: datetime | None = None, limit: int | None = None) ->
                 recovered += 1
                 logger.warning("message recovered: delivery enqueued again", extra={"message_id": str(pk)})
     expired, _ = IdempotencyKey.objects.filter(expires_at__lte=now).delete()
-    if recovered or expired:
+    linked = tracking_events_link_unlinked(since=now - timedelta(seconds=UNLINKED_EVENT_WINDOW))
+    if recovered or expired or linked:
         logger.info(
-            "recovery pass recovered=%s idempotency_keys_expired=%s",
+            "recovery pass recovered=%s idempotency_keys_expired=%s events_linked=%s",
             recovered,
             expired,
-            extra={"recovered": recovered, "expired_keys": expired},
+            linked,
+            extra={"recovered": recovered, "expired_keys": expired, "events_linked": linked},
         )
     return recovered

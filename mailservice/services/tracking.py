@@ -340,3 +340,25 @@ def _jsonable(value):
     except (TypeError, ValueError):
         return {"repr": repr(value)[:MAX_TEXT]}
     return json.loads(json.dumps(value, default=str))
+
+
+def tracking_events_link_unlinked(*, since: datetime) -> int:
+    """Link events stored unlinked since `since` whose provider id a send has recorded since.
+
+    The worker links early events when it records a send, but on a database where its
+    transaction is not yet visible to a concurrent webhook (READ COMMITTED), an event can land
+    in between; the recovery pass calls this to catch those. Returns events linked."""
+    ids = set(
+        TrackingEvent.objects.filter(message__isnull=True, created_at__gte=since)
+        .exclude(provider_message_id="")
+        .values_list("provider_message_id", flat=True)
+    )
+    if not ids:
+        return 0
+    message_ids = set(Recipient.objects.filter(provider_message_id__in=ids).values_list("message_id", flat=True))
+    message_ids |= set(Message.objects.filter(provider_message_id__in=ids).values_list("pk", flat=True))
+    linked = 0
+    for message in Message.objects.filter(pk__in=message_ids):
+        with transaction.atomic():
+            linked += tracking_events_link_late(message=message)
+    return linked

@@ -96,7 +96,8 @@ def start_worker(log_dir: Path, env: dict[str, str]) -> Process:
     """`manage.py db_worker`, polling often so the tests stay quick."""
     return Process(
         "worker",
-        [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1"],
+        # --no-reload: a crashed worker must exit (and fail the test), not idle in a live process.
+        [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
         {**os.environ, "PYTHONUNBUFFERED": "1", **env},
         log_dir,
     )

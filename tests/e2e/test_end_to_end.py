@@ -94,6 +94,17 @@ class EndToEndTests(LiveServerTestCase):
         self.auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def tearDown(self):
+        # Let the worker finish what is due before the test database is flushed under it.
+        from django.utils import timezone
+        from django_tasks_db.models import DBTaskResult
+
+        def idle():
+            busy = DBTaskResult.objects.filter(status="RUNNING").exists() or DBTaskResult.objects.filter(
+                status="READY", run_after__lte=timezone.now()
+            ).exists() or DBTaskResult.objects.filter(status="READY", run_after__isnull=True).exists()
+            return not busy
+
+        wait_until(idle, timeout=30, what="the worker to finish its due tasks")
         self.assertTrue(self.worker.alive(), f"the worker died:\n{self.worker.output()}")
         super().tearDown()
 

@@ -165,6 +165,13 @@ class MessageErrorTests(FailoverTestCase):
         message.metadata = {"when": object()}
         self.assert_final(AnymailSerializationError, message)
 
+    def test_header_with_a_newline_is_final_on_every_django(self):
+        """A subject with a line break (BadHeaderError on 5.2, ValueError on 6.1) is the message's fault."""
+        chain = [{"NAME": "locmem", "BACKEND": "django.core.mail.backends.locmem.EmailBackend"}, MAILGUN]
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=chain):
+            message = self.assert_final(ValueError, self.message(subject="Hello\nBcc: everyone@example.net"))
+        self.assertEqual([a.provider for a in message.failover_attempts], ["locmem"])
+
     def test_fail_silently_returns_zero_for_a_message_error(self):
         """fail_silently=True reports 0 sent instead of raising."""
         self.esp.fail("sendgrid", 400)

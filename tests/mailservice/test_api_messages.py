@@ -120,6 +120,12 @@ class ListMessagesTests(GatewayMixin, TestCase):
         since = (timezone.now() - timedelta(days=1)).isoformat().replace("+00:00", "Z")
         self.assertEqual([m["id"] for m in self.list(f"?since={since}")["items"]], [self.second])
 
+    def test_since_without_a_time_zone_is_taken_as_utc(self):
+        """A `since` with no zone (2030-01-01T00:00:00) is UTC, not a 500."""
+        Message.objects.filter(pk=self.first).update(created_at=timezone.now() - timedelta(days=2))
+        since = (timezone.now() - timedelta(days=1)).replace(tzinfo=None).isoformat()
+        self.assertEqual([m["id"] for m in self.list(f"?since={since}")["items"]], [self.second])
+
     def test_paginates_with_limit_and_offset(self):
         """`limit` and `offset` page through the list; count stays the total."""
         body = self.list("?limit=1&offset=1")

@@ -24,6 +24,12 @@ PROTECTED = [
 
 @gateway_settings()
 class ApiAuthTests(GatewayMixin, TestCase):
+    def test_a_key_in_the_query_string_is_refused_even_with_a_header(self):
+        """?api_key=... would land in access logs: 401 although the header is valid."""
+        response = self.client.get(f"/api/messages?api_key={self.raw_key}", **self.auth)
+        self.assertEqual(response.status_code, 401)
+        self.assertIn("never in the URL", response.json()["errors"][0]["message"])
+
     def test_every_endpoint_needs_a_key(self):
         """Every API endpoint answers 401 in the error format without a key."""
         for method, path in PROTECTED:

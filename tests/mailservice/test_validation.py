@@ -165,3 +165,11 @@ class RefusedInputTests(GatewayMixin, TestCase):
         from mailservice import conf
 
         self.assertEqual((conf.max_request_bytes(), conf.max_attachments_bytes()), (30 * 2**20, 25 * 2**20))
+
+
+@gateway_settings()
+class RepeatedRecipientTests(GatewayMixin, TestCase):
+    def test_an_address_given_twice_is_refused_on_the_repeat(self):
+        """to jane@ and cc Jane@ (any case) is one recipient twice: 422 on cc[0], nothing stored."""
+        response = self.post_message({**VALID, "to": "jane@example.com", "cc": ["Jane@Example.com"]})
+        self.assert_refused(response, 422, "cc[0]", "already a recipient (to[0])")

@@ -93,3 +93,27 @@ class BounceToSuppressionTests(GatewayMixin, TestCase):
         message.refresh_from_db()
         self.assertEqual(message.status, "delivered")
         self.assertEqual(TrackingEvent.objects.get().message_id, message.pk)
+
+
+class UnlinkedEventRecoveryTests(GatewayMixin, TestCase):
+    def test_recovery_pass_links_events_that_raced_the_send_bookkeeping(self):
+        """An event stored unlinked after the worker linked late (a READ COMMITTED race) is
+        linked by the next recovery pass."""
+        from django.utils import timezone
+
+        from mailservice.models import Recipient
+        from mailservice.services import message_recover
+
+        message = Message.objects.create(from_email="a@example.com", subject="s", text="t", status="sent")
+        Recipient.objects.create(
+            message=message, kind="to", address="r@example.com", email="r@example.com", status="sent",
+            provider_message_id="race-1",
+        )
+        TrackingEvent.objects.create(
+            provider="sendgrid", event_id="e-race", event_type="delivered", recipient="r@example.com",
+            provider_message_id="race-1", timestamp=timezone.now(),
+        )
+        message_recover()
+        message.refresh_from_db()
+        self.assertEqual(message.status, "delivered")
+        self.assertEqual(TrackingEvent.objects.get().message_id, message.pk)

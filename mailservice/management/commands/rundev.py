@@ -34,7 +34,9 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {
             "web": [*manage, "runserver", addr],
-            "worker": [*manage, "db_worker", "--interval", "0.5"],
+            # --no-reload: with DEBUG on, db_worker would run its loop in a reloader thread, and a
+            # crash there would leave a live process that runs no tasks, unseen by the watch below.
+            "worker": [*manage, "db_worker", "--interval", "0.5", "--no-reload"],
             "recovery": [*manage, "recover_messages", "--loop"],
         }
         child_env = dict(os.environ)
