@@ -160,7 +160,7 @@ def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: Rec
                 ),
                 anymail=event,
                 email=email,
-                status_type=status_event_type(provider, event),
+                status_type=status_event_type(provider, event.event_type, event.esp_event),
             )
         )
     return rows
@@ -206,19 +206,12 @@ def _link(rows: list[_Row]) -> None:
             row.event.message_id = by_message[row.event.provider_message_id]
 
 
-def status_event_type(provider: str, event: AnymailTrackingEvent) -> str:
+def status_event_type(provider: str, event_type: str, raw) -> str:
     """The event type that decides the recipient's status. Mandrill has no "delivered" event:
     its `send` (Anymail: sent) means the receiving server accepted the message."""
-    raw = event.esp_event if isinstance(event.esp_event, dict) else {}
-    if provider == "mandrill" and raw.get("event") == "send":
+    if provider == "mandrill" and isinstance(raw, dict) and raw.get("event") == "send":
         return EventType.DELIVERED
-    return event.event_type
-
-
-def _stored_status_type(event: TrackingEvent) -> str:
-    if event.provider == "mandrill" and isinstance(event.raw, dict) and event.raw.get("event") == "send":
-        return EventType.DELIVERED
-    return event.event_type
+    return event_type
 
 
 def _advance_recipients(rows: list[_Row]) -> int:
@@ -296,7 +289,10 @@ def tracking_events_link_late(*, message: Message) -> int:
         event.message_id = message.pk
         event.message_recipient_id = recipient.pk if recipient else None
     TrackingEvent.objects.bulk_update(events, ["message", "message_recipient"])
-    _advance((e.message_recipient_id, _stored_status_type(e), e.timestamp or e.created_at) for e in events)
+    _advance(
+        (e.message_recipient_id, status_event_type(e.provider, e.event_type, e.raw), e.timestamp or e.created_at)
+        for e in events
+    )
     logger.info(
         "tracking events linked late count=%s",
         len(events),

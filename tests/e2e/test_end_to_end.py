@@ -13,7 +13,6 @@ import urllib.request
 from urllib.parse import quote
 from pathlib import Path
 
-import django
 from django.conf import settings
 from django.core.cache import caches
 from django.test import LiveServerTestCase, override_settings
@@ -27,12 +26,11 @@ from sandbox.conf import (
     DEFAULT_WEBHOOK_SECRET,
 )
 from tests.e2e.processes import start_sandbox, start_worker, wait_until
+from tests.failover.base import FAILOVER_BACKEND, sending_through
 
 CHAIN = "sendgrid,mailgun,mandrill"
 MEMORY_SECONDS = 3  # FIRST_WORKING_EMAIL_CACHE_TIMEOUT: short, so "the primary comes back" is quick
 READ_TIMEOUT = 1.0
-FAILOVER = "failover.backends.FirstWorkingEmailBackend"
-MAIL_SETTING = {"MAILERS": {"default": {"BACKEND": FAILOVER}}} if django.VERSION >= (6, 1) else {"EMAIL_BACKEND": FAILOVER}
 
 
 class EndToEndTests(LiveServerTestCase):
@@ -60,7 +58,7 @@ class EndToEndTests(LiveServerTestCase):
         cache_dir = cls.workdir / "cache"
         # The live server (this process) and the worker see the same database, cache and chain.
         cls.settings_override = override_settings(
-            **MAIL_SETTING,
+            **sending_through(FAILOVER_BACKEND),
             ANYMAIL=anymail,
             FIRST_WORKING_EMAIL_BACKENDS=CHAIN.split(","),
             FIRST_WORKING_EMAIL_CACHE_TIMEOUT=MEMORY_SECONDS,

@@ -5,12 +5,12 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import django
 import responses
 from django.core.cache import caches
 from django.test import override_settings
 
 from mailservice.models import Message
+from tests.failover.base import sending_through
 from mailservice.services import api_key_create
 
 FAILOVER = "failover.backends.FirstWorkingEmailBackend"
@@ -27,10 +27,8 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 def gateway_settings(**extra):
     """The failover backend over locmem, a private cache, no jitter: deterministic sends."""
-    # Django 6.1 configures mail through MAILERS (the test runner points it at locmem).
-    mail_setting = {"MAILERS": {"default": {"BACKEND": FAILOVER}}} if django.VERSION >= (6, 1) else {"EMAIL_BACKEND": FAILOVER}
     values = {
-        **mail_setting,
+        **sending_through(FAILOVER),
         "FIRST_WORKING_EMAIL_BACKENDS": [LOCMEM],
         "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}},
         "MAILSERVICE_RETRY_JITTER": 0,
