@@ -225,6 +225,11 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             )
             signals.provider_failed.send(type(self), provider=attempt.provider, error=error, attempt=attempt)
 
+    def forget(self) -> None:
+        """Drop the chain's memory (detour and failure records), as if no provider had failed."""
+        self.health.forget()
+        logger.info("failover memory cleared", extra={"providers": [p.name for p in self.providers]})
+
     def provider_states(self) -> list[dict[str, Any]]:
         """Each provider with its remembered state (active / standby / failing) and last error."""
         return self.health.describe(self.health.load())

@@ -69,6 +69,9 @@ class HealthStore:
     def save(self, state: ChainState) -> None:
         self.cache.set(self.key, state.as_cache_value(), max(self.timeout, MIN_ENTRY_SECONDS))
 
+    def forget(self) -> None:
+        self.cache.delete(self.key)
+
     def order(self, state: ChainState) -> list[str]:
         """Providers to try: from the remembered one on, wrapping round, else priority order."""
         if state.active in self.names and now() < state.until:

@@ -7,6 +7,7 @@ secrets: `make run` points the service at the sandbox with exactly these.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -184,12 +185,18 @@ def is_loopback_host(host: str | None) -> bool:
     if not host:
         return False
     host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    if host not in LOOPBACK_NAMES:
         return False
+    # A name is only as loopback as what it resolves to here (/etc/hosts may lack one).
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def is_sandbox_url(url: str) -> bool:

@@ -51,7 +51,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(HttpResponse.json(411, {"error": "Content-Length required"}))
             self.close_connection = True
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:  # would block read(-1) until the client hangs up
+            self._write(HttpResponse.json(400, {"error": "invalid Content-Length"}))
+            self.close_connection = True
+            return
         if length > MAX_BODY:
             self._write(HttpResponse.json(413, {"error": "request too large"}))
             self.close_connection = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -67,29 +68,51 @@ class Process:
         self._log.close()
 
 
+# What a developer's shell or .env may hold for the real service: never handed to the children,
+# which get exactly the settings each test gives them.
+FOREIGN_PREFIXES = ("SANDBOX_", "ANYMAIL_", "FIRST_WORKING_EMAIL_", "MAILSERVICE_")
+FOREIGN_NAMES = {"DATABASE_URL", "CACHE_URL", "TASKS_BACKEND", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
+CONTROL_LINE = re.compile(r"control: (\S+)")
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(FOREIGN_PREFIXES) and name not in FOREIGN_NAMES
+    }
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
 def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str, Any]]:
-    """`python -m sandbox serve` on free ports; returns the process and its status (API URLs)."""
-    port = free_port()
+    """`python -m sandbox serve` on ports it picks itself (no race for a port we chose and let
+    go); returns the process and its status (API URLs). Stopped here if it never comes up."""
     process = Process(
         "sandbox",
-        [sys.executable, "-m", "sandbox", "serve", "--port", str(port),
-         "--sendgrid-port", str(free_port()), "--mailgun-port", str(free_port()), "--mandrill-port", str(free_port()),
+        [sys.executable, "-m", "sandbox", "serve", "--port", "0",
          "--webhook-url", webhook_url, "--webhook-delay", "0", "--log-level", "INFO"],
-        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        clean_environment(),
         log_dir,
     )
-    control = f"http://127.0.0.1:{port}/_sandbox/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def status():
         if not process.alive():
             raise AssertionError(f"the sandbox exited:\n{process.output()}")
+        match = CONTROL_LINE.search(process.output())
+        if not match:
+            return None
         try:
-            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(control, timeout=1) as response:
+            with opener.open(match.group(1), timeout=1) as response:
                 return json.loads(response.read())
         except OSError:
             return None
 
-    return process, wait_until(status, what="the sandbox to listen")
+    try:
+        return process, wait_until(status, what="the sandbox to listen")
+    except BaseException:
+        process.stop()
+        raise
 
 
 def start_worker(log_dir: Path, env: dict[str, str]) -> Process:
@@ -98,6 +121,6 @@ def start_worker(log_dir: Path, env: dict[str, str]) -> Process:
         "worker",
         # --no-reload: a crashed worker must exit (and fail the test), not idle in a live process.
         [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
-        {**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        clean_environment(**env),
         log_dir,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import urllib.request
 from urllib.parse import quote
 from pathlib import Path
@@ -29,7 +30,7 @@ from tests.e2e.processes import start_sandbox, start_worker, wait_until
 from tests.failover.base import FAILOVER_BACKEND, sending_through
 
 CHAIN = "sendgrid,mailgun,mandrill"
-MEMORY_SECONDS = 3  # FIRST_WORKING_EMAIL_CACHE_TIMEOUT: short, so "the primary comes back" is quick
+MEMORY_SECONDS = 5  # FIRST_WORKING_EMAIL_CACHE_TIMEOUT: short, so "the primary comes back" is quick
 READ_TIMEOUT = 1.0
 
 
@@ -163,10 +164,12 @@ class EndToEndTests(LiveServerTestCase):
     def test_primary_is_used_again_after_the_memory_expires(self):
         """Once FIRST_WORKING_EMAIL_CACHE_TIMEOUT has passed, a recovered SendGrid is tried first again."""
         self.sandbox.set_fault("sendgrid", {"down": True})
+        failed_over_at = time.monotonic()
         self.assertEqual(self.wait_for(self.send(), "sent", "delivered")["provider"], "mailgun")
         self.sandbox.clear_fault("sendgrid")
         second = self.wait_for(self.send(), "sent", "delivered")
-        self.assertEqual(self.providers_tried(second), [("mailgun", "sent")])  # still remembered
+        if time.monotonic() - failed_over_at < MEMORY_SECONDS - 1:  # a slow machine may be past it
+            self.assertEqual(self.providers_tried(second), [("mailgun", "sent")])  # still remembered
 
         def primary_again():
             message = self.wait_for(self.send(), "sent", "delivered")

@@ -77,6 +77,17 @@ class StatusCommandTests(FailoverTestCase):
         self.assertRegex(output, r"2\. mailgun\s+active")
         self.assertIn("sends start here until", output)
 
+    def test_forget_clears_the_memory(self):
+        """--forget drops the detour: the primary is active again and the next send starts there."""
+        self.esp.fail("sendgrid", 503)
+        self.send(self.message())
+        self.esp.ok("sendgrid")
+        output = self.run_command("--forget")
+        self.assertRegex(output, r"1\. sendgrid\s+active")
+        message = self.message()
+        self.send(message)
+        self.assertEqual(message.failover_provider, "sendgrid")
+
     def test_json_output(self):
         """--json prints machine-readable rows."""
         rows = json.loads(self.run_command("--json"))

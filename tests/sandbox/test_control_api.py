@@ -40,6 +40,17 @@ class ControlApiTests(SandboxTestCase):
         self.assertEqual((faults["sendgrid"]["down"], faults["mailgun"]["status"]), (False, 503))
         self.assertTrue(self.sandbox.listeners["sendgrid"].is_open)
 
+    def test_negative_or_garbled_content_length_is_a_400_not_a_hang(self):
+        """Content-Length -1 or abc is answered 400 at once (read(-1) would wait for the client)."""
+        import socket
+        from urllib.parse import urlsplit
+
+        port = urlsplit(self.sandbox.control_url).port
+        for value in ("-1", "abc"):
+            with self.subTest(content_length=value), socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(f"POST /_sandbox/faults/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Length: {value}\r\n\r\n".encode())
+                self.assertIn(b" 400 ", conn.recv(4096).split(b"\r\n", 1)[0] + b" ")
+
     def test_delete_all_faults(self):
         """DELETE /_sandbox/faults resets every provider."""
         self.client_.set_fault("mandrill", {"delay_ms": 10})

@@ -18,12 +18,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.add_argument(
+            "--forget",
+            action="store_true",
+            help="first clear the remembered detour and failures, so the next send starts at the first provider",
+        )
 
     def handle(self, *args, **options):
         try:
             backend = FirstWorkingEmailBackend()
         except FailoverConfigurationError as err:
             raise CommandError(str(err)) from err
+        if options["forget"]:
+            backend.forget()
         rows = backend.provider_states()
         if options["json"]:
             import json

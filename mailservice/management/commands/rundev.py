@@ -43,34 +43,55 @@ class Command(BaseCommand):
         # Providers configured (environment or .env, which settings has read into os.environ):
         # use them. Otherwise all three point at the local sandbox, so failover can be watched.
         use_sandbox = not no_sandbox and "FIRST_WORKING_EMAIL_BACKENDS" not in os.environ
+        control_url = ""
         if use_sandbox:
-            from sandbox.conf import service_environment  # development only: never imported in production
-
-            child_env.update(service_environment())
-            commands["sandbox"] = [sys.executable, "-m", "sandbox", "serve", "--webhook-url", f"http://{addr}"]
-        self._banner(addr, raw_key, sandbox=use_sandbox, chain=child_env.get("FIRST_WORKING_EMAIL_BACKENDS", ""))
-        # Each child leads its own process group so a stop reaches its reloader's child too.
-        children = {
-            name: subprocess.Popen(command, start_new_session=True, env=child_env)
-            for name, command in commands.items()
-        }
+            control_url = self._sandbox(commands, child_env, addr)
+        self._banner(
+            addr, raw_key, sandbox=control_url, chain=child_env.get("FIRST_WORKING_EMAIL_BACKENDS", "")
+        )
         stopping = False
 
         def stop(signum, frame):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        # Before the first child starts, so no signal can leave children behind; SIGHUP too
+        # (a closed terminal), since the children, in their own sessions, never see it.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, stop)
+        children: dict[str, subprocess.Popen] = {}
         exited = None
-        while not stopping and exited is None:
-            exited = next((name for name, child in children.items() if child.poll() is not None), None)
-            time.sleep(0.2)
-        if exited:
-            self.stderr.write(f"{exited} exited with code {children[exited].returncode}; stopping the others.")
-        self._stop(children)
+        try:
+            for name, command in commands.items():
+                # Each child leads its own process group so a stop reaches its reloader's child too.
+                children[name] = subprocess.Popen(command, start_new_session=True, env=child_env, cwd=settings.BASE_DIR)
+            while not stopping and exited is None:
+                exited = next((name for name, child in children.items() if child.poll() is not None), None)
+                time.sleep(0.2)
+        finally:
+            if exited:
+                self.stderr.write(f"{exited} exited with code {children[exited].returncode}; stopping the others.")
+            self._stop(children)
         if exited:
             sys.exit(1)
+
+    def _sandbox(self, commands: dict[str, list[str]], child_env: dict[str, str], addr: str) -> str:
+        """Add the sandbox to `commands`, point the chain at it, start with a fresh memory."""
+        from sandbox.conf import SandboxSettings, service_environment  # development only
+
+        # The sandbox reads SANDBOX_* (from the environment or .env); the service must be
+        # pointed at the ports and keys the sandbox will really use.
+        sandbox_settings = SandboxSettings.from_env(os.environ).with_overrides(webhook_url=f"http://{addr}")
+        child_env.update(service_environment(sandbox_settings))
+        # The sandbox signs no SendGrid ECDSA webhooks, and signs Mandrill's with the URL it posts to.
+        for variable in ("ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", "ANYMAIL_MANDRILL_WEBHOOK_URL"):
+            child_env.pop(variable, None)
+        commands["sandbox"] = [sys.executable, "-m", "sandbox", "serve", "--webhook-url", f"http://{addr}"]
+        # A fresh sandbox has no faults: forget what the last run's failover learned about them.
+        from failover.backends import FirstWorkingEmailBackend
+
+        FirstWorkingEmailBackend(backends=child_env["FIRST_WORKING_EMAIL_BACKENDS"].split(",")).forget()
+        return f"http://{sandbox_settings.host}:{sandbox_settings.port}/_sandbox/"
 
     def _stop(self, children: dict[str, subprocess.Popen]) -> None:
         for child in children.values():
@@ -84,17 +105,18 @@ class Command(BaseCommand):
                 child.wait()
         self.stdout.write(f"Stopped {', '.join(children)}.")
 
-    def _banner(self, addr: str, raw_key: str, *, sandbox: bool, chain: str) -> None:
+    def _banner(self, addr: str, raw_key: str, *, sandbox: str, chain: str) -> None:
         base = f"http://{addr}"
         auth = '-H "Authorization: Bearer $SMTEST_KEY"'
         if sandbox:
             providers = (
                 "Providers: sendgrid, mailgun, mandrill, in that order, all answered by the local sandbox\n"
-                "(control API http://127.0.0.1:8025/_sandbox/; docs/sandbox.md). Put real keys and\n"
+                f"(control API {sandbox}; docs/sandbox.md). Put real keys and\n"
                 "FIRST_WORKING_EMAIL_BACKENDS in .env to use the real providers instead."
             )
             failover = f"""
   # Watch the failover: make the primary fail, send again, see who took it
+  export SANDBOX_URL={sandbox}
   .venv/bin/python -m sandbox fault sendgrid down
   curl -s -X POST {base}/api/messages {auth} -H 'Content-Type: application/json' \\
        -d '{{"to": "someone@example.com", "subject": "Second", "text": "Via the secondary."}}'
