@@ -155,6 +155,7 @@ class FaultBoard:
         self.providers = tuple(providers)
         self.default_seed = default_seed
         self._lock = threading.Lock()
+        self._changing = threading.Lock()
         self._faults: dict[str, Fault] = {name: Fault() for name in self.providers}
         self._random = {name: random.Random(default_seed) for name in self.providers}
         self._listeners: list[Callable[[str, Fault], None]] = []
@@ -175,12 +176,15 @@ class FaultBoard:
     def set(self, provider: str, fault: Fault) -> Fault:
         """Replace a provider's fault; restarts its error-rate sequence from the seed."""
         self._check(provider)
-        with self._lock:
-            self._faults[provider] = fault
-            seed = fault.seed if fault.seed is not None else self.default_seed
-            self._random[provider] = random.Random(seed)
-        for listener in self._listeners:
-            listener(provider, fault)
+        # One change at a time from board to listeners: two racing calls (down, then clear)
+        # must not leave the board saying one thing and the provider's port doing the other.
+        with self._changing:
+            with self._lock:
+                self._faults[provider] = fault
+                seed = fault.seed if fault.seed is not None else self.default_seed
+                self._random[provider] = random.Random(seed)
+            for listener in self._listeners:
+                listener(provider, fault)
         return fault
 
     def clear(self, provider: str | None = None) -> None:
