@@ -134,11 +134,15 @@ def describe(error: BaseException, secrets: frozenset[str] = frozenset()) -> str
         text = lines[0].rstrip(":") if lines else ""
         if isinstance(error, requests.RequestException) and error.__cause__ is not None:
             text = f"{text}: {type(error.__cause__).__name__}: {error.__cause__}".lstrip(": ")
-    text = text or type(error).__name__
+    return mask(text or type(error).__name__, secrets)[:MAX_ERROR_LENGTH]
+
+
+def mask(text: str, secrets: frozenset[str]) -> str:
+    """`text` with every configured secret replaced by ***."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return text[:MAX_ERROR_LENGTH]
+    return text
 
 
 def error_class_name(error: BaseException) -> str:

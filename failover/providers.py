@@ -13,6 +13,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
 
 from failover import conf
+from failover.errors import mask
 from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 
 HAS_MAILERS = django.VERSION >= (6, 1)
@@ -71,13 +72,6 @@ def anymail_secrets() -> frozenset[str]:
         for key, value in anymail.items()
         if isinstance(value, str) and len(value) >= 4 and any(p in key.lower() for p in SECRET_OPTION_NAMES)
     )
-
-
-def mask(text: str, secrets: frozenset[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _apply_default_timeout(cls: type, options: dict, timeouts: tuple[float, float]) -> None:
