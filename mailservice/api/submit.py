@@ -10,7 +10,7 @@ from django.urls import reverse
 from mailservice.exceptions import FieldError, InvalidRequest
 from mailservice.models import ApiKey, Message
 from mailservice.schemas import MessageIn
-from mailservice.services import message_enqueue, request_fingerprint
+from mailservice.services import message_accept, request_fingerprint
 from mailservice.validation import check_message
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -34,7 +34,7 @@ def submit_message(*, request: HttpRequest, data: MessageIn, api_key: ApiKey) ->
     fingerprint = None
     if key:
         fingerprint = request_fingerprint(data.model_dump(mode="json", by_alias=True, exclude_defaults=True))
-    return message_enqueue(draft=draft, api_key=api_key, idempotency_key=key, request_hash=fingerprint)
+    return message_accept(draft=draft, api_key=api_key, idempotency_key=key, request_hash=fingerprint)
 
 
 def message_url(request: HttpRequest, message: Message) -> str:

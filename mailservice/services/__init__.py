@@ -9,7 +9,7 @@ from mailservice.services.delivery import (
 from mailservice.services.keys import api_key_authenticate, api_key_create, api_key_revoke
 from mailservice.services.messages import (
     message_cancel,
-    message_enqueue,
+    message_accept,
     message_retry,
     request_fingerprint,
 )
@@ -22,7 +22,7 @@ __all__ = [
     "message_cancel",
     "message_claim",
     "message_deliver",
-    "message_enqueue",
+    "message_accept",
     "message_recover",
     "message_retry",
     "request_fingerprint",

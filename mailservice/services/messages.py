@@ -26,7 +26,7 @@ def request_fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def message_enqueue(
+def message_accept(
     *,
     draft: Draft,
     api_key: ApiKey | None = None,

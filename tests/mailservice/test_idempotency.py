@@ -131,7 +131,7 @@ class IdempotencyRaceTests(GatewayMixin, TestCase):
             return None if len(calls) == 1 else real_replay(**kwargs)
 
         with mock.patch.object(message_services, "_replay", side_effect=replay_missing_first):
-            message, replayed = message_services.message_enqueue(
+            message, replayed = message_services.message_accept(
                 draft=check_message(payload), api_key=self.api_key, idempotency_key="race", request_hash=fingerprint
             )
         self.assertEqual((str(message.pk), replayed, len(calls)), (winner, True, 2))
