@@ -1,9 +1,12 @@
 """What happened when one provider was tried with one message."""
 from dataclasses import dataclass
-from enum import StrEnum
+
+from django.db.models import TextChoices
 
 
-class Outcome(StrEnum):
+class Outcome(TextChoices):
+    """Also the gateway's stored outcome of a delivery attempt (its model field's choices)."""
+
     SENT = "sent"
     # The provider cannot take mail now: the message goes on to the next provider.
     PROVIDER_ERROR = "provider_error"

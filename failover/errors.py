@@ -41,6 +41,16 @@ MAX_ERROR_LENGTH = 300
 MAX_BODY_LENGTH = 160
 
 
+# Message errors that refuse the recipients (rather than the content): the gateway records
+# those recipients as rejected, not failed.
+RECIPIENT_REFUSALS = (AnymailRecipientsRefused, AnymailInvalidAddress, smtplib.SMTPRecipientsRefused)
+
+
+def refuses_recipients(error: BaseException) -> bool:
+    """True for a message error that refuses the address(es) rather than the message's content."""
+    return isinstance(error, RECIPIENT_REFUSALS)
+
+
 def classify(error: BaseException) -> Outcome:
     """Return PROVIDER_ERROR, MESSAGE_ERROR or AMBIGUOUS for an exception raised by a backend."""
     # Order matters: Anymail's request errors are also requests exceptions, and

@@ -1,12 +1,9 @@
 """Errors raised by the failover backend. Each carries what the caller needs to act on it."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.core.exceptions import ImproperlyConfigured
 
-if TYPE_CHECKING:
-    from failover.attempts import Attempt
+from failover.attempts import Attempt
 
 
 class FailoverError(Exception):

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import django
+from anymail.backends.base_requests import AnymailRequestsBackend
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.utils.module_loading import import_string
 
 from failover import conf
@@ -78,25 +80,22 @@ def _apply_default_timeout(cls: type, options: dict, timeouts: tuple[float, floa
     """Give HTTP and SMTP backends our short timeouts unless the entry's OPTIONS set one."""
     if "timeout" in options:
         return
-    requests_backend, smtp_backend = _timeout_aware_classes()
-    if issubclass(cls, requests_backend):
+    if issubclass(cls, AnymailRequestsBackend):
         options["timeout"] = timeouts  # requests takes (connect, read)
-    elif issubclass(cls, smtp_backend):
+    elif issubclass(cls, SMTPBackend):
         options["timeout"] = timeouts[1]
-
-
-@functools.cache
-def _timeout_aware_classes() -> tuple[type, type]:
-    from anymail.backends.base_requests import AnymailRequestsBackend
-    from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
-
-    return AnymailRequestsBackend, SMTPBackend
 
 
 def expand_backend_path(path: str) -> str:
     """`sendgrid` is short for Anymail's `anymail.backends.sendgrid.EmailBackend`."""
     path = path.strip()
     return path if "." in path else ANYMAIL_SHORT_NAME.format(path.lower())
+
+
+def normalize_name(esp_name: str) -> str:
+    """A provider's name as the chain, the gateway and its webhooks spell it: Anymail's
+    `esp_name` lowercased without spaces ("Amazon SES" -> "amazonses")."""
+    return esp_name.lower().replace(" ", "")
 
 
 def default_name(backend_path: str) -> str:
@@ -106,7 +105,7 @@ def default_name(backend_path: str) -> str:
     except ImportError:
         esp_name = None
     if isinstance(esp_name, str) and esp_name:
-        return esp_name.lower().replace(" ", "")
+        return normalize_name(esp_name)
     module = backend_path.rsplit(".", 1)[0]
     return module.rsplit(".", 1)[-1]
 

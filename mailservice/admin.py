@@ -2,14 +2,22 @@
 actions; tracking events read-only; suppressions; API keys shown by name and prefix only."""
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from mailservice.addresses import AddressError, parse_address
 from mailservice.exceptions import MessageStateError
 from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
 from mailservice.selectors import HEAVY_FIELDS
-from mailservice.services import message_cancel, message_retry
+from mailservice.services import (
+    api_keys_revoke,
+    message_cancel,
+    message_retry,
+    suppression_add,
+    suppression_remove,
+)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -41,6 +49,18 @@ class EventInline(ReadOnlyInline):
     fk_name = "message"
     fields = ("provider", "event_type", "timestamp", "recipient", "description")
     readonly_fields = fields
+
+
+class SuppressionForm(forms.ModelForm):
+    class Meta:
+        model = Suppression
+        fields = ("address", "reason")
+
+    def clean_address(self) -> str:
+        try:
+            return parse_address(self.cleaned_data["address"]).addr_spec
+        except AddressError as err:
+            raise forms.ValidationError(str(err)) from None
 
 
 @admin.register(Message)
@@ -102,10 +122,28 @@ class TrackingEventAdmin(admin.ModelAdmin):
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
+    """Entries are added and removed through the same services as the API, so an address typed
+    here is validated and normalized like one posted there; an entry is never edited."""
+
+    form = SuppressionForm
     list_display = ("address", "reason", "provider", "created_at")
     list_filter = ("reason", "provider")
     search_fields = ("address",)
-    raw_id_fields = ("event",)
+    fields = ("address", "reason")
+
+    def has_change_permission(self, request: HttpRequest, obj: Suppression | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Suppression, form, change: bool) -> None:
+        saved, _ = suppression_add(address=obj.address, reason=obj.reason)
+        obj.pk, obj.address, obj.reason, obj.created_at = saved.pk, saved.address, saved.reason, saved.created_at
+
+    def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
+        suppression_remove(address=obj.address)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
+        for address in queryset.values_list("address", flat=True):
+            suppression_remove(address=address)
 
 
 @admin.register(ApiKey)
@@ -117,7 +155,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix")
     fields = ("name", "masked", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("name", "masked", "created_at", "last_used_at")
+    readonly_fields = fields
     actions = ("revoke",)
 
     @admin.display(description="key")
@@ -129,7 +167,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        from django.utils import timezone
-
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = api_keys_revoke(keys=queryset)
         self.message_user(request, f"{count} key(s) revoked.", messages.SUCCESS)

@@ -7,5 +7,7 @@ class MailserviceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # The tracking-signal receiver and the system checks register themselves on import.
+        # The tracking-signal receiver and the system checks register themselves on import,
+        # which must wait for the app registry (the one kind of function-level import allowed
+        # besides optional dependencies; docs/architecture.md, "Import rules").
         from mailservice import checks, webhooks  # noqa: F401

@@ -6,6 +6,7 @@ from datetime import datetime, timezone as dt_timezone
 
 from django.db.models import Prefetch, QuerySet
 
+from failover.backends import FirstWorkingEmailBackend
 from mailservice.addresses import normalize_email
 from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
 
@@ -58,8 +59,6 @@ def suppression_list(*, address: str | None = None) -> QuerySet[Suppression]:
 
 def provider_states() -> list[dict]:
     """Each provider of the failover chain with its state and last error, times as datetimes."""
-    from failover.backends import FirstWorkingEmailBackend
-
     rows = FirstWorkingEmailBackend().provider_states()
     return [
         {

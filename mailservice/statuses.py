@@ -1,5 +1,5 @@
 """Status names shared by the worker, the API and the admin, and how a message's status follows
-its recipients (DESIGN.md, "mailservice: the gateway")."""
+its recipients (docs/delivery.md, "Statuses")."""
 from collections.abc import Iterable
 
 from django.db import models
@@ -42,12 +42,6 @@ FINAL_RECIPIENT_STATUSES = frozenset(
         RecipientStatus.SUPPRESSED,
     }
 )
-FINAL_MESSAGE_STATUSES = frozenset(
-    {MessageStatus(status.value) for status in FINAL_RECIPIENT_STATUSES} | {MessageStatus.PARTIALLY_DELIVERED}
-)
-# What the worker may still act on: the rest is done, or waiting for a provider's report.
-PENDING_MESSAGE_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.DEFERRED})
-
 # How far a recipient that is not final has come: the message shows the least advanced one.
 _PROGRESS = {
     RecipientStatus.QUEUED: 0,

@@ -57,7 +57,6 @@ class Draft:
     merge_data: dict[str, dict[str, Any]] | None
     merge_global_data: dict[str, Any] | None
     send_at: datetime | None
-    errors: list[FieldError] = field(default_factory=list, repr=False)
 
     @property
     def recipient_count(self) -> int:

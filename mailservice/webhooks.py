@@ -9,7 +9,6 @@ stored, and signed events older than MAILSERVICE_WEBHOOK_MAX_AGE can be refused.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import time
@@ -23,8 +22,11 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import URLPattern
 
+from failover.providers import normalize_name
+
 from mailservice import conf
 from mailservice.services.tracking import tracking_events_record
+from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
 
@@ -102,22 +104,13 @@ def _without_credentials(text: str) -> str:
 
 
 def _stale_signature(request: HttpRequest, esp_name: str) -> int | None:
-    """Age in seconds of a signed timestamp older than the limit, else None.
-
-    Mailgun signs a timestamp in every post; SendGrid in its signed-webhook header. Mandrill
-    signs none, so for Mandrill only deduplication protects against replays.
-    """
+    """Age in seconds of a signed timestamp older than the limit, else None (also when the ESP
+    signs no timestamp: then only deduplication protects against replays)."""
     max_age = conf.webhook_max_age()
-    if not max_age:
+    read_timestamp = rules_for(esp_name).signed_timestamp
+    if not max_age or read_timestamp is None:
         return None
-    signed = None
-    if esp_name == "mailgun":
-        try:
-            signed = json.loads(request.body)["signature"]["timestamp"]
-        except (ValueError, KeyError, TypeError):
-            signed = request.POST.get("timestamp") if request.content_type != "application/json" else None
-    elif esp_name == "sendgrid":
-        signed = request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp")
+    signed = read_timestamp(request)
     try:
         age = int(time.time() - float(signed)) if signed is not None else None
     except (TypeError, ValueError):
@@ -136,7 +129,7 @@ def tracking_urlpatterns() -> list[URLPattern]:
     for pattern in anymail_urls.urlpatterns:
         if not _is_tracking(pattern):
             continue
-        esp_name = pattern.callback.view_class.esp_name.lower().replace(" ", "")
+        esp_name = normalize_name(pattern.callback.view_class.esp_name)
         patterns.append(
             URLPattern(pattern.pattern, collect_events(pattern.callback, esp_name), pattern.default_args, pattern.name)
         )

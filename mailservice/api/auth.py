@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from mailservice.api.errors import UNAUTHORIZED
 from mailservice.exceptions import AuthenticationFailed, FieldError
 from mailservice.models import ApiKey
 from mailservice.services import api_key_authenticate
@@ -27,8 +28,6 @@ class ApiKeyAuth(HttpBearer):
 
 def authenticate_request(request: HttpRequest) -> ApiKey:
     """For views outside ninja (the send URL): the API key, or AuthenticationFailed (401)."""
-    from mailservice.api.errors import UNAUTHORIZED
-
     refuse_key_in_url(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     api_key = api_key_authenticate(raw_key=token.strip()) if scheme.lower() == "bearer" else None

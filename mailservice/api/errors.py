@@ -11,7 +11,9 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import Http404, HttpRequest, JsonResponse
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from mailservice import conf
 from mailservice.exceptions import FieldError, RequestRejected
 
 logger = logging.getLogger(__name__)
@@ -75,8 +77,6 @@ def is_too_big(error: BaseException) -> bool:
 
 def install(api) -> None:
     """Replace ninja's default handlers so every failure answers in our format, never HTML."""
-    from ninja.errors import AuthenticationError, HttpError, ValidationError
-
     def on_rejected(request: HttpRequest, exc: RequestRejected):
         return rejected_response(exc)
 
@@ -115,8 +115,6 @@ def install(api) -> None:
 
 
 def too_big_response() -> JsonResponse:
-    from mailservice import conf
-
     return error_response(
         413, [FieldError(None, f"The request body is over the limit of {conf.max_request_bytes()} bytes.")]
     )

@@ -8,34 +8,35 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from failover.attempts import Outcome
+
+from mailservice import conf
 from mailservice.statuses import MessageStatus, RecipientStatus
 
 READY_STATUSES = [MessageStatus.QUEUED, MessageStatus.DEFERRED]
 
 
+def _due(now: datetime) -> Q:
+    """Waiting for a worker and due: queued, or deferred whose retry time has come."""
+    return Q(status__in=READY_STATUSES, next_attempt_at__lte=now)
+
+
+def _lease_expired(now: datetime) -> Q:
+    """Claimed by a worker that did not finish in time: it died, or hangs."""
+    return Q(status=MessageStatus.SENDING, lease_expires_at__lte=now)
+
+
 class MessageQuerySet(models.QuerySet["Message"]):
-    def due(self, now: datetime) -> MessageQuerySet:
-        """Waiting for a worker and due: queued, or deferred whose retry time has come."""
-        return self.filter(status__in=READY_STATUSES, next_attempt_at__lte=now)
-
-    def lease_expired(self, now: datetime) -> MessageQuerySet:
-        """Claimed by a worker that did not finish in time: it died, or hangs."""
-        return self.filter(status=MessageStatus.SENDING, lease_expires_at__lte=now)
-
     def claimable(self, now: datetime) -> MessageQuerySet:
-        return self.filter(
-            Q(status__in=READY_STATUSES, next_attempt_at__lte=now)
-            | Q(status=MessageStatus.SENDING, lease_expires_at__lte=now)
-        )
+        return self.filter(_due(now) | _lease_expired(now))
 
     def needs_recovery(self, now: datetime, grace: float) -> MessageQuerySet:
         """Claimable for longer than `grace` with no delivery task enqueued in that time: the
         task was lost, or its worker died. Recovery enqueues a new one."""
         cutoff = now - timedelta(seconds=grace)
-        return self.filter(
-            Q(status__in=READY_STATUSES, next_attempt_at__lte=cutoff)
-            | Q(status=MessageStatus.SENDING, lease_expires_at__lte=now)
-        ).filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=cutoff))
+        return self.filter(_due(cutoff) | _lease_expired(now)).filter(
+            Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=cutoff)
+        )
 
     def get_locked(self) -> Message | None:
         """The first row, locked for this transaction; rows other workers hold are skipped."""
@@ -107,8 +108,6 @@ class Message(models.Model):
 
     def deadline(self) -> datetime:
         """After this, a message no provider took fails instead of waiting for another retry."""
-        from mailservice import conf
-
         return self.window_start + timedelta(seconds=conf.max_age())
 
 
@@ -138,12 +137,6 @@ class Recipient(models.Model):
 class DeliveryAttempt(models.Model):
     """One provider tried with one message in one delivery round, as the failover backend saw it."""
 
-    class Outcome(models.TextChoices):
-        SENT = "sent"
-        PROVIDER_ERROR = "provider_error"
-        MESSAGE_ERROR = "message_error"
-        AMBIGUOUS = "ambiguous"
-
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attempts")
     round = models.PositiveIntegerField()
     provider = models.CharField(max_length=100, blank=True, default="")
@@ -162,4 +155,4 @@ class DeliveryAttempt(models.Model):
 
     @property
     def ambiguous(self) -> bool:
-        return self.outcome == self.Outcome.AMBIGUOUS
+        return self.outcome == Outcome.AMBIGUOUS

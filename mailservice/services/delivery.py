@@ -14,24 +14,25 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.mail import EmailMessage
 from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
-from failover.attempts import Attempt, Outcome
-from failover.errors import classify
-from failover.exceptions import AllProvidersFailed, AmbiguousSendError
 
+from failover.attempts import Attempt, Outcome
+from failover.errors import refuses_recipients
+from failover.exceptions import AllProvidersFailed, AmbiguousSendError
 from mailservice import conf
+from mailservice.addresses import normalize_email
 from mailservice.compat import mail_connection
 from mailservice.composing import build_email
-from mailservice.models import DeliveryAttempt, IdempotencyKey, Message, Recipient, Suppression
-from mailservice.services.queue import enqueue_on_commit
-from mailservice.services.tracking import tracking_events_link_late, tracking_events_link_unlinked
+from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
+from mailservice.services.tracking import tracking_events_link_late
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
 
 logger = logging.getLogger(__name__)
 
-REJECTING_ERRORS = ("AnymailRecipientsRefused", "SMTPRecipientsRefused", "AnymailInvalidAddress")
+# Anymail's per-recipient statuses that refuse the address (`failed` fails it; the rest: sent).
 ANYMAIL_REJECTED = {"rejected", "invalid"}
 MAX_ERROR = 1000
 
@@ -97,7 +98,7 @@ def message_claim(*, message_id: uuid.UUID | str, owner: str, now: datetime | No
             DeliveryAttempt.objects.using(db).create(
                 message=message,
                 round=message.attempt_count - 1,
-                outcome=DeliveryAttempt.Outcome.AMBIGUOUS,
+                outcome=Outcome.AMBIGUOUS,
                 error="The worker's lease expired before it recorded an outcome; it may have sent the message.",
                 created_at=now,
             )
@@ -182,9 +183,11 @@ def _send(message: Message, recipients: list[Recipient], *, now: datetime | None
         return _Result(RecipientStatus.FAILED, error=str(error), attempts=list(error.attempts))
     except Exception as error:
         attempts = list(getattr(email, "failover_attempts", None) or [])
-        described = attempts[-1].error if attempts and attempts[-1].error else f"{type(error).__name__}: {error}"
-        if attempts and classify(error) is Outcome.MESSAGE_ERROR:
-            status = RecipientStatus.REJECTED if type(error).__name__ in REJECTING_ERRORS else RecipientStatus.FAILED
+        last = attempts[-1] if attempts else None
+        described = last.error if last and last.error else f"{type(error).__name__}: {error}"
+        if last is not None and last.outcome is Outcome.MESSAGE_ERROR:
+            # The failover backend judged the message itself: final, whichever provider is asked.
+            status = RecipientStatus.REJECTED if refuses_recipients(error) else RecipientStatus.FAILED
             return _Result(status, error=described, attempts=attempts)
         # Not a verdict on the message (no chain configured, a bug in a backend): try again later.
         logger.exception("message send error", extra={"message_id": str(message.pk)})
@@ -195,7 +198,7 @@ def _send(message: Message, recipients: list[Recipient], *, now: datetime | None
     return _sent(email, attempts)
 
 
-def _sent(email, attempts: list[Attempt]) -> _Result:
+def _sent(email: EmailMessage, attempts: list[Attempt]) -> _Result:
     provider = getattr(email, "failover_provider", None) or ""
     status = getattr(email, "anymail_status", None)
     message_id = ""
@@ -206,8 +209,6 @@ def _sent(email, attempts: list[Attempt]) -> _Result:
             message_id = ids
         elif ids:
             message_id = ",".join(sorted(str(i) for i in ids))[:255]
-        from mailservice.addresses import normalize_email
-
         for address, recipient_status in (status.recipients or {}).items():
             outcome = (
                 RecipientStatus.REJECTED if recipient_status.status in ANYMAIL_REJECTED
@@ -243,65 +244,91 @@ def _finish(
     """Record the attempts and, if this worker still holds the lease, the outcome."""
     now = _now(now)
     with transaction.atomic():
-        DeliveryAttempt.objects.bulk_create(
-            DeliveryAttempt(
-                message=message,
-                round=message.attempt_count,
-                provider=attempt.provider,
-                outcome=str(attempt.outcome),
-                error_class=attempt.error_class or "",
-                error=(attempt.error or "")[:MAX_ERROR],
-                status_code=attempt.status_code,
-                duration=attempt.duration,
-                created_at=now,
-            )
-            for attempt in result.attempts
-        )
-        released = Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING, lease_owner=owner).update(
-            lease_owner="", lease_expires_at=None, updated_at=now
-        )
-        if not released:
+        _record_attempts(message, result.attempts, now=now)
+        if not _release_lease(message, owner, now=now):
             logger.warning(
                 "message lease lost before finishing; outcome kept as attempts only",
                 extra={"message_id": str(message.pk)},
             )
             message.refresh_from_db()
             return message
-        for recipient in recipients:
-            status, provider_id = result.per_recipient.get(recipient.email, (result.recipient_status, ""))
-            recipient.status = status
-            recipient.provider_message_id = provider_id or result.provider_message_id
-            recipient.error = "" if status == RecipientStatus.SENT else result.error[:MAX_ERROR]
-            recipient.updated_at = now
-        Recipient.objects.bulk_update(recipients, ["status", "provider_message_id", "error", "updated_at"])
+        _update_recipients(recipients, result, now=now)
         if result.provider:
             # A fast provider's webhook may have arrived before these ids were recorded.
             message.provider_message_id = result.provider_message_id[:255]
             tracking_events_link_late(message=message)
-        statuses = list(message.recipients.values_list("status", flat=True))
-        message.status = summarize(statuses)
-        message.lease_owner, message.lease_expires_at, message.updated_at = "", None, now
-        message.last_error = result.error[:MAX_ERROR]
-        message.possible_duplicate = message.possible_duplicate or any(a.ambiguous for a in result.attempts)
-        fields = ["status", "lease_owner", "lease_expires_at", "updated_at", "last_error", "possible_duplicate"]
-        if result.provider:
-            message.provider, message.provider_message_id, message.sent_at = (
-                result.provider,
-                result.provider_message_id[:255],
-                now,
-            )
-            fields += ["provider", "provider_message_id", "sent_at"]
-        if result.next_attempt_at is not None:
-            message.next_attempt_at, message.enqueued_at = result.next_attempt_at, now
-            fields += ["next_attempt_at", "enqueued_at"]
-            enqueue_on_commit(message_id=message.pk, run_after=result.next_attempt_at)
-        elif message.status not in (MessageStatus.QUEUED, MessageStatus.DEFERRED):
-            message.next_attempt_at = None
-            fields.append("next_attempt_at")
-        if all(status in FINAL_RECIPIENT_STATUSES for status in statuses):
-            message.finished_at = now
-            fields.append("finished_at")
-        message.save(update_fields=fields)
+        _update_message(message, result, now=now)
+    _log_outcome(message, result)
+    return message
+
+
+def _record_attempts(message: Message, attempts: list[Attempt], *, now: datetime) -> None:
+    DeliveryAttempt.objects.bulk_create(
+        DeliveryAttempt(
+            message=message,
+            round=message.attempt_count,
+            provider=attempt.provider,
+            outcome=attempt.outcome,
+            error_class=attempt.error_class or "",
+            error=(attempt.error or "")[:MAX_ERROR],
+            status_code=attempt.status_code,
+            duration=attempt.duration,
+            created_at=now,
+        )
+        for attempt in attempts
+    )
+
+
+def _release_lease(message: Message, owner: str, *, now: datetime) -> bool:
+    """False when the lease is no longer this worker's (it expired and another claimed it)."""
+    return bool(
+        Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING, lease_owner=owner).update(
+            lease_owner="", lease_expires_at=None, updated_at=now
+        )
+    )
+
+
+def _update_recipients(recipients: list[Recipient], result: _Result, *, now: datetime) -> None:
+    for recipient in recipients:
+        status, provider_id = result.per_recipient.get(recipient.email, (result.recipient_status, ""))
+        recipient.status = status
+        recipient.provider_message_id = provider_id or result.provider_message_id
+        recipient.error = "" if status == RecipientStatus.SENT else result.error[:MAX_ERROR]
+        recipient.updated_at = now
+    Recipient.objects.bulk_update(recipients, ["status", "provider_message_id", "error", "updated_at"])
+
+
+def _update_message(message: Message, result: _Result, *, now: datetime) -> None:
+    """The message's status from all its recipients, the provider that took it, and when the
+    next round is due (a deferral) or that none is (anything else that is not queued)."""
+    statuses = list(message.recipients.values_list("status", flat=True))
+    message.status = summarize(statuses)
+    message.lease_owner, message.lease_expires_at, message.updated_at = "", None, now
+    message.last_error = result.error[:MAX_ERROR]
+    message.possible_duplicate = message.possible_duplicate or any(a.ambiguous for a in result.attempts)
+    fields = ["status", "lease_owner", "lease_expires_at", "updated_at", "last_error", "possible_duplicate"]
+    if result.provider:
+        message.provider, message.provider_message_id, message.sent_at = (
+            result.provider,
+            result.provider_message_id[:255],
+            now,
+        )
+        fields += ["provider", "provider_message_id", "sent_at"]
+    if result.next_attempt_at is not None:
+        # The delivery task enqueues the next round (mailservice/tasks.py); recovery covers a
+        # task that is lost on the way.
+        message.next_attempt_at, message.enqueued_at = result.next_attempt_at, now
+        fields += ["next_attempt_at", "enqueued_at"]
+    elif message.status not in (MessageStatus.QUEUED, MessageStatus.DEFERRED):
+        message.next_attempt_at = None
+        fields.append("next_attempt_at")
+    if all(status in FINAL_RECIPIENT_STATUSES for status in statuses):
+        message.finished_at = now
+        fields.append("finished_at")
+    message.save(update_fields=fields)
+
+
+def _log_outcome(message: Message, result: _Result) -> None:
     log = logger.warning if message.status in (MessageStatus.FAILED, MessageStatus.REJECTED) else logger.info
     log(
         "message %s round=%s provider=%s attempts=%s",
@@ -316,42 +343,3 @@ def _finish(
             "next_attempt_at": message.next_attempt_at.isoformat() if message.next_attempt_at else None,
         },
     )
-    return message
-
-
-# Recovery ----------------------------------------------------------------------------------
-
-
-# Events that arrived unlinked this recently are retried by each recovery pass: long enough to
-# cover a send whose bookkeeping raced its own webhook, short enough to keep the pass cheap.
-UNLINKED_EVENT_WINDOW = 3600.0
-
-
-def message_recover(*, now: datetime | None = None, limit: int | None = None) -> int:
-    """Enqueue a delivery task for every message whose task was lost or whose worker died
-    (expired lease); drop expired idempotency keys. Safe to run from many processes at once:
-    a message gets a duplicate task at worst, and only one task can claim it."""
-    now = _now(now)
-    grace = conf.recovery_grace()
-    limit = limit or conf.recovery_batch()
-    stuck = list(
-        Message.objects.needs_recovery(now, grace).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
-    )
-    recovered = 0
-    for pk in stuck:
-        with transaction.atomic():
-            if Message.objects.needs_recovery(now, grace).filter(pk=pk).update(enqueued_at=now):
-                enqueue_on_commit(message_id=pk, run_after=None)
-                recovered += 1
-                logger.warning("message recovered: delivery enqueued again", extra={"message_id": str(pk)})
-    expired, _ = IdempotencyKey.objects.filter(expires_at__lte=now).delete()
-    linked = tracking_events_link_unlinked(since=now - timedelta(seconds=UNLINKED_EVENT_WINDOW))
-    if recovered or expired or linked:
-        logger.info(
-            "recovery pass recovered=%s idempotency_keys_expired=%s events_linked=%s",
-            recovered,
-            expired,
-            linked,
-            extra={"recovered": recovered, "expired_keys": expired, "events_linked": linked},
-        )
-    return recovered

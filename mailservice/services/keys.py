@@ -8,7 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from mailservice import conf
@@ -59,10 +59,20 @@ def api_key_revoke(*, name_or_prefix: str, now: datetime | None = None) -> int:
     value = name_or_prefix.strip()
     if not value:
         raise ApiKeyError("Give the key's name or prefix.")
-    count = ApiKey.objects.active().filter(Q(name=value) | Q(prefix=value)).update(revoked_at=now)
+    count = api_keys_revoke(keys=ApiKey.objects.filter(Q(name=value) | Q(prefix=value)), now=now)
     if not count:
         raise ApiKeyError(f"No active API key has the name or prefix {value!r}.")
-    logger.info("api key revoked key=%s count=%s", value, count, extra={"api_key_name": value})
+    return count
+
+
+def api_keys_revoke(*, keys: QuerySet[ApiKey], now: datetime | None = None) -> int:
+    """Revoke the active keys among `keys` (the admin's selection); return how many."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        names = list(keys.filter(revoked_at__isnull=True).values_list("name", flat=True))
+        count = keys.filter(revoked_at__isnull=True).update(revoked_at=now)
+    for name in names:
+        logger.info("api key revoked name=%s", name, extra={"api_key_name": name})
     return count
 
 

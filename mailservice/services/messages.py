@@ -13,8 +13,8 @@ from django.utils import timezone
 from mailservice import conf
 from mailservice.exceptions import IdempotencyConflict, MessageStateError
 from mailservice.models import ApiKey, IdempotencyKey, Message, Recipient
-from mailservice.services.queue import enqueue_on_commit
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus
+from mailservice.tasks import enqueue_delivery_on_commit
 from mailservice.validation import Draft
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def message_accept(
                     created_at=now,
                     expires_at=now + timedelta(seconds=conf.idempotency_ttl()),
                 )
-            enqueue_on_commit(message_id=message.pk, run_after=message.next_attempt_at)
+            enqueue_delivery_on_commit(message_id=message.pk, run_after=message.next_attempt_at)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -160,7 +160,7 @@ def message_retry(*, message: Message, now: datetime | None = None) -> Message:
         message.recipients.filter(
             status__in=[RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED]
         ).update(status=RecipientStatus.QUEUED, error="", updated_at=now)
-        enqueue_on_commit(message_id=message.pk, run_after=now)
+        enqueue_delivery_on_commit(message_id=message.pk, run_after=now)
     logger.info("message retry requested", extra={"message_id": str(message.pk), "status": "queued"})
     message.refresh_from_db()
     return message

@@ -18,9 +18,12 @@ from anymail.signals import AnymailTrackingEvent, EventType
 from django.db import transaction
 from django.utils import timezone
 
+from failover.providers import normalize_name
+
 from mailservice.addresses import normalize_email
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, RecipientStatus, advances, summarize
+from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
 
@@ -47,29 +50,16 @@ class RecordResult:
 
 
 def event_id_for(provider: str, event: AnymailTrackingEvent) -> str:
-    """The provider's own event id, or (Mandrill sends none) a hash of the raw event, so the
-    same event posted twice has the same id."""
-    if event.event_id:
+    """The provider's own event id, or (for an ESP whose events have none) a hash of the raw
+    event, so the same event posted twice has the same id."""
+    if event.event_id and rules_for(provider).has_event_ids:
         return str(event.event_id)[:255]
     raw = json.dumps(_jsonable(event.esp_event), sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(f"{provider}\0{raw}".encode()).hexdigest()
 
 
-def is_hard_bounce(provider: str, event: AnymailTrackingEvent) -> bool:
-    """Anymail reports Mandrill's soft_bounce and SendGrid's "blocked" as bounced too; only a
-    permanent bounce may suppress an address (Mailgun's temporary failures arrive as deferred)."""
-    if event.event_type != EventType.BOUNCED:
-        return False
-    raw = event.esp_event if isinstance(event.esp_event, dict) else {}
-    if provider == "mandrill":
-        return raw.get("event") == "hard_bounce"
-    if provider == "sendgrid":
-        return raw.get("type", "bounce") == "bounce"
-    return True
-
-
 def suppression_reason(provider: str, event: AnymailTrackingEvent) -> str | None:
-    if is_hard_bounce(provider, event):
+    if rules_for(provider).permanent_bounce(event):
         return Suppression.Reason.BOUNCED
     if event.event_type == EventType.COMPLAINED:
         return Suppression.Reason.COMPLAINED
@@ -83,7 +73,7 @@ def tracking_events_record(*, provider: str, events: Sequence[AnymailTrackingEve
     result = RecordResult()
     if not events:
         return result
-    provider = provider.lower().replace(" ", "")
+    provider = normalize_name(provider)
     rows = _new_rows(provider, events, result)
     if not rows:
         return result
@@ -120,7 +110,7 @@ class _Row:
     event: TrackingEvent
     anymail: AnymailTrackingEvent
     email: str
-    status_type: str  # what moves the recipient; see status_event_type
+    status_type: str  # what moves the recipient; see TrackingRules.status_event_type
 
 
 def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: RecordResult) -> list[_Row]:
@@ -160,7 +150,7 @@ def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: Rec
                 ),
                 anymail=event,
                 email=email,
-                status_type=status_event_type(provider, event.event_type, event.esp_event),
+                status_type=rules_for(provider).status_event_type(event.event_type, event.esp_event),
             )
         )
     return rows
@@ -204,14 +194,6 @@ def _link(rows: list[_Row]) -> None:
             row.event.message_id = recipient.message_id
         elif row.event.provider_message_id in by_message:
             row.event.message_id = by_message[row.event.provider_message_id]
-
-
-def status_event_type(provider: str, event_type: str, raw) -> str:
-    """The event type that decides the recipient's status. Mandrill has no "delivered" event:
-    its `send` (Anymail: sent) means the receiving server accepted the message."""
-    if provider == "mandrill" and isinstance(raw, dict) and raw.get("event") == "send":
-        return EventType.DELIVERED
-    return event_type
 
 
 def _advance_recipients(rows: list[_Row]) -> int:
@@ -290,7 +272,11 @@ def tracking_events_link_late(*, message: Message) -> int:
         event.message_recipient_id = recipient.pk if recipient else None
     TrackingEvent.objects.bulk_update(events, ["message", "message_recipient"])
     _advance(
-        (e.message_recipient_id, status_event_type(e.provider, e.event_type, e.raw), e.timestamp or e.created_at)
+        (
+            e.message_recipient_id,
+            rules_for(e.provider).status_event_type(e.event_type, e.raw),
+            e.timestamp or e.created_at,
+        )
         for e in events
     )
     logger.info(

@@ -1,4 +1,5 @@
 """`manage.py failover_status`: every provider of the chain with its remembered state."""
+import json
 from datetime import datetime, timezone
 
 from django.core.management.base import BaseCommand, CommandError
@@ -33,8 +34,6 @@ class Command(BaseCommand):
             backend.forget()
         rows = backend.provider_states()
         if options["json"]:
-            import json
-
             self.stdout.write(json.dumps(rows, indent=2))
             return
         by_name = {p.name: p for p in backend.providers}
