@@ -28,4 +28,5 @@ test: venv
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) var build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
+	find var -mindepth 1 ! -name .gitkeep -delete

@@ -24,7 +24,6 @@ def get_setting(name: str) -> Any:
 
 
 def backends() -> list:
-    """The raw setting (not a copy): its identity lets the parsed chain be reused."""
     return get_setting("FIRST_WORKING_EMAIL_BACKENDS") or []
 
 

@@ -12,6 +12,8 @@ from anymail.backends.base_requests import AnymailRequestsBackend
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from failover import conf
@@ -21,6 +23,8 @@ from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 HAS_MAILERS = django.VERSION >= (6, 1)
 ANYMAIL_SHORT_NAME = "anymail.backends.{}.EmailBackend"
 ENTRY_KEYS = frozenset({"NAME", "BACKEND", "OPTIONS"})
+# The settings a parsed chain depends on.
+CHAIN_SETTINGS = frozenset({"FIRST_WORKING_EMAIL_BACKENDS", "MAILERS"})
 # Option names whose values are masked wherever an error is described.
 SECRET_OPTION_NAMES = ("api_key", "password", "secret", "token", "key")
 
@@ -157,23 +161,24 @@ def _from_mailer_alias(alias: str, where: str) -> ProviderConfig:
 
 
 def load_providers(entries: list | None = None) -> list[ProviderConfig]:
-    """Parse and validate the chain: at least one provider, unique names.
-
-    Backends are often built once per message (`send_mail`), so the parsed chain is reused
-    while the setting (and MAILERS, which aliases resolve against) is the very same object;
-    `override_settings` installs new objects, so tests see their own chain.
-    """
-    raw = conf.backends() if entries is None else entries
-    key = (id(raw), id(_mailers()) if HAS_MAILERS else None)
-    cached = _parsed_chain
-    if cached is not None and cached[0] == key and cached[1] is raw:
-        return cached[2]
-    providers = _parse_chain(list(raw))
-    globals()["_parsed_chain"] = (key, raw, providers)
-    return providers
+    """Parse and validate a chain: at least one provider, unique names. Without `entries`, the
+    chain in settings, parsed once: backends are often built once per message (`send_mail`)."""
+    if entries is None:
+        return list(configured_providers())
+    return _parse_chain(list(entries))
 
 
-_parsed_chain: tuple | None = None
+@functools.cache
+def configured_providers() -> tuple[ProviderConfig, ...]:
+    """FIRST_WORKING_EMAIL_BACKENDS, parsed; parsed again after the setting (or MAILERS, which
+    aliases resolve against) changes, as under `override_settings`."""
+    return tuple(_parse_chain(list(conf.backends())))
+
+
+@receiver(setting_changed)
+def _forget_parsed_chain(*, setting: str, **kwargs: Any) -> None:
+    if setting in CHAIN_SETTINGS:
+        configured_providers.cache_clear()
 
 
 def _parse_chain(entries: list) -> list[ProviderConfig]:

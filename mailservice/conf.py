@@ -1,8 +1,9 @@
 """The one place that reads the gateway's settings, each with its documented default.
 
 Values are read when used, never at import, so `override_settings` works. docs/delivery.md and
-.env.example describe each one; smtest/settings.py reads them from the environment.
+.env.example describe each one; smtest/settings.py sets those the environment gives.
 """
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -11,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 MB = 1024 * 1024
 
 DEFAULTS: dict[str, Any] = {
-    # Limits of one submitted message (DESIGN.md, "Limits").
+    # Limits of one submitted message (docs/api.md, "Limits").
     "MAILSERVICE_MAX_REQUEST_BYTES": 30 * MB,  # whole request body -> 413
     "MAILSERVICE_MAX_ATTACHMENTS_BYTES": 25 * MB,  # decoded attachments, all together -> 413
     "MAILSERVICE_MAX_RECIPIENTS": 1000,  # to + cc + bcc -> 422 on `to`
@@ -37,6 +38,15 @@ DEFAULTS: dict[str, Any] = {
     # `last_used_at` of an API key is written at most once per this many seconds.
     "MAILSERVICE_API_KEY_TOUCH_INTERVAL": 60.0,
 }
+
+
+def django_request_limits(configured: Mapping[str, Any]) -> dict[str, int]:
+    """Django's own request limits, kept in step with the gateway's (for settings.py, before
+    settings exist): Django reads bodies up to the size the gateway's own check answers 413 to,
+    and a form post to the send URL may list every recipient allowed."""
+    size = int(configured.get("MAILSERVICE_MAX_REQUEST_BYTES", DEFAULTS["MAILSERVICE_MAX_REQUEST_BYTES"]))
+    recipients = int(configured.get("MAILSERVICE_MAX_RECIPIENTS", DEFAULTS["MAILSERVICE_MAX_RECIPIENTS"]))
+    return {"DATA_UPLOAD_MAX_MEMORY_SIZE": size, "DATA_UPLOAD_MAX_NUMBER_FIELDS": recipients * 3 + 100}
 
 
 def get_setting(name: str) -> Any:

@@ -1,6 +1,9 @@
 """Helpers that turn environment variables into Django settings (kept apart so tests can call them)."""
 import importlib.util
 from collections.abc import Mapping
+from typing import Any
+
+import environ
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -53,3 +56,29 @@ def tasks_settings(backend: str) -> dict:
     if name not in backends:
         raise ImproperlyConfigured(f"TASKS_BACKEND is {backend!r}; use one of: {', '.join(backends)}")
     return {"default": {"BACKEND": backends[name]}}
+
+
+def settings_from_environment(environ_: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among `defaults` that the environment sets (and not to ""), each parsed to
+    its default's type. The defaults themselves stay with the app (its `conf.DEFAULTS`), the
+    one place that states them; a setting the environment leaves out is simply not set."""
+    found: dict[str, Any] = {}
+    for name, default in defaults.items():
+        raw = environ_.get(name, "")
+        if raw.strip() == "":
+            continue
+        found[name] = _parse(name, raw, default)
+    return found
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return environ.Env.parse_value(raw, bool)
+    if isinstance(default, (list, tuple)):
+        return split_list(raw)
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(float(raw)) if isinstance(default, float) else int(raw)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    return raw

@@ -1,0 +1,21 @@
+"""Settings for the test suite: the project's own (smtest/settings.py), plus what only tests need.
+
+pytest uses them (pyproject.toml) and so does `python manage.py test` (manage.py).
+"""
+import os
+import sys
+
+from smtest.settings import *  # noqa: F403
+from smtest.settings import DATABASES, VAR_DIR
+
+# A file, not SQLite's shared in-memory database, so threads (the concurrency tests) get real
+# locking with the busy timeout, and the end-to-end tests' worker process can open it; one file
+# per run, so two suites (two interpreters, two checkouts) never collide.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"].setdefault(
+        "TEST", {"NAME": str(VAR_DIR / f"test-py{sys.version_info[0]}{sys.version_info[1]}-{os.getpid()}.sqlite3")}
+    )
+
+# Django's test runner runs the system checks with DEBUG off, where the webhook-secret check
+# would stop every run; the tests set the secrets they need (and test the check itself).
+SILENCED_SYSTEM_CHECKS = ["mailservice.E101"]
