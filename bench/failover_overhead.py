@@ -1,6 +1,6 @@
 """What the failover backend adds to sending, measured side by side against a local HTTP endpoint.
 
-Budget (DESIGN.md): at most +3% over sending through the inner backend directly with a healthy
+Budget (docs/failover.md, "Performance"): at most +3% over sending through the inner backend directly with a healthy
 primary, and at most +5% over sending straight to the secondary when the primary is dead
 (connection refused), because the remembered provider spares later messages the dead one.
 

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from mailservice import conf
@@ -137,6 +138,7 @@ def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
 
 RETRYABLE = frozenset({MessageStatus.DEFERRED, MessageStatus.FAILED, MessageStatus.REJECTED})
 CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.DEFERRED})
+REQUEUED_RECIPIENTS = frozenset({RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED})
 
 
 def message_retry(*, message: Message, now: datetime | None = None) -> Message:
@@ -146,24 +148,22 @@ def message_retry(*, message: Message, now: datetime | None = None) -> Message:
     suppressed ones are left alone.
     """
     now = now or timezone.now()
-    with transaction.atomic():
-        rows = Message.objects.filter(pk=message.pk, status__in=RETRYABLE).update(
-            status=MessageStatus.QUEUED,
-            next_attempt_at=now,
-            window_start=now,
-            enqueued_at=now,
-            finished_at=None,
-            updated_at=now,
-        )
-        if not rows:
-            raise MessageStateError(f"Only deferred, failed or rejected messages can be retried, not {message.status}.")
-        message.recipients.filter(
-            status__in=[RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED]
-        ).update(status=RecipientStatus.QUEUED, error="", updated_at=now)
-        enqueue_delivery_on_commit(message_id=message.pk, run_after=now)
-    logger.info("message retry requested", extra={"message_id": str(message.pk), "status": "queued"})
-    message.refresh_from_db()
-    return message
+    return _operator_transition(
+        message,
+        allowed=RETRYABLE,
+        refusal="Only deferred, failed or rejected messages can be retried",
+        changes={
+            "status": MessageStatus.QUEUED,
+            "next_attempt_at": now,
+            "window_start": now,
+            "enqueued_at": now,
+            "finished_at": None,
+        },
+        recipients=message.recipients.filter(status__in=REQUEUED_RECIPIENTS),
+        recipient_changes={"status": RecipientStatus.QUEUED, "error": ""},
+        now=now,
+        deliver=True,
+    )
 
 
 def message_cancel(*, message: Message, now: datetime | None = None) -> Message:
@@ -173,19 +173,40 @@ def message_cancel(*, message: Message, now: datetime | None = None) -> Message:
     """
     now = now or timezone.now()
     reason = "Cancelled by an operator."
+    return _operator_transition(
+        message,
+        allowed=CANCELLABLE,
+        refusal="Only queued or deferred messages can be cancelled",
+        changes={"status": MessageStatus.FAILED, "next_attempt_at": None, "last_error": reason, "finished_at": now},
+        recipients=message.recipients.exclude(status__in=FINAL_RECIPIENT_STATUSES),
+        recipient_changes={"status": RecipientStatus.FAILED, "error": reason},
+        now=now,
+        deliver=False,
+    )
+
+
+def _operator_transition(
+    message: Message,
+    *,
+    allowed: frozenset[str],
+    refusal: str,
+    changes: dict[str, Any],
+    recipients: QuerySet[Recipient],
+    recipient_changes: dict[str, Any],
+    now: datetime,
+    deliver: bool,
+) -> Message:
+    """Apply an operator's action to a message and its recipients in one transaction, only if
+    the message is still in an `allowed` status: the check and the write are one statement, so
+    a worker claiming it meanwhile wins and the action is refused (MessageStateError)."""
     with transaction.atomic():
-        rows = Message.objects.filter(pk=message.pk, status__in=CANCELLABLE).update(
-            status=MessageStatus.FAILED,
-            next_attempt_at=None,
-            last_error=reason,
-            finished_at=now,
-            updated_at=now,
-        )
-        if not rows:
-            raise MessageStateError(f"Only queued or deferred messages can be cancelled, not {message.status}.")
-        message.recipients.exclude(status__in=FINAL_RECIPIENT_STATUSES).update(
-            status=RecipientStatus.FAILED, error=reason, updated_at=now
-        )
-    logger.info("message cancelled", extra={"message_id": str(message.pk), "status": "failed"})
+        if not Message.objects.filter(pk=message.pk, status__in=allowed).update(**changes, updated_at=now):
+            raise MessageStateError(f"{refusal}, not {message.status}.")
+        recipients.update(**recipient_changes, updated_at=now)
+        if deliver:
+            enqueue_delivery_on_commit(message_id=message.pk, run_after=now)
     message.refresh_from_db()
+    logger.info(
+        "message %s by an operator", message.status, extra={"message_id": str(message.pk), "status": message.status}
+    )
     return message

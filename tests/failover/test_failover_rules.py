@@ -1,4 +1,4 @@
-"""Which errors move a message to the next provider, and which are final (DESIGN.md's table)."""
+"""Which errors move a message to the next provider, and which are final (docs/failover.md, "What happens to a message")."""
 import requests
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 from django.core.mail import EmailMultiAlternatives

@@ -101,12 +101,20 @@ class MemoryTests(FailoverTestCase):
 
 
 class StateSignalTests(FailoverTestCase):
+    def listen(self, signal, pick) -> list:
+        """What `pick(**signal arguments)` returns for each sending of `signal` during the test."""
+        seen = []
+
+        def handler(sender, **kwargs):
+            seen.append(pick(**kwargs))
+
+        signal.connect(handler)
+        self.addCleanup(signal.disconnect, handler)
+        return seen
+
     def test_provider_failed_fires_once_per_state_change(self):
         """provider_failed fires when a healthy provider fails, not again while it is known down."""
-        seen = []
-        handler = lambda sender, provider, **kw: seen.append(provider)  # noqa: E731
-        signals.provider_failed.connect(handler)
-        self.addCleanup(signals.provider_failed.disconnect, handler)
+        seen = self.listen(signals.provider_failed, lambda provider, **kw: provider)
         self.esp.down("sendgrid")
         self.esp.down("mailgun")
         self.send(self.message())
@@ -115,10 +123,7 @@ class StateSignalTests(FailoverTestCase):
 
     def test_provider_recovered_fires_when_a_failed_provider_works_again(self):
         """The primary taking mail after its failure window sends provider_recovered."""
-        seen = []
-        handler = lambda sender, provider, **kw: seen.append(provider)  # noqa: E731
-        signals.provider_recovered.connect(handler)
-        self.addCleanup(signals.provider_recovered.disconnect, handler)
+        seen = self.listen(signals.provider_recovered, lambda provider, **kw: provider)
         self.esp.down("sendgrid")
         self.send(self.message())
         self.esp.ok("sendgrid")
@@ -128,10 +133,7 @@ class StateSignalTests(FailoverTestCase):
 
     def test_provider_attempted_fires_for_every_try(self):
         """provider_attempted carries the provider, the message and the attempt."""
-        seen = []
-        handler = lambda sender, provider, message, attempt, **kw: seen.append((provider, attempt.outcome))  # noqa: E731
-        signals.provider_attempted.connect(handler)
-        self.addCleanup(signals.provider_attempted.disconnect, handler)
+        seen = self.listen(signals.provider_attempted, lambda provider, attempt, **kw: (provider, attempt.outcome))
         self.esp.fail("sendgrid", 503)
         self.send(self.message())
         self.assertEqual(seen, [("sendgrid", "provider_error"), ("mailgun", "sent")])

@@ -27,7 +27,16 @@ from tests.mailservice.helpers import (
 )
 
 
+def every_provider_down() -> None:
+    mock_sendgrid(responses, status=500)
+    mock_mailgun(responses, status=500)
+
+
 class DeliveryMixin(GatewayMixin):
+    def submit_with_every_provider_down(self):
+        every_provider_down()
+        return self.submit()
+
     def submit(self, body=None, **overrides):
         response = self.post_message({**(body or VALID), **overrides})
         self.assertEqual(response.status_code, 202, response.content)
@@ -166,8 +175,7 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
 
         from mailservice.tasks import deliver_message
 
-        mock_sendgrid(responses, status=500)
-        mock_mailgun(responses, status=500)
+        every_provider_down()
         message_id = self.post_message(VALID).json()["id"]  # due now: the task runs on the real clock
         DBTaskResult.objects.all().delete()
         self.assertEqual(deliver_message.call(message_id), "deferred")
@@ -179,9 +187,7 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
     @override_settings(MAILSERVICE_MAX_AGE=3600)
     def test_max_age_reached_fails_with_reason(self):
         """Once the maximum age has passed, a failed round fails the message with the reason."""
-        mock_sendgrid(responses, status=500)
-        mock_mailgun(responses, status=500)
-        message_id = self.submit()
+        message_id = self.submit_with_every_provider_down()
         self.deliver(message_id, at=T0)
         Message.objects.filter(pk=message_id).update(next_attempt_at=later(3600))
         message = self.deliver(message_id, at=later(3600))
@@ -194,9 +200,7 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
     @override_settings(MAILSERVICE_MAX_AGE=100)
     def test_last_retry_is_at_the_deadline(self):
         """A retry that would fall after the deadline is scheduled at the deadline instead."""
-        mock_sendgrid(responses, status=500)
-        mock_mailgun(responses, status=500)
-        message_id = self.submit()
+        message_id = self.submit_with_every_provider_down()
         Message.objects.filter(pk=message_id).update(attempt_count=5)  # next delay 30*2**5 s
         self.assertEqual(self.deliver(message_id, at=T0).next_attempt_at, later(100))
 
