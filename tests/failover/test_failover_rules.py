@@ -172,6 +172,20 @@ class MessageErrorTests(FailoverTestCase):
             message = self.assert_final(ValueError, self.message(subject="Hello\nBcc: everyone@example.net"))
         self.assertEqual([a.provider for a in message.failover_attempts], ["locmem"])
 
+    def test_refusals_of_recipients_are_told_from_refusals_of_content(self):
+        """refuses_recipients says which message errors refuse the addresses (the gateway's "rejected")."""
+        import smtplib
+
+        from anymail.exceptions import AnymailInvalidAddress, AnymailSerializationError
+
+        from failover.errors import refuses_recipients
+
+        self.assertTrue(refuses_recipients(AnymailRecipientsRefused()))
+        self.assertTrue(refuses_recipients(AnymailInvalidAddress()))
+        self.assertTrue(refuses_recipients(smtplib.SMTPRecipientsRefused({})))
+        self.assertFalse(refuses_recipients(AnymailSerializationError()))
+        self.assertFalse(refuses_recipients(AnymailRequestsAPIError(status_code=400)))
+
     def test_fail_silently_returns_zero_for_a_message_error(self):
         """fail_silently=True reports 0 sent instead of raising."""
         self.esp.fail("sendgrid", 400)

@@ -1,9 +1,15 @@
-"""The admin: retry and cancel actions, read-only attempts, masked API keys."""
+"""The admin: retry and cancel actions, read-only attempts, masked API keys, suppressions."""
 from django.contrib.auth import get_user_model
 from django.test import TestCase
 
-from mailservice.models import ApiKey, Message
-from mailservice.services import message_cancel, message_deliver, message_retry
+from mailservice.models import ApiKey, Message, Suppression
+from mailservice.services import (
+    message_cancel,
+    message_deliver,
+    message_retry,
+    suppression_add,
+    suppression_remove,
+)
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
 
@@ -82,3 +88,44 @@ class AdminTests(GatewayMixin, TestCase):
             "/admin/mailservice/apikey/", {"action": "revoke", "_selected_action": [self.api_key.pk]}, follow=True
         )
         self.assertIsNotNone(ApiKey.objects.get(pk=self.api_key.pk).revoked_at)
+
+
+@gateway_settings()
+class SuppressionAdminTests(GatewayMixin, TestCase):
+    """Suppressions typed in the admin go through the same service as the API's."""
+
+    def setUp(self):
+        super().setUp()
+        self.admin = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")
+        self.client.force_login(self.admin)
+
+    def test_added_address_is_normalized_like_the_apis(self):
+        """`Ops.Block@Example.COM` added in the admin is stored as the API stores it."""
+        response = self.client.post(
+            "/admin/mailservice/suppression/add/", {"address": "Ops.Block@Example.COM", "reason": "manual"}
+        )
+        self.assertEqual(response.status_code, 302)
+        self.assertEqual(list(Suppression.objects.values_list("address", flat=True)), ["ops.block@example.com"])
+        self.assertTrue(suppression_remove(address="ops.block@example.com"))
+
+    def test_invalid_address_is_refused_with_the_reason(self):
+        """An address that is not one is refused on the form, and nothing is stored."""
+        response = self.client.post("/admin/mailservice/suppression/add/", {"address": "not an address", "reason": "manual"})
+        self.assertEqual(response.status_code, 200)
+        self.assertTrue(response.context["adminform"].form.errors["address"])
+        self.assertFalse(Suppression.objects.exists())
+
+    def test_delete_action_removes_through_the_service(self):
+        """The admin's delete action removes the selected entries."""
+        suppression, _ = suppression_add(address="a@example.com")
+        self.client.post(
+            "/admin/mailservice/suppression/",
+            {"action": "delete_selected", "_selected_action": [suppression.pk], "post": "yes"},
+        )
+        self.assertFalse(Suppression.objects.exists())
+
+    def test_entries_cannot_be_edited(self):
+        """An entry is added or removed, never edited in place."""
+        suppression, _ = suppression_add(address="a@example.com")
+        self.client.post(f"/admin/mailservice/suppression/{suppression.pk}/change/", {"address": "b@example.com"})
+        self.assertEqual(Suppression.objects.get().address, "a@example.com")

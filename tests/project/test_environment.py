@@ -1,7 +1,15 @@
 """Settings read from the environment."""
+from django.core.exceptions import ImproperlyConfigured
 from django.test import SimpleTestCase
 
-from smtest.environment import SQLITE_OPTIONS, anymail_settings, split_list, with_sqlite_options
+from mailservice import conf as mailservice_conf
+from smtest.environment import (
+    SQLITE_OPTIONS,
+    anymail_settings,
+    settings_from_environment,
+    split_list,
+    with_sqlite_options,
+)
 
 
 class EnvironmentTests(SimpleTestCase):
@@ -27,3 +35,31 @@ class EnvironmentTests(SimpleTestCase):
         """PostgreSQL gets no SQLite pragmas."""
         database = with_sqlite_options({"ENGINE": "django.db.backends.postgresql", "NAME": "x"})
         self.assertNotIn("OPTIONS", database)
+
+
+class SettingsFromEnvironmentTests(SimpleTestCase):
+    DEFAULTS = {"FLAG": True, "COUNT": 10, "DELAY": 30.0, "CHAIN": [], "TEXT": "hello"}
+
+    def test_each_value_takes_its_default_type(self):
+        """Variables are parsed as their defaults' types: bool, int, float, comma list, string."""
+        environ = {"FLAG": "0", "COUNT": "3", "DELAY": "1.5", "CHAIN": "sendgrid, mailgun", "TEXT": "hi"}
+        self.assertEqual(
+            settings_from_environment(environ, self.DEFAULTS),
+            {"FLAG": False, "COUNT": 3, "DELAY": 1.5, "CHAIN": ["sendgrid", "mailgun"], "TEXT": "hi"},
+        )
+
+    def test_unset_and_empty_variables_are_left_to_the_default(self):
+        """A variable that is absent or empty sets nothing, so the app's conf default applies."""
+        self.assertEqual(settings_from_environment({"COUNT": "", "OTHER": "1"}, self.DEFAULTS), {})
+
+    def test_a_number_that_is_not_one_names_the_variable(self):
+        """COUNT=ten is a configuration error naming COUNT."""
+        with self.assertRaisesMessage(ImproperlyConfigured, "COUNT must be a number, not 'ten'"):
+            settings_from_environment({"COUNT": "ten"}, self.DEFAULTS)
+
+    def test_the_gateway_limits_follow_into_django(self):
+        """Django's body and field limits follow MAILSERVICE_MAX_REQUEST_BYTES and _MAX_RECIPIENTS."""
+        limits = mailservice_conf.django_request_limits(
+            {"MAILSERVICE_MAX_REQUEST_BYTES": 1000, "MAILSERVICE_MAX_RECIPIENTS": 10}
+        )
+        self.assertEqual(limits, {"DATA_UPLOAD_MAX_MEMORY_SIZE": 1000, "DATA_UPLOAD_MAX_NUMBER_FIELDS": 130})
