@@ -1,14 +1,19 @@
 """Pydantic schemas of the JSON API: the shapes it accepts (the first line of validation) and the
-shapes it answers with. Semantic checks (addresses, headers, limits) live in validation.py."""
+shapes it answers with (docs/api.md), read straight from the models: no view builds an answer by
+hand. Also the lists' filters (their pagination: api/pagination.py). Semantic checks (addresses, headers, limits) live in
+validation.py."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
 from ninja import Schema
-from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, field_validator
 
-from mailservice.models import Suppression
+from mailservice.models import Message, Recipient, Suppression
 from mailservice.statuses import MessageStatus, RecipientStatus
 
 
@@ -53,10 +58,33 @@ class MessageIn(Schema):
     send_at: AwareDatetime | None = Field(None, description="ISO 8601 with a time zone; delivery waits until then.")
 
 
-class MessageAccepted(Schema):
+def _addresses(message: Message, kind: str) -> list[str]:
+    return [r.address for r in message.recipients.all() if r.kind == kind]
+
+
+class _MessageShape(Schema):
+    # How every shape of a message reads its id and URL. The URL needs the request: ninja passes
+    # it as context to the views' answers, message_accepted passes it itself.
+
+    @staticmethod
+    def resolve_id(message: Message) -> str:
+        return str(message.pk)
+
+    @staticmethod
+    def resolve_url(message: Message, context: dict) -> str:
+        path = reverse("api:message_get", kwargs={"message_id": str(message.pk)})
+        return context["request"].build_absolute_uri(path)
+
+
+class MessageAccepted(_MessageShape):
     id: str
     status: MessageStatus
     url: str
+
+
+def message_accepted(request: HttpRequest, message: Message) -> dict[str, Any]:
+    """The 202 body of POST /api/messages and of the send URL."""
+    return MessageAccepted.model_validate(message, context={"request": request}).model_dump(mode="json")
 
 
 class RecipientOut(Schema):
@@ -89,13 +117,13 @@ class EventOut(Schema):
     description: str
 
 
-class MessageSummaryOut(Schema):
-    model_config = ConfigDict(populate_by_name=True)
-
+# A message as the API shows it: what happened, never the body or the attachments. The operations
+# answering with it use `by_alias=True` (their router does) so that `from_email` is answered as `from`.
+class MessageSummaryOut(_MessageShape):
     id: str
     url: str
     status: MessageStatus
-    from_: str = Field(alias="from")
+    from_email: str = Field(serialization_alias="from")
     subject: str
     to: list[str]
     provider: str
@@ -103,7 +131,12 @@ class MessageSummaryOut(Schema):
     created_at: datetime
     send_at: datetime | None
 
+    @staticmethod
+    def resolve_to(message: Message) -> list[str]:
+        return _addresses(message, Recipient.Kind.TO)
 
+
+# Recipients, attempts and events are prefetched by selectors.message_get.
 class MessageOut(MessageSummaryOut):
     cc: list[str]
     bcc: list[str]
@@ -118,6 +151,18 @@ class MessageOut(MessageSummaryOut):
     recipients: list[RecipientOut]
     attempts: list[AttemptOut]
     events: list[EventOut]
+
+    @staticmethod
+    def resolve_cc(message: Message) -> list[str]:
+        return _addresses(message, Recipient.Kind.CC)
+
+    @staticmethod
+    def resolve_bcc(message: Message) -> list[str]:
+        return _addresses(message, Recipient.Kind.BCC)
+
+    @staticmethod
+    def resolve_tags(message: Message) -> list[str]:
+        return list(message.tags or [])
 
 
 class ProviderOut(Schema):
@@ -141,6 +186,22 @@ class SuppressionOut(Schema):
     reason: str
     provider: str
     created_at: datetime
+
+
+class MessageFilters(Schema):
+    status: MessageStatus | None = Field(None, description="Only messages in this status.")
+    recipient: str | None = Field(None, description="Only messages to this address (to, cc or bcc).")
+    since: datetime | None = Field(None, description="Only messages accepted at or after this time (ISO 8601).")
+
+    @field_validator("since")
+    @classmethod
+    def _naive_is_utc(cls, value: datetime | None) -> datetime | None:
+        """A time without a zone is taken as UTC."""
+        return timezone.make_aware(value, UTC) if value is not None and timezone.is_naive(value) else value
+
+
+class SuppressionFilters(Schema):
+    address: str | None = Field(None, description="Only this address.")
 
 
 class FieldErrorOut(Schema):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 
 from django.http import HttpRequest, JsonResponse
-from django.urls import reverse
 
 from mailservice.exceptions import FieldError, InvalidRequest
 from mailservice.models import ApiKey, Message
-from mailservice.schemas import MessageIn
+from mailservice.schemas import MessageIn, message_accepted
 from mailservice.services import message_accept, request_fingerprint
 from mailservice.validation import check_message
 
@@ -37,17 +36,10 @@ def submit_message(*, request: HttpRequest, data: MessageIn, api_key: ApiKey) ->
     return message_accept(draft=draft, api_key=api_key, idempotency_key=key, request_hash=fingerprint)
 
 
-def message_url(request: HttpRequest, message: Message) -> str:
-    return request.build_absolute_uri(reverse("api:message_get", kwargs={"message_id": str(message.pk)}))
-
-
-def accepted_body(request: HttpRequest, message: Message) -> dict:
-    return {"id": str(message.pk), "status": str(message.status), "url": message_url(request, message)}
-
-
 def accepted_response(request: HttpRequest, message: Message, replayed: bool) -> JsonResponse:
-    response = JsonResponse(accepted_body(request, message), status=202)
-    response["Location"] = message_url(request, message)
+    body = message_accepted(request, message)
+    response = JsonResponse(body, status=202)
+    response["Location"] = body["url"]
     if replayed:
         response["Idempotent-Replayed"] = "true"
     return response

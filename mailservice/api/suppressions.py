@@ -1,41 +1,25 @@
 """GET/POST /api/suppressions and DELETE /api/suppressions/{address}."""
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: ninja reads the paginated views' annotations
+# through @paginate's wrapper, whose module cannot resolve names given as strings.
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Query, Router, Status
+from ninja.pagination import paginate
 
 from mailservice import selectors
 from mailservice.addresses import AddressError, parse_address
 from mailservice.exceptions import FieldError, InvalidRequest, NotFound
-from mailservice.schemas import ErrorsOut, SuppressionIn, SuppressionOut
+from mailservice.api.pagination import Pagination
+from mailservice.schemas import ErrorsOut, SuppressionFilters, SuppressionIn, SuppressionOut
 from mailservice.services import suppression_add, suppression_remove
 
 router = Router(tags=["suppressions"])
 ERRORS = {code: ErrorsOut for code in (400, 401, 404, 413, 422)}
 
 
-class SuppressionFilters(Schema):
-    address: str | None = Field(None, description="Only this address.")
-    limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
-
-
-class SuppressionPage(Schema):
-    count: int
-    limit: int
-    offset: int
-    items: list[SuppressionOut]
-
-
-@router.get("/suppressions", response={200: SuppressionPage, **ERRORS}, summary="The suppression list")
+@router.get("/suppressions", response={200: list[SuppressionOut], **ERRORS}, summary="The suppression list")
+@paginate(Pagination)
 def list_suppressions(request: HttpRequest, filters: Query[SuppressionFilters]):
-    suppressions = selectors.suppression_list(address=filters.address)
-    return {
-        "count": suppressions.count(),
-        "limit": filters.limit,
-        "offset": filters.offset,
-        "items": list(suppressions[filters.offset : filters.offset + filters.limit]),
-    }
+    return selectors.suppression_list(**filters.model_dump())
 
 
 @router.post(

@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.test import TestCase
 from django.utils import timezone
 
-from mailservice.models import Message
+from mailservice.models import Message, TrackingEvent
 from mailservice.services import message_deliver
 from mailservice.statuses import MessageStatus
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
@@ -13,6 +13,15 @@ try:
     from django_tasks_db.models import DBTaskResult
 except ImportError:  # pragma: no cover
     DBTaskResult = None
+
+SUMMARY_FIELDS = [
+    "id", "url", "status", "from", "subject", "to", "provider", "provider_message_id", "created_at",
+    "send_at",
+]
+DETAIL_FIELDS = SUMMARY_FIELDS + [
+    "cc", "bcc", "tags", "metadata", "attempt_count", "next_attempt_at", "possible_duplicate", "last_error",
+    "sent_at", "finished_at", "recipients", "attempts", "events",
+]
 
 
 @gateway_settings()
@@ -74,6 +83,39 @@ class GetMessageTests(GatewayMixin, TestCase):
         self.assertEqual(body["events"], [])
         self.assertEqual(body["from"], "smtest@localhost")
 
+    def test_answers_exactly_the_documented_fields_in_order(self):
+        """The message, its recipients, attempts and events have these fields, nothing else."""
+        message_id = self.post_message(
+            {**VALID, "from": "Shop <shop@example.com>", "cc": "c@example.com", "bcc": "b@example.com",
+             "tags": ["t"], "metadata": {"order": 4711}}
+        ).json()["id"]
+        message_deliver(message_id=message_id)
+        TrackingEvent.objects.create(
+            message_id=message_id, provider="locmem", event_id="e1", event_type="delivered",
+            recipient="jane@example.com",
+        )
+        body = self.client.get(f"/api/messages/{message_id}", **self.auth).json()
+        self.assertEqual(list(body), DETAIL_FIELDS)
+        self.assertEqual(body["url"], f"http://testserver/api/messages/{message_id}")
+        self.assertEqual(
+            (body["from"], body["to"], body["cc"], body["bcc"], body["tags"], body["metadata"]),
+            ("Shop <shop@example.com>", ["jane@example.com"], ["c@example.com"], ["b@example.com"], ["t"],
+             {"order": 4711}),
+        )
+        self.assertEqual(
+            list(body["recipients"][0]),
+            ["address", "email", "kind", "status", "provider_message_id", "error"],
+        )
+        self.assertEqual(
+            list(body["attempts"][0]),
+            ["round", "provider", "outcome", "ambiguous", "error_class", "error", "status_code", "duration",
+             "created_at"],
+        )
+        self.assertEqual(
+            list(body["events"][0]),
+            ["provider", "event_id", "event_type", "timestamp", "recipient", "description"],
+        )
+
     def test_unknown_id_is_404(self):
         """An id no message has answers 404 in the error format."""
         response = self.client.get("/api/messages/6a1b3c9e-7f3f-4b8e-9d7e-1a2b3c4d5e6f", **self.auth)
@@ -104,6 +146,13 @@ class ListMessagesTests(GatewayMixin, TestCase):
         body = self.list()
         self.assertEqual(body["count"], 2)
         self.assertEqual([m["id"] for m in body["items"]], [self.second, self.first])
+
+    def test_items_have_the_summary_fields_in_order(self):
+        """Each listed message has the summary fields only: no recipients, attempts or events."""
+        items = self.list()["items"]
+        self.assertEqual([list(item) for item in items], [SUMMARY_FIELDS, SUMMARY_FIELDS])
+        self.assertEqual(items[1]["to"], ["a@example.com"])
+        self.assertEqual(items[1]["url"], f"http://testserver/api/messages/{self.first}")
 
     def test_filters_by_status(self):
         """`status` keeps only messages in that status."""
