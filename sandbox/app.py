@@ -10,11 +10,11 @@ import logging
 import threading
 from typing import Any
 
-from sandbox.conf import API_PREFIXES, DEFAULT_API_KEYS, PROVIDERS, SandboxSettings, anymail_values
+from sandbox.conf import SandboxSettings, anymail_values
 from sandbox.control import ControlApp
 from sandbox.faults import Fault, FaultBoard
-from sandbox.providers import build_providers
-from sandbox.providers.base import WebhookSecrets
+from sandbox.providers import PROVIDER_NAMES, PROVIDERS
+from sandbox.providers.base import Provider
 from sandbox.sending import SendEndpoint
 from sandbox.server import Listener
 from sandbox.store import MessageStore
@@ -23,11 +23,26 @@ from sandbox.webhooks import WebhookDispatcher
 logger = logging.getLogger(__name__)
 
 
+def build_providers(settings: SandboxSettings) -> dict[str, Provider]:
+    """Each provider of the table, with the keys and domains `settings` give it."""
+    return {
+        spec.name: spec.build(
+            api_key=settings.api_keys[spec.name],
+            webhook_key=settings.webhook_keys.get(spec.name, ""),
+            sender_domains=settings.sender_domains.get(spec.name, ()),
+        )
+        for spec in PROVIDERS
+    }
+
+
 class Sandbox:
+    """Owns every part and every listener, so starting, stopping and resetting are one call each;
+    the control API (`sandbox.control`) reaches the parts through it."""
+
     def __init__(self, settings: SandboxSettings | None = None, *, faults: dict[str, Fault] | None = None):
         self.settings = settings or SandboxSettings()
         self.stopping = threading.Event()
-        self.faults = FaultBoard(PROVIDERS, default_seed=self.settings.seed)
+        self.faults = FaultBoard(PROVIDER_NAMES, default_seed=self.settings.seed)
         self.store = MessageStore(self.settings.max_messages)
         self.providers = build_providers(self.settings)
         self.webhooks = WebhookDispatcher(
@@ -35,11 +50,7 @@ class Sandbox:
             base_url=self.settings.webhook_url,
             delay=self.settings.webhook_delay,
             timeout=self.settings.webhook_timeout,
-            secrets=WebhookSecrets(
-                basic_auth=self.settings.webhook_secret,
-                mailgun_signing_key=self.settings.mailgun_webhook_signing_key,
-                mandrill_webhook_key=self.settings.mandrill_webhook_key,
-            ),
+            basic_auth=self.settings.webhook_secret,
         )
         ports = self.settings.resolved_provider_ports()
         self.listeners = {
@@ -55,7 +66,7 @@ class Sandbox:
                 ),
                 name,
             )
-            for name in PROVIDERS
+            for name in PROVIDER_NAMES
         }
         self.control = Listener(self.settings.host, self.settings.port, ControlApp(self), "control")
         self._initial_faults = dict(faults or {})
@@ -134,7 +145,7 @@ class Sandbox:
 
     def api_url(self, provider: str) -> str:
         """What Anymail's <PROVIDER>_API_URL setting must be to send to this sandbox."""
-        return f"http://{self.url_host}:{self.listeners[provider].port}{API_PREFIXES[provider]}"
+        return f"http://{self.url_host}:{self.listeners[provider].port}{self.providers[provider].prefix}"
 
     def anymail_settings(self) -> dict[str, str]:
         """The ANYMAIL settings that point a service at this sandbox, keys and secrets included."""
@@ -153,7 +164,7 @@ class Sandbox:
                     "listening": listener.is_open,
                     "fault": faults[name].as_json(),
                     "fault_summary": faults[name].describe(),
-                    "default_key": self.settings.api_keys[name] == DEFAULT_API_KEYS[name],
+                    "default_key": self.settings.api_keys[name] == self.providers[name].spec.default_api_key,
                 }
                 for name, listener in self.listeners.items()
             },

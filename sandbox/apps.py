@@ -1,11 +1,15 @@
 from django.apps import AppConfig
+from django.core.checks import Tags, register
+
+from sandbox.checks import check_sandbox_not_in_production
 
 
 class SandboxConfig(AppConfig):
-    """Installed for `manage.py sandbox` and for the check that keeps it out of production."""
+    """Installed for `manage.py sandbox` and `manage.py rundev`, and for the check that keeps the
+    sandbox out of production."""
 
     name = "sandbox"
     verbose_name = "Provider sandbox"
 
     def ready(self) -> None:
-        from sandbox import checks  # noqa: F401  (registers the system checks)
+        register(check_sandbox_not_in_production, Tags.security)

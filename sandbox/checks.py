@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error
 
 from sandbox.conf import is_sandbox_url
 
@@ -33,8 +33,8 @@ def _option_url(entry: Any) -> str | None:
     return str(url) if url and is_sandbox_url(url) else None
 
 
-@register(Tags.security)
-def check_sandbox_not_in_production(app_configs=None, **kwargs) -> list[Error]:
+def check_sandbox_not_in_production(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Registered (as a security check) by the app's ready()."""
     if settings.DEBUG:
         return []
     return [

@@ -20,9 +20,11 @@ from typing import Any, TextIO
 
 from sandbox.app import Sandbox
 from sandbox.client import SandboxClient, default_url
-from sandbox.conf import DEFAULT_API_KEYS, PROVIDERS, SandboxSettings
+from sandbox.conf import SandboxSettings
 from sandbox.exceptions import SandboxError
 from sandbox.faults import KINDS, Fault, fault_from_words, parse_fault_flag
+from sandbox.providers import PROVIDER_NAMES, PROVIDERS
+from sandbox.store import ReplyKind
 
 SUBCOMMANDS = ("serve", "fault", "faults", "messages", "clear", "webhooks", "flush", "reset", "status")
 
@@ -35,14 +37,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--host", help="Loopback address to bind (default 127.0.0.1; SANDBOX_HOST).")
     add("--port", type=int, help="Control API port (default 8025; 0 = any free port; SANDBOX_PORT).")
-    for index, name in enumerate(PROVIDERS, start=1):
+    for index, spec in enumerate(PROVIDERS, start=1):
+        name = spec.name
         add(f"--{name}-port", type=int, dest=f"{name}_port",
-            help=f"Port of the {name} API (default: control port + {index}; SANDBOX_{name.upper()}_PORT).")
+            help=f"Port of the {name} API (default: control port + {index}; {spec.variable('PORT')}).")
         add(f"--{name}-key", dest=f"{name}_key",
-            help=f"API key the {name} API accepts (default {DEFAULT_API_KEYS[name]!r}; "
-            f"SANDBOX_{name.upper()}_API_KEY).")
-    add("--mailgun-domain", action="append", dest="mailgun_domains",
-        help="A Mailgun sender domain that exists (repeatable); default: every domain exists.")
+            help=f"API key the {name} API accepts (default {spec.default_api_key!r}; "
+            f"{spec.variable('API_KEY')}).")
+    for spec in PROVIDERS:
+        if spec.sender_domain_setting:
+            add(f"--{spec.name}-domain", action="append", dest=f"{spec.name}_domains",
+                help=f"A {spec.name} sender domain that exists (repeatable); default: every domain exists.")
     add("--webhook-url", help="Base URL of the service receiving webhooks (default http://127.0.0.1:8000).")
     add("--no-webhooks", action="store_true", help="Post no tracking webhooks.")
     add("--webhook-delay", type=float, help="Seconds from accepting a message to its webhooks (default 1).")
@@ -58,14 +63,16 @@ def settings_from_options(
 ) -> tuple[SandboxSettings, dict[str, Fault]]:
     """Flags over SANDBOX_* variables over `fallbacks` over the defaults; plus the start faults."""
     settings = SandboxSettings.from_env(environ, **fallbacks)
-    ports = {name: options[f"{name}_port"] for name in PROVIDERS if options.get(f"{name}_port") is not None}
-    keys = {name: options[f"{name}_key"] for name in PROVIDERS if options.get(f"{name}_key")}
+    names = PROVIDER_NAMES
+    ports = {name: options[f"{name}_port"] for name in names if options.get(f"{name}_port") is not None}
+    keys = {name: options[f"{name}_key"] for name in names if options.get(f"{name}_key")}
+    domains = {name: tuple(options[f"{name}_domains"]) for name in names if options.get(f"{name}_domains")}
     settings = settings.with_overrides(
         host=options.get("host"),
         port=options.get("port"),
         provider_ports=ports or None,
         api_keys=keys or None,
-        mailgun_domains=tuple(options["mailgun_domains"]) if options.get("mailgun_domains") else None,
+        sender_domains=domains or None,
         webhook_url="" if options.get("no_webhooks") else options.get("webhook_url"),
         webhook_delay=options.get("webhook_delay"),
         max_messages=options.get("max_messages"),
@@ -108,7 +115,7 @@ def banner(sandbox: Sandbox) -> str:
     are printed only when they are the documented sandbox defaults."""
     settings = sandbox.settings
     lines = [f"smtest sandbox (loopback only) control: {sandbox.control_url}"]
-    for name in PROVIDERS:
+    for name in PROVIDER_NAMES:
         lines.append(f"  {name:<9} {sandbox.api_url(name)}   fault: {sandbox.faults.get(name).describe()}")
     if settings.webhook_url:
         lines.append(f"  webhooks  to {settings.webhook_url}/anymail/... after {settings.webhook_delay:g} s")
@@ -126,14 +133,7 @@ def banner(sandbox: Sandbox) -> str:
 def public_defaults() -> frozenset[str]:
     """The default keys and secrets: development values, published in docs/sandbox.md."""
     defaults = SandboxSettings()
-    return frozenset(
-        [
-            *defaults.api_keys.values(),
-            defaults.webhook_secret,
-            defaults.mailgun_webhook_signing_key,
-            defaults.mandrill_webhook_key,
-        ]
-    )
+    return frozenset([*defaults.api_keys.values(), *defaults.webhook_keys.values(), defaults.webhook_secret])
 
 
 # Talking to a running sandbox -------------------------------------------------------------
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     fault = client_command("fault", "Set or clear one provider's fault.")
-    fault.add_argument("provider", choices=PROVIDERS)
+    fault.add_argument("provider", choices=PROVIDER_NAMES)
     fault.add_argument("kind", nargs="?", help=f"{', '.join(KINDS)}, or an HTTP status (503, 429...)")
     fault.add_argument("value", nargs="?", help="status, delay/hold in ms, error share 0-1, or address globs")
     fault.add_argument("--retry-after", type=int, help="Retry-After seconds (429 defaults to 1).")
@@ -163,12 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("--json", dest="as_json", help="The whole fault as JSON (see docs/sandbox.md).")
     client_command("faults", "Show every provider's fault.")
     messages = client_command("messages", "List received messages as JSON.")
-    messages.add_argument("--provider", choices=PROVIDERS)
+    messages.add_argument("--provider", choices=PROVIDER_NAMES)
     messages.add_argument("--recipient")
-    messages.add_argument("--outcome", choices=["accepted", "refused", "error", "timeout"])
+    messages.add_argument("--outcome", choices=[str(kind) for kind in ReplyKind])
     messages.add_argument("--limit", type=int)
     clear = client_command("clear", "Forget received messages.")
-    clear.add_argument("--provider", choices=PROVIDERS)
+    clear.add_argument("--provider", choices=PROVIDER_NAMES)
     client_command("webhooks", "Show pending and posted webhooks.")
     client_command("flush", "Post every pending webhook now.")
     client_command("reset", "Clear faults, messages and webhooks.")

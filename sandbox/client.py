@@ -8,15 +8,15 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlencode
 
-from sandbox.conf import DEFAULT_HOST, DEFAULT_PORT
+from sandbox.conf import DEFAULT_HOST, DEFAULT_PORT, URL_VARIABLE, VARIABLES
 from sandbox.exceptions import ControlError
 from sandbox.faults import Fault
 
 
 def default_url() -> str:
     """SANDBOX_URL, else the control port a default `python -m sandbox` listens on."""
-    port = os.environ.get("SANDBOX_PORT") or DEFAULT_PORT
-    return os.environ.get("SANDBOX_URL") or f"http://{DEFAULT_HOST}:{port}"
+    port = os.environ.get(VARIABLES["port"][0]) or DEFAULT_PORT
+    return os.environ.get(URL_VARIABLE) or f"http://{DEFAULT_HOST}:{port}"
 
 
 class SandboxClient:

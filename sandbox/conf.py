@@ -8,45 +8,52 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from sandbox.exceptions import SandboxConfigError
-
-PROVIDERS: tuple[str, ...] = ("sendgrid", "mailgun", "mandrill")
+from sandbox.providers import PROVIDER_NAMES, PROVIDERS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8025
-DEFAULT_API_KEYS: dict[str, str] = {
-    "sendgrid": "SG.sandbox-sendgrid-key",
-    "mailgun": "sandbox-mailgun-key",
-    "mandrill": "sandbox-mandrill-key",
-}
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000"
 DEFAULT_WEBHOOK_DELAY = 1.0
 DEFAULT_WEBHOOK_SECRET = "sandbox:sandbox-webhook-secret"
-DEFAULT_MAILGUN_WEBHOOK_SIGNING_KEY = "sandbox-mailgun-signing-key"
-DEFAULT_MANDRILL_WEBHOOK_KEY = "sandbox-mandrill-webhook-key"
 DEFAULT_MAX_MESSAGES = 1000
 # How long a "timeout" fault holds a request when the fault does not say: longer than any
 # sensible client read timeout (Anymail's default is 30 s, the failover backend's 15 s).
 DEFAULT_HOLD_SECONDS = 60.0
-
-# The path each provider's API lives under, on that provider's own port; Anymail's API URL
-# setting for the provider is http://<host>:<port><prefix>.
-API_PREFIXES: dict[str, str] = {
-    "sendgrid": "/sendgrid/v3/",
-    "mailgun": "/mailgun/v3",
-    "mandrill": "/mandrill/api/1.0",
+# The per-provider defaults by provider name, read off the table in sandbox.providers.
+DEFAULT_API_KEYS: Mapping[str, str] = {spec.name: spec.default_api_key for spec in PROVIDERS}
+DEFAULT_WEBHOOK_KEYS: Mapping[str, str] = {
+    spec.name: spec.webhook_key.default for spec in PROVIDERS if spec.webhook_key
 }
+# The ANYMAIL_* variables a launcher must remove when it points the service at the sandbox.
+CONFLICTING_VARIABLES = tuple(
+    f"ANYMAIL_{setting}" for spec in PROVIDERS for setting in spec.conflicting_settings
+)
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# The SANDBOX_* variables of the settings that are not per provider, with their types.
+VARIABLES: dict[str, tuple[str, type]] = {
+    "host": ("SANDBOX_HOST", str),
+    "port": ("SANDBOX_PORT", int),
+    "webhook_url": ("SANDBOX_WEBHOOK_URL", str),
+    "webhook_delay": ("SANDBOX_WEBHOOK_DELAY", float),
+    "webhook_secret": ("SANDBOX_WEBHOOK_SECRET", str),
+    "max_messages": ("SANDBOX_MAX_MESSAGES", int),
+    "seed": ("SANDBOX_SEED", int),
+}
+# Where the CLI's subcommands and `make run`'s banner find a running sandbox (sandbox.client).
+URL_VARIABLE = "SANDBOX_URL"
+# The per-provider settings: each a mapping by provider name, merged (not replaced) by overrides.
+PER_PROVIDER = ("provider_ports", "api_keys", "webhook_keys", "sender_domains")
 
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """Everything a running sandbox needs to know; build with `from_env()` and `replace()`."""
+    """Everything a running sandbox needs to know; build with `from_env()` and `with_overrides()`."""
 
     host: str = DEFAULT_HOST
     # The control API's port. Each provider listens on its own port (default: port + 1, + 2,
@@ -55,16 +62,17 @@ class SandboxSettings:
     port: int = DEFAULT_PORT
     provider_ports: Mapping[str, int] = field(default_factory=dict)
     api_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_API_KEYS))
-    # Mailgun sender domains that exist; empty means every domain exists.
-    mailgun_domains: tuple[str, ...] = ()
+    # The keys that sign webhooks (Anymail's MAILGUN_WEBHOOK_SIGNING_KEY...), one per provider
+    # whose spec has a webhook_key.
+    webhook_keys: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_WEBHOOK_KEYS))
+    # Sender domains that exist, for providers with a sender_domain_setting; none: every domain exists.
+    sender_domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Base URL of the service whose /anymail/... tracking endpoints get the webhooks; empty
     # string: post no webhooks.
     webhook_url: str = DEFAULT_WEBHOOK_URL
     webhook_delay: float = DEFAULT_WEBHOOK_DELAY
     webhook_timeout: float = 10.0
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET  # Anymail's WEBHOOK_SECRET, "user:password"
-    mailgun_webhook_signing_key: str = DEFAULT_MAILGUN_WEBHOOK_SIGNING_KEY
-    mandrill_webhook_key: str = DEFAULT_MANDRILL_WEBHOOK_KEY
     max_messages: int = DEFAULT_MAX_MESSAGES
     seed: int | None = None  # default seed of error-rate faults that name none
 
@@ -77,11 +85,13 @@ class SandboxSettings:
         fixed = [port for port in (self.port, *self.resolved_provider_ports().values()) if port]
         if len(fixed) != len(set(fixed)):
             raise SandboxConfigError(f"The control port and the provider ports must all differ: {fixed}.")
-        unknown = set(self.provider_ports) - set(PROVIDERS)
-        if unknown:
-            raise SandboxConfigError(f"Unknown provider(s) in provider_ports: {', '.join(sorted(unknown))}.")
-        if set(self.api_keys) != set(PROVIDERS) or not all(self.api_keys.values()):
-            raise SandboxConfigError(f"api_keys needs a non-empty key for each of {', '.join(PROVIDERS)}.")
+        _check_names("provider_ports", self.provider_ports, PROVIDER_NAMES)
+        with_domains = [spec.name for spec in PROVIDERS if spec.sender_domain_setting]
+        _check_names("sender_domains", self.sender_domains, with_domains)
+        for name, required in (("api_keys", PROVIDER_NAMES), ("webhook_keys", tuple(DEFAULT_WEBHOOK_KEYS))):
+            keys = getattr(self, name)
+            if set(keys) != set(required) or not all(keys.values()):
+                raise SandboxConfigError(f"{name} needs a non-empty key for each of {', '.join(required)}.")
         if self.webhook_delay < 0 or self.webhook_timeout <= 0:
             raise SandboxConfigError("webhook_delay must be >= 0 and webhook_timeout > 0.")
         if self.webhook_url:
@@ -101,7 +111,7 @@ class SandboxSettings:
         """Each provider's port: its own setting, else port + 1, 2, 3 (0 when port is 0)."""
         return {
             name: int(self.provider_ports.get(name, self.port + index + 1 if self.port else 0))
-            for index, name in enumerate(PROVIDERS)
+            for index, name in enumerate(PROVIDER_NAMES)
         }
 
     @classmethod
@@ -109,41 +119,48 @@ class SandboxSettings:
         """SANDBOX_* variables over `fallbacks` (same names as the fields) over the defaults."""
         values: dict[str, Any] = {key: value for key, value in fallbacks.items() if value not in (None, "")}
         keys = dict(DEFAULT_API_KEYS, **values.pop("api_keys", {}))
+        webhook_keys = dict(DEFAULT_WEBHOOK_KEYS, **values.pop("webhook_keys", {}))
         ports: dict[str, int] = dict(values.pop("provider_ports", {}))
-        for name in PROVIDERS:
-            if environ.get(f"SANDBOX_{name.upper()}_API_KEY"):
-                keys[name] = environ[f"SANDBOX_{name.upper()}_API_KEY"]
-            if environ.get(f"SANDBOX_{name.upper()}_PORT"):
-                ports[name] = _int(environ, f"SANDBOX_{name.upper()}_PORT")
-        simple = {
-            "host": ("SANDBOX_HOST", str),
-            "port": ("SANDBOX_PORT", int),
-            "webhook_url": ("SANDBOX_WEBHOOK_URL", str),
-            "webhook_delay": ("SANDBOX_WEBHOOK_DELAY", float),
-            "webhook_secret": ("SANDBOX_WEBHOOK_SECRET", str),
-            "mailgun_webhook_signing_key": ("SANDBOX_MAILGUN_WEBHOOK_SIGNING_KEY", str),
-            "mandrill_webhook_key": ("SANDBOX_MANDRILL_WEBHOOK_KEY", str),
-            "max_messages": ("SANDBOX_MAX_MESSAGES", int),
-            "seed": ("SANDBOX_SEED", int),
-        }
-        for name, (variable, kind) in simple.items():
+        domains: dict[str, tuple[str, ...]] = dict(values.pop("sender_domains", {}))
+        for spec in PROVIDERS:
+            if environ.get(spec.variable("API_KEY")):
+                keys[spec.name] = environ[spec.variable("API_KEY")]
+            if environ.get(spec.variable("PORT")):
+                ports[spec.name] = _convert(environ, spec.variable("PORT"), int)
+            if spec.webhook_key and environ.get(spec.webhook_key.variable):
+                webhook_keys[spec.name] = environ[spec.webhook_key.variable]
+            if spec.sender_domain_setting and environ.get(spec.variable("DOMAINS")):
+                domains[spec.name] = split_words(environ[spec.variable("DOMAINS")])
+        for name, (variable, kind) in VARIABLES.items():
             if variable in environ and environ[variable] != "":
                 values[name] = _convert(environ, variable, kind)
-        if "SANDBOX_WEBHOOK_URL" in environ and environ["SANDBOX_WEBHOOK_URL"] == "":
+        if environ.get(VARIABLES["webhook_url"][0]) == "":
             values["webhook_url"] = ""  # explicitly empty: no webhooks
-        if environ.get("SANDBOX_MAILGUN_DOMAINS"):
-            values["mailgun_domains"] = split_words(environ["SANDBOX_MAILGUN_DOMAINS"])
-        return cls(api_keys=keys, provider_ports=ports, **values)
+        values.update(api_keys=keys, webhook_keys=webhook_keys, provider_ports=ports, sender_domains=domains)
+        return cls(**values)
 
     def with_overrides(self, **changes: Any) -> SandboxSettings:
-        """A copy with the given non-None fields changed (how flags override the environment)."""
+        """A copy with the given non-None fields changed (how flags override the environment);
+        per-provider mappings are merged into the current ones."""
         known = {f.name for f in fields(self)}
         changes = {key: value for key, value in changes.items() if value is not None and key in known}
-        if "api_keys" in changes:
-            changes["api_keys"] = {**self.api_keys, **changes["api_keys"]}
-        if "provider_ports" in changes:
-            changes["provider_ports"] = {**self.provider_ports, **changes["provider_ports"]}
+        for name in PER_PROVIDER:
+            if name in changes:
+                changes[name] = {**getattr(self, name), **changes[name]}
         return replace(self, **changes)
+
+
+def environment_variables() -> tuple[str, ...]:
+    """Every SANDBOX_* variable the sandbox reads (docs/sandbox.md, "Settings"), so a check can
+    hold the docs and .env.example to exactly these."""
+    per_provider: list[str] = []
+    for spec in PROVIDERS:
+        per_provider += [spec.variable("PORT"), spec.variable("API_KEY")]
+        if spec.webhook_key:
+            per_provider.append(spec.webhook_key.variable)
+        if spec.sender_domain_setting:
+            per_provider.append(spec.variable("DOMAINS"))
+    return (*(variable for variable, _ in VARIABLES.values()), *per_provider, URL_VARIABLE)
 
 
 def anymail_values(settings: SandboxSettings, ports: Mapping[str, int] | None = None) -> dict[str, str]:
@@ -154,21 +171,22 @@ def anymail_values(settings: SandboxSettings, ports: Mapping[str, int] | None = 
         raise SandboxConfigError("Ephemeral ports (0) are only known once the sandbox listens.")
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     values: dict[str, str] = {}
-    for name in PROVIDERS:
-        values[f"{name.upper()}_API_URL"] = f"http://{host}:{ports[name]}{API_PREFIXES[name]}"
-        values[f"{name.upper()}_API_KEY"] = settings.api_keys[name]
-    values["MAILGUN_WEBHOOK_SIGNING_KEY"] = settings.mailgun_webhook_signing_key
-    values["MANDRILL_WEBHOOK_KEY"] = settings.mandrill_webhook_key
+    for spec in PROVIDERS:
+        values[spec.api_url_setting] = f"http://{host}:{ports[spec.name]}{spec.api_prefix}"
+        values[spec.api_key_setting] = settings.api_keys[spec.name]
+    for spec in PROVIDERS:
+        if spec.webhook_key:
+            values[spec.webhook_key.setting] = settings.webhook_keys[spec.name]
     if settings.webhook_secret:
         values["WEBHOOK_SECRET"] = settings.webhook_secret
     return values
 
 
 def service_environment(settings: SandboxSettings | None = None) -> dict[str, str]:
-    """Environment variables for the service's processes (`make run`): all three providers, in
-    the order sendgrid, mailgun, mandrill, pointed at a sandbox started with `settings`."""
+    """Environment variables for the service's processes (`make run`): every provider, in the
+    table's order, pointed at a sandbox started with `settings`."""
     values = anymail_values(settings or SandboxSettings())
-    environment = {"FIRST_WORKING_EMAIL_BACKENDS": ",".join(PROVIDERS)}
+    environment = {"FIRST_WORKING_EMAIL_BACKENDS": ",".join(PROVIDER_NAMES)}
     environment.update({f"ANYMAIL_{key}": value for key, value in values.items()})
     return environment
 
@@ -196,7 +214,13 @@ def is_loopback_host(host: str | None) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
+    return bool(addresses) and all(
+        ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses
+    )
+
+
+# The first path segment of each provider's API ("sendgrid" of /sendgrid/v3/): what marks a sandbox URL.
+_PREFIX_SEGMENTS = frozenset(spec.api_prefix.strip("/").split("/", 1)[0].lower() for spec in PROVIDERS)
 
 
 def is_sandbox_url(url: str) -> bool:
@@ -207,15 +231,17 @@ def is_sandbox_url(url: str) -> bool:
     except ValueError:
         return False
     first_segment = parts.path.lstrip("/").split("/", 1)[0].lower()
-    return is_loopback_host(hostname) and first_segment in PROVIDERS
+    return is_loopback_host(hostname) and first_segment in _PREFIX_SEGMENTS
 
 
 def split_words(value: str) -> tuple[str, ...]:
     return tuple(word.strip() for word in value.replace(",", " ").split() if word.strip())
 
 
-def _int(environ: Mapping[str, str], variable: str) -> int:
-    return _convert(environ, variable, int)
+def _check_names(setting: str, values: Mapping[str, Any], known: Sequence[str]) -> None:
+    unknown = set(values) - set(known)
+    if unknown:
+        raise SandboxConfigError(f"Unknown provider(s) in {setting}: {', '.join(sorted(unknown))}.")
 
 
 def _convert(environ: Mapping[str, str], variable: str, kind: type) -> Any:

@@ -8,22 +8,39 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sandbox.conf import API_PREFIXES, PROVIDERS
 from sandbox.exceptions import FaultSpecError, UnknownProviderError
-from sandbox.faults import Fault
-from sandbox.providers.base import HttpRequest, HttpResponse
-from sandbox.sending import Reply
+from sandbox.faults import Fault, FaultBoard
+from sandbox.providers import PROVIDERS, provider_spec
+from sandbox.store import MessageStore
+from sandbox.webhooks import WebhookDispatcher
+from sandbox.wire import ApiRequest, ApiResponse, Reply
 
-if TYPE_CHECKING:
-    from sandbox.app import Sandbox
+Handler = Callable[[ApiRequest, dict[str, str]], ApiResponse]
 
-Handler = Callable[[HttpRequest, dict[str, str]], HttpResponse]
+
+class Controlled(Protocol):
+    """What the control API reads and changes: the parts of a running sandbox (`sandbox.app.Sandbox`
+    is one) and where its APIs are. A protocol, so the app that owns the listeners can own this
+    API too without the two modules importing each other."""
+
+    faults: FaultBoard
+    store: MessageStore
+    webhooks: WebhookDispatcher
+
+    @property
+    def control_url(self) -> str: ...
+
+    def api_url(self, provider: str) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
 
 
 class ControlApp:
-    def __init__(self, sandbox: Sandbox):
+    def __init__(self, sandbox: Controlled):
         self.sandbox = sandbox
         self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             (re.compile(r"^/(_sandbox/?)?$"), {"GET": self.overview}),
@@ -46,7 +63,7 @@ class ControlApp:
             (re.compile(r"^/_sandbox/reset/?$"), {"POST": self.reset}),
         ]
 
-    def __call__(self, request: HttpRequest) -> Reply:
+    def __call__(self, request: ApiRequest) -> Reply:
         for pattern, methods in self.routes:
             match = pattern.match(request.path)
             if not match:
@@ -54,38 +71,36 @@ class ControlApp:
             handler = methods.get(request.method)
             if handler is None:
                 allow = {"Allow": ", ".join(methods)}
-                return Reply(HttpResponse.json(405, {"error": f"{request.method} not allowed"}, allow))
+                return Reply(ApiResponse.json(405, {"error": f"{request.method} not allowed"}, allow))
             try:
                 return Reply(handler(request, match.groupdict()))
             except UnknownProviderError as err:
-                return Reply(HttpResponse.json(404, {"error": str(err)}))
+                return Reply(ApiResponse.json(404, {"error": str(err)}))
             except FaultSpecError as err:
-                return Reply(HttpResponse.json(400, {"error": str(err)}))
+                return Reply(ApiResponse.json(400, {"error": str(err)}))
             except OSError as err:  # a provider's port could not be opened again after "down"
-                return Reply(HttpResponse.json(500, {"error": f"cannot listen: {err}"}))
-        return Reply(HttpResponse.json(404, {"error": self._not_found_hint(request.path)}))
+                return Reply(ApiResponse.json(500, {"error": f"cannot listen: {err}"}))
+        return Reply(ApiResponse.json(404, {"error": self._not_found_hint(request.path)}))
 
     def _not_found_hint(self, path: str) -> str:
-        for name in PROVIDERS:
-            if path.startswith(API_PREFIXES[name].rstrip("/")):
-                return f"The {name} API is served on its own port: {self.sandbox.api_url(name)}"
+        for spec in PROVIDERS:
+            if path.startswith(spec.api_prefix.rstrip("/")):
+                return f"The {spec.name} API is served on its own port: {self.sandbox.api_url(spec.name)}"
         return f"No route {path}; see {self.sandbox.control_url}"
 
     # Overview ---------------------------------------------------------------------------
 
-    def overview(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-        return HttpResponse.json(200, self.sandbox.describe())
+    def overview(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
+        return ApiResponse.json(200, self.sandbox.describe())
 
-    def reset(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def reset(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         self.sandbox.reset()
-        return HttpResponse.json(200, self.sandbox.describe())
+        return ApiResponse.json(200, self.sandbox.describe())
 
     # Messages ---------------------------------------------------------------------------
 
-    def messages(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-        provider = _param(request, "provider")
-        if provider and provider not in PROVIDERS:
-            raise UnknownProviderError(provider, PROVIDERS)
+    def messages(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
+        provider = _provider_param(request)
         limit = _param(request, "limit")
         if limit is not None and not limit.isdigit():
             raise FaultSpecError("limit must be a non-negative integer.")
@@ -96,56 +111,60 @@ class ControlApp:
             limit=int(limit) if limit is not None else None,
         )
         messages = [record.as_json() for record in records]
-        return HttpResponse.json(200, {"count": len(messages), "messages": messages})
+        return ApiResponse.json(200, {"count": len(messages), "messages": messages})
 
-    def clear_messages(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-        provider = _param(request, "provider")
-        if provider and provider not in PROVIDERS:
-            raise UnknownProviderError(provider, PROVIDERS)
-        return HttpResponse.json(200, {"deleted": self.sandbox.store.clear(provider)})
+    def clear_messages(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
+        provider = _provider_param(request)
+        return ApiResponse.json(200, {"deleted": self.sandbox.store.clear(provider)})
 
     # Faults -----------------------------------------------------------------------------
 
-    def all_faults(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def all_faults(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         faults = self.sandbox.faults.all()
-        return HttpResponse.json(200, {name: fault.as_json() for name, fault in faults.items()})
+        return ApiResponse.json(200, {name: fault.as_json() for name, fault in faults.items()})
 
-    def clear_faults(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def clear_faults(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         self.sandbox.faults.clear()
         return self.all_faults(request, params)
 
-    def get_fault(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-        return HttpResponse.json(200, self.sandbox.faults.get(params["provider"]).as_json())
+    def get_fault(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
+        return ApiResponse.json(200, self.sandbox.faults.get(params["provider"]).as_json())
 
-    def set_fault(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def set_fault(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         self.sandbox.faults.get(params["provider"])  # 404 for an unknown provider before reading the body
         try:
             data: Any = json.loads(request.body.decode("utf-8") or "{}")
         except (ValueError, UnicodeDecodeError) as err:
             raise FaultSpecError(f"The body must be a JSON object: {err}") from None
-        fault = self.sandbox.set_fault(params["provider"], Fault.from_json(data))
-        return HttpResponse.json(200, fault.as_json())
+        fault = self.sandbox.faults.set(params["provider"], Fault.from_json(data))
+        return ApiResponse.json(200, fault.as_json())
 
-    def clear_fault(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-        return HttpResponse.json(200, self.sandbox.set_fault(params["provider"], Fault()).as_json())
+    def clear_fault(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
+        return ApiResponse.json(200, self.sandbox.faults.set(params["provider"], Fault()).as_json())
 
     # Webhooks ---------------------------------------------------------------------------
 
-    def webhook_history(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def webhook_history(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         limit = _param(request, "limit")
         history = self.sandbox.webhooks.history(int(limit) if limit and limit.isdigit() else None)
         posted = [result.as_json() for result in history]
-        return HttpResponse.json(200, {"pending": self.sandbox.webhooks.pending(), "posted": posted})
+        return ApiResponse.json(200, {"pending": self.sandbox.webhooks.pending(), "posted": posted})
 
-    def flush_webhooks(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def flush_webhooks(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         results = self.sandbox.webhooks.flush()
-        return HttpResponse.json(200, {"posted": [result.as_json() for result in results]})
+        return ApiResponse.json(200, {"posted": [result.as_json() for result in results]})
 
-    def clear_webhooks(self, request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    def clear_webhooks(self, request: ApiRequest, params: dict[str, str]) -> ApiResponse:
         self.sandbox.webhooks.clear()
-        return HttpResponse.json(200, {"pending": 0, "posted": []})
+        return ApiResponse.json(200, {"pending": 0, "posted": []})
 
 
-def _param(request: HttpRequest, name: str) -> str | None:
+def _param(request: ApiRequest, name: str) -> str | None:
     values = request.query.get(name)
     return values[-1] if values else None
+
+
+def _provider_param(request: ApiRequest) -> str | None:
+    """The `provider` filter, if any; an unknown provider is a 404, not an empty list."""
+    provider = _param(request, "provider")
+    return provider_spec(provider).name if provider else None

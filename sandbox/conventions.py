@@ -20,8 +20,9 @@ class Fate(StrEnum):
     INVALID = "invalid"  # refused at send time (Mandrill: per-recipient "invalid")
 
 
-class TrackingEvent(StrEnum):
-    """The tracking events the sandbox posts, before each provider names them its own way."""
+class SimulatedEvent(StrEnum):
+    """The tracking events the sandbox simulates, before each provider names them its own way
+    (the gateway's stored `mailservice.models.TrackingEvent` is what Anymail makes of them)."""
 
     DELIVERED = "delivered"
     BOUNCED = "bounced"
@@ -29,11 +30,11 @@ class TrackingEvent(StrEnum):
 
 
 REFUSED = frozenset({Fate.REJECT, Fate.INVALID})
-EVENTS_BY_FATE: dict[Fate, tuple[TrackingEvent, ...]] = {
-    Fate.DELIVER: (TrackingEvent.DELIVERED,),
-    Fate.BOUNCE: (TrackingEvent.BOUNCED,),
+EVENTS_BY_FATE: dict[Fate, tuple[SimulatedEvent, ...]] = {
+    Fate.DELIVER: (SimulatedEvent.DELIVERED,),
+    Fate.BOUNCE: (SimulatedEvent.BOUNCED,),
     # A complaint comes after the message reached the inbox.
-    Fate.COMPLAIN: (TrackingEvent.DELIVERED, TrackingEvent.COMPLAINED),
+    Fate.COMPLAIN: (SimulatedEvent.DELIVERED, SimulatedEvent.COMPLAINED),
     Fate.REJECT: (),
     Fate.INVALID: (),
 }
@@ -50,7 +51,3 @@ def fate_of(address: str, reject_patterns: Iterable[str] = ()) -> Fate:
     if any(fnmatch.fnmatchcase(address, pattern.strip().lower()) for pattern in reject_patterns):
         return Fate.REJECT
     return Fate.DELIVER
-
-
-def events_for(fate: Fate) -> tuple[TrackingEvent, ...]:
-    return EVENTS_BY_FATE[fate]

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from sandbox.conf import DEFAULT_HOLD_SECONDS, PROVIDERS
+from sandbox.conf import DEFAULT_HOLD_SECONDS
 from sandbox.exceptions import FaultSpecError, UnknownProviderError
+from sandbox.providers import PROVIDER_NAMES, provider_spec
 
 DEFAULT_RETRY_AFTER = 1
 DEFAULT_ERROR_STATUS = 503
@@ -151,7 +152,7 @@ class Decision:
 class FaultBoard:
     """The current fault of each provider; thread-safe; notifies on every change."""
 
-    def __init__(self, providers: Iterable[str] = PROVIDERS, *, default_seed: int | None = None):
+    def __init__(self, providers: Iterable[str] = PROVIDER_NAMES, *, default_seed: int | None = None):
         self.providers = tuple(providers)
         self.default_seed = default_seed
         self._lock = threading.Lock()
@@ -295,9 +296,7 @@ def parse_fault_flag(flag: str, *, seed: int | None = None) -> tuple[str, Fault]
     kind, _, value = rest.partition(":")
     if not provider or not kind:
         raise FaultSpecError(f"--fault {flag!r}: use PROVIDER:KIND[:VALUE], e.g. mailgun:down, sendgrid:503.")
-    provider = provider.strip().lower()
-    if provider not in PROVIDERS:
-        raise UnknownProviderError(provider, PROVIDERS)
+    provider = provider_spec(provider.strip().lower()).name
     fault = fault_from_words(kind, value or None)
     if fault.error_rate and fault.seed is None and seed is not None:
         fault = replace(fault, seed=seed)

@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 
 from sandbox.conventions import fate_of
 from sandbox.faults import Action, FaultBoard
-from sandbox.providers.base import HttpRequest, HttpResponse, Provider, ProviderAnswer
-from sandbox.store import MessageStore, Outcome, ReceivedMessage
+from sandbox.providers.base import Provider, ProviderAnswer
+from sandbox.store import MessageStore, ReceivedMessage, ReplyKind
 from sandbox.webhooks import WebhookDispatcher
+from sandbox.wire import ApiRequest, ApiResponse, Reply
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Reply:
-    """What the HTTP layer does: answer `response` (None: close the connection unanswered),
-    after holding it back for `hold` seconds or until the client gives up."""
-
-    response: HttpResponse | None
-    hold: float = 0.0
 
 
 class SendEndpoint:
@@ -47,13 +38,13 @@ class SendEndpoint:
         self.webhooks = webhooks
         self.stopping = stopping
 
-    def __call__(self, request: HttpRequest) -> Reply:
+    def __call__(self, request: ApiRequest) -> Reply:
         provider = self.provider
         endpoint = provider.endpoint(request)
         if endpoint is None:
             return Reply(provider.not_found(request))
         if request.method != "POST":
-            return Reply(HttpResponse.json(405, {"message": "Method Not Allowed"}, {"Allow": "POST"}))
+            return Reply(ApiResponse.json(405, {"message": "Method Not Allowed"}, {"Allow": "POST"}))
         decision = self.faults.decide(provider.name)
         if decision.action is Action.REFUSE_CONNECTION:
             # Only reachable in the instant between "down" and the listener closing.
@@ -63,7 +54,7 @@ class SendEndpoint:
         hold = decision.hold if decision.action is Action.TIMEOUT else 0.0
         try:
             message = provider.parse(request, endpoint)
-            malformed: HttpResponse | None = None
+            malformed: ApiResponse | None = None
         except ProviderAnswer as answer:
             message = ReceivedMessage(provider=provider.name, endpoint=endpoint)
             malformed = answer.response
@@ -72,14 +63,14 @@ class SendEndpoint:
         if decision.action is Action.ERROR:
             assert decision.status is not None
             error = provider.error(decision.status, decision.retry_after)
-            return self._finish(message, error, Outcome.ERROR, hold)
+            return self._finish(message, error, ReplyKind.ERROR, hold)
         if decision.action is Action.AUTH:
-            return self._finish(message, provider.unauthorized(), Outcome.ERROR, hold)
+            return self._finish(message, provider.unauthorized(), ReplyKind.ERROR, hold)
         if malformed is not None:
-            return self._finish(message, malformed, Outcome.ERROR, hold)
+            return self._finish(message, malformed, ReplyKind.ERROR, hold)
         refusal = provider.authenticate(request, message) or provider.validate(request, message)
         if refusal is not None:
-            return self._finish(message, refusal, Outcome.ERROR, hold)
+            return self._finish(message, refusal, ReplyKind.ERROR, hold)
 
         for recipient in message.recipients:
             recipient.fate = fate_of(recipient.email, decision.reject)
@@ -87,21 +78,23 @@ class SendEndpoint:
         if refused:
             refusal = provider.refuse_recipients(message, refused)
             if refusal is not None:
-                return self._finish(message, refusal, Outcome.REFUSED, hold)
+                return self._finish(message, refusal, ReplyKind.REFUSED, hold)
         response = provider.accept(message)
         if not message.deliverable():
-            outcome = Outcome.REFUSED
+            outcome = ReplyKind.REFUSED
         elif decision.action is Action.TIMEOUT:
             # The provider took the message; only its answer is lost. So it is sent, and its
             # webhooks come back: exactly what makes a read timeout ambiguous.
-            outcome = Outcome.TIMEOUT
+            outcome = ReplyKind.TIMEOUT
         else:
-            outcome = Outcome.ACCEPTED
+            outcome = ReplyKind.ACCEPTED
         reply = self._finish(message, response, outcome, hold)
         self.webhooks.schedule(message)
         return reply
 
-    def _finish(self, message: ReceivedMessage, response: HttpResponse, outcome: str, hold: float) -> Reply:
+    def _finish(
+        self, message: ReceivedMessage, response: ApiResponse, outcome: ReplyKind, hold: float
+    ) -> Reply:
         message.outcome = outcome
         message.status_code = response.status
         self.store.add(message)
@@ -114,7 +107,7 @@ class SendEndpoint:
             message.fault or "none",
             extra={
                 "provider": message.provider,
-                "outcome": outcome,
+                "outcome": str(outcome),
                 "status": response.status,
                 "provider_message_id": message.provider_message_id,
                 "sandbox_id": message.id,

@@ -15,12 +15,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.providers.base import HttpRequest, HttpResponse
-from sandbox.sending import Reply
+from sandbox.wire import ApiRequest, ApiResponse, Reply
 
 logger = logging.getLogger(__name__)
 
-App = Callable[[HttpRequest], Reply]
+App = Callable[[ApiRequest], Reply]
 SHUTDOWN_POLL = 0.05  # seconds: how quickly a closed listener stops accepting
 MAX_BODY = 64 * 1024 * 1024
 
@@ -48,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self._write(HttpResponse.json(411, {"error": "Content-Length required"}))
+            self._write(ApiResponse.json(411, {"error": "Content-Length required"}))
             self.close_connection = True
             return
         try:
@@ -56,22 +55,22 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if length < 0:  # would block read(-1) until the client hangs up
-            self._write(HttpResponse.json(400, {"error": "invalid Content-Length"}))
+            self._write(ApiResponse.json(400, {"error": "invalid Content-Length"}))
             self.close_connection = True
             return
         if length > MAX_BODY:
-            self._write(HttpResponse.json(413, {"error": "request too large"}))
+            self._write(ApiResponse.json(413, {"error": "request too large"}))
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)
-        request = HttpRequest(self.command, parts.path, query, self.headers, body)
+        request = ApiRequest(self.command, parts.path, query, self.headers, body)
         try:
             reply = self.server.app(request)
         except Exception:
             logger.exception("sandbox request failed path=%s", parts.path, extra={"path": parts.path})
-            reply = Reply(HttpResponse.json(500, {"error": "sandbox internal error"}))
+            reply = Reply(ApiResponse.json(500, {"error": "sandbox internal error"}))
         if reply.response is None:
             self.close_connection = True
             return
@@ -103,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return False  # the client timed out and closed the connection
                 watched = [self.server.wake_reader]  # pipelined bytes: stop watching the client
 
-    def _write(self, response: HttpResponse) -> None:
+    def _write(self, response: ApiResponse) -> None:
         try:
             self.send_response(response.status)
             if response.content_type:

@@ -11,13 +11,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
-from sandbox.conventions import REFUSED, Fate, TrackingEvent, events_for
+from sandbox.conventions import EVENTS_BY_FATE, REFUSED, Fate, SimulatedEvent
 
 
-class Outcome:
-    """What the sandbox answered (a string field, so records stay plain JSON)."""
+class ReplyKind(StrEnum):
+    """Which kind of reply the sandbox gave a send request: a record's `outcome` (control API,
+    `--outcome` filter). Not a delivery outcome: the failover backend and the gateway have their
+    own for what happened to an attempt."""
 
     ACCEPTED = "accepted"  # 2xx, at least one recipient taken
     REFUSED = "refused"  # every recipient, or the request, refused for its recipients
@@ -42,8 +45,8 @@ class ReceivedRecipient:
     def refused(self) -> bool:
         return self.fate in REFUSED
 
-    def events(self) -> tuple[TrackingEvent, ...]:
-        return events_for(self.fate)
+    def events(self) -> tuple[SimulatedEvent, ...]:
+        return EVENTS_BY_FATE[self.fate]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +81,7 @@ class ReceivedMessage:
     # Filled when stored:
     id: int = 0
     received_at: float = 0.0
-    outcome: str = Outcome.ACCEPTED
+    outcome: ReplyKind = ReplyKind.ACCEPTED
     status_code: int = 200
     fault: str | None = None
 
@@ -92,7 +95,7 @@ class ReceivedMessage:
             "provider": self.provider,
             "endpoint": self.endpoint,
             "received_at": datetime.fromtimestamp(self.received_at, tz=timezone.utc).isoformat(),
-            "outcome": self.outcome,
+            "outcome": str(self.outcome),
             "status_code": self.status_code,
             "fault": self.fault,
             "from": self.sender,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sandbox.providers.base import Provider, WebhookPost, WebhookSecrets
+from sandbox.providers.base import Provider, WebhookPost
 from sandbox.store import ReceivedMessage
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,9 @@ MAX_ERROR_BODY = 300
 
 @dataclass
 class WebhookResult:
-    provider: str
-    url: str
-    events: list[str]
-    recipients: list[str]
-    message_ids: list[str]
+    """One POST made and what the service answered (the control API's webhook history)."""
+
+    post: WebhookPost
     status: int | None  # the service's HTTP status; None when it could not be reached
     error: str | None
     posted_at: float
@@ -45,12 +43,13 @@ class WebhookResult:
         return self.status is not None and 200 <= self.status < 300
 
     def as_json(self) -> dict[str, Any]:
+        post = self.post
         return {
-            "provider": self.provider,
-            "url": self.url,
-            "events": self.events,
-            "recipients": self.recipients,
-            "message_ids": self.message_ids,
+            "provider": post.provider,
+            "url": post.url,
+            "events": post.events,
+            "recipients": post.recipients,
+            "message_ids": post.message_ids,
             "status": self.status,
             "ok": self.ok,
             "error": self.error,
@@ -73,14 +72,14 @@ class WebhookDispatcher:
         *,
         base_url: str,
         delay: float,
-        secrets: WebhookSecrets,
+        basic_auth: str,
         timeout: float = 10.0,
         clock=time.time,
     ):
         self.providers = providers
         self.base_url = base_url.rstrip("/")
         self.delay = delay
-        self.secrets = secrets
+        self.basic_auth = basic_auth  # Anymail's WEBHOOK_SECRET, "user:password"; empty: none
         self.timeout = timeout
         self._clock = clock
         self._heap: list[tuple[float, int, _Job]] = []
@@ -193,7 +192,7 @@ class WebhookDispatcher:
         provider = self.providers[message.provider]
         events = [(recipient, event) for recipient in message.deliverable() for event in recipient.events()]
         posts = provider.webhook_posts(
-            message, events, base_url=self.base_url, secrets=self.secrets, now=self._clock()
+            message, events, base_url=self.base_url, basic_auth=self.basic_auth, now=self._clock()
         )
         for post in posts:
             job.results.append(self._post(post))
@@ -201,8 +200,8 @@ class WebhookDispatcher:
 
     def _post(self, post: WebhookPost) -> WebhookResult:
         headers = {"Content-Type": post.content_type, **post.headers}
-        if self.secrets.basic_auth:
-            token = base64.b64encode(self.secrets.basic_auth.encode("utf-8")).decode("ascii")
+        if self.basic_auth:
+            token = base64.b64encode(self.basic_auth.encode("utf-8")).decode("ascii")
             headers["Authorization"] = f"Basic {token}"
         request = urllib.request.Request(post.url, data=post.body, headers=headers, method="POST")
         status: int | None = None
@@ -217,16 +216,7 @@ class WebhookDispatcher:
             err.close()
         except (urllib.error.URLError, OSError) as err:
             error = str(getattr(err, "reason", err))
-        result = WebhookResult(
-            provider=post.provider,
-            url=post.url,
-            events=post.events,
-            recipients=post.recipients,
-            message_ids=post.message_ids,
-            status=status,
-            error=error,
-            posted_at=self._clock(),
-        )
+        result = WebhookResult(post, status, error, posted_at=self._clock())
         with self._cond:
             self._history.append(result)
         level = logging.INFO if result.ok else logging.WARNING

@@ -8,7 +8,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
@@ -18,22 +17,12 @@ from email.utils import getaddresses
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from sandbox.conf import API_PREFIXES
-from sandbox.conventions import TrackingEvent
-from sandbox.providers.base import (
-    HttpRequest,
-    HttpResponse,
-    Provider,
-    ProviderAnswer,
-    WebhookPost,
-    WebhookSecrets,
-    random_token,
-    retry_after_headers,
-)
+from sandbox.conventions import SimulatedEvent
+from sandbox.providers.base import Events, Provider, ProviderAnswer, WebhookBody, name_events, url_token
 from sandbox.store import ReceivedMessage, ReceivedRecipient
+from sandbox.wire import ApiRequest, ApiResponse
 
 BOUNCE_TEXT = "550 5.1.1 The email account that you tried to reach does not exist (sandbox bounce)"
-ENDPOINT = re.compile(rf"^{re.escape(API_PREFIXES['mailgun'])}/(?P<domain>[^/]+)/messages/?$")
 ERROR_MESSAGES = {
     400: "Bad Request",
     402: "Request failed",
@@ -45,27 +34,21 @@ ERROR_MESSAGES = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-EVENT_NAMES = {
-    TrackingEvent.DELIVERED: "delivered",
-    TrackingEvent.BOUNCED: "failed",
-    TrackingEvent.COMPLAINED: "complained",
-}
 
 
 class Mailgun(Provider):
-    name = "mailgun"
-    prefix = API_PREFIXES["mailgun"]
-    tracking_path = "/anymail/mailgun/tracking/"
+    user_agent = "mailgun/treq-16.12.0"
+    event_names = name_events(delivered="delivered", bounced="failed", complained="complained")
+    post_per_event = True
 
-    def __init__(self, api_key: str, *, domains: tuple[str, ...] = (), **options: Any):
-        super().__init__(api_key, **options)
-        self.domains = frozenset(domain.lower() for domain in domains)
+    def endpoint(self, request: ApiRequest) -> str | None:
+        return "send" if self._match(request) else None
 
-    def endpoint(self, request: HttpRequest) -> str | None:
-        return "send" if ENDPOINT.match(request.path) else None
+    def _match(self, request: ApiRequest) -> re.Match[str] | None:
+        return re.match(rf"^{re.escape(self.prefix)}/(?P<domain>[^/]+)/messages/?$", request.path)
 
-    def parse(self, request: HttpRequest, endpoint: str) -> ReceivedMessage:
-        match = ENDPOINT.match(request.path)
+    def parse(self, request: ApiRequest, endpoint: str) -> ReceivedMessage:
+        match = self._match(request)
         assert match is not None  # endpoint() said so
         fields = _form_fields(request)
         message = ReceivedMessage(
@@ -86,140 +69,112 @@ class Mailgun(Provider):
                     message.recipients.append(recipient)
         return message
 
-    def authenticate(self, request: HttpRequest, message: ReceivedMessage) -> HttpResponse | None:
-        if message.api_key is None or not secrets.compare_digest(message.api_key, self.api_key):
-            return self.unauthorized()
-        return None
-
-    def validate(self, request: HttpRequest, message: ReceivedMessage) -> HttpResponse | None:
-        if self.domains and (message.domain or "").lower() not in self.domains:
-            return HttpResponse.json(404, {"message": f"Domain not found: {message.domain}"})
+    def validate(self, request: ApiRequest, message: ReceivedMessage) -> ApiResponse | None:
+        if self.sender_domains and (message.domain or "").lower() not in self.sender_domains:
+            return ApiResponse.json(404, {"message": f"Domain not found: {message.domain}"})
         if not message.sender:
-            return HttpResponse.json(400, {"message": "from parameter is missing"})
+            return ApiResponse.json(400, {"message": "from parameter is missing"})
         if not any(recipient.kind == "to" for recipient in message.recipients):
-            return HttpResponse.json(400, {"message": "to parameter is missing"})
+            return ApiResponse.json(400, {"message": "to parameter is missing"})
         return None
 
     def refuse_recipients(
         self, message: ReceivedMessage, refused: list[ReceivedRecipient]
-    ) -> HttpResponse | None:
+    ) -> ApiResponse | None:
         kind = refused[0].kind
-        return HttpResponse.json(
+        return ApiResponse.json(
             400, {"message": f"{kind} parameter is not a valid address. please check documentation"}
         )
 
-    def accept(self, message: ReceivedMessage) -> HttpResponse:
+    def accept(self, message: ReceivedMessage) -> ApiResponse:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        message_id = f"<{stamp}.{random_token(8)}@{message.domain}>"
+        message_id = f"<{stamp}.{secrets.token_hex(8)}@{message.domain}>"
         message.provider_message_id = message_id
         for recipient in message.recipients:
             recipient.status = "queued"
             recipient.message_id = message_id
-        return HttpResponse.json(200, {"id": message_id, "message": "Queued. Thank you."})
+        return ApiResponse.json(200, {"id": message_id, "message": "Queued. Thank you."})
 
-    def error(self, status: int, retry_after: int | None = None) -> HttpResponse:
+    def error_answer(self, status: int) -> ApiResponse:
         if status == 401:
-            return HttpResponse.text(401, "Forbidden", retry_after_headers(retry_after))
-        return HttpResponse.json(
-            status, {"message": ERROR_MESSAGES.get(status, "Error")}, retry_after_headers(retry_after)
+            return self.unauthorized()
+        return ApiResponse.json(status, {"message": ERROR_MESSAGES.get(status, "Error")})
+
+    def unauthorized(self) -> ApiResponse:
+        return ApiResponse.text(401, "Forbidden")
+
+    def not_found(self, request: ApiRequest) -> ApiResponse:
+        return ApiResponse.json(404, {"message": "Invalid URL"})
+
+    def webhook_body(
+        self, message: ReceivedMessage, batch: Events, *, url: str, basic_auth: str, now: float
+    ) -> WebhookBody:
+        """One event (`post_per_event`) with its signature block."""
+        ((recipient, event),) = batch
+        return WebhookBody.json(
+            {
+                "signature": _signature(self.webhook_key, now),
+                "event-data": self._event_data(message, recipient, event, now),
+            }
         )
 
-    def unauthorized(self) -> HttpResponse:
-        return HttpResponse.text(401, "Forbidden")
+    def _event_data(
+        self, message: ReceivedMessage, recipient: ReceivedRecipient, event: SimulatedEvent, now: float
+    ) -> dict[str, Any]:
+        # Mailgun's events carry the Message-Id header without angle brackets.
+        header_id = (message.provider_message_id or "").strip("<>")
+        data: dict[str, Any] = {
+            "id": url_token(),
+            "timestamp": round(now, 6),
+            "event": self.event_names[event],
+            "recipient": recipient.email,
+            "recipient-domain": recipient.email.rsplit("@", 1)[-1],
+            "tags": list(message.tags),
+            "user-variables": dict(message.metadata),
+            "envelope": {"sender": message.sender or "", "targets": recipient.email, "transport": "smtp"},
+            "message": {
+                "headers": {
+                    "message-id": header_id,
+                    "from": message.sender or "",
+                    "to": recipient.email,
+                    "subject": message.subject or "",
+                },
+                "attachments": [],
+                "size": 0,
+            },
+            "flags": {"is-authenticated": True, "is-test-mode": False},
+        }
+        if event is SimulatedEvent.DELIVERED:
+            data["log-level"] = "info"
+            data["delivery-status"] = _delivery_status(250, "OK")
+        elif event is SimulatedEvent.BOUNCED:
+            data.update({"log-level": "error", "severity": "permanent", "reason": "bounce"})
+            data["delivery-status"] = _delivery_status(550, BOUNCE_TEXT)
+        else:
+            data["log-level"] = "warn"
+        return data
 
-    def not_found(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponse.json(404, {"message": "Invalid URL"})
 
-    def webhook_posts(
-        self,
-        message: ReceivedMessage,
-        events: list[tuple[ReceivedRecipient, TrackingEvent]],
-        *,
-        base_url: str,
-        secrets: WebhookSecrets,
-        now: float,
-    ) -> list[WebhookPost]:
-        posts = []
-        for recipient, event in events:
-            body = {
-                "signature": _signature(secrets.mailgun_signing_key, now),
-                "event-data": _event_data(message, recipient, event, now),
-            }
-            posts.append(
-                WebhookPost(
-                    provider=self.name,
-                    url=self.tracking_url(base_url),
-                    body=json.dumps(body).encode("utf-8"),
-                    content_type="application/json",
-                    headers={"User-Agent": "mailgun/treq-16.12.0"},
-                    events=[body["event-data"]["event"]],
-                    recipients=[recipient.email],
-                    message_ids=[message.provider_message_id or ""],
-                )
-            )
-        return posts
+def _delivery_status(code: int, message: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "message": message,
+        "description": "",
+        "attempt-no": 1,
+        "tls": True,
+        "mx-host": "sandbox.invalid",
+    }
 
 
 def _signature(signing_key: str, now: float) -> dict[str, str]:
     """Mailgun's signature block: HMAC-SHA256 (hex) of timestamp + token with the signing key."""
     timestamp = str(int(now))
-    token = random_token(25)  # 50 hex characters, unique per event (Anymail's event_id)
+    token = secrets.token_hex(25)  # 50 hex characters, unique per event (Anymail's event_id)
     signature = hmac.new(signing_key.encode("utf-8"), f"{timestamp}{token}".encode("ascii"), hashlib.sha256)
     return {"timestamp": timestamp, "token": token, "signature": signature.hexdigest()}
 
 
-def _event_data(
-    message: ReceivedMessage, recipient: ReceivedRecipient, event: TrackingEvent, now: float
-) -> dict[str, Any]:
-    # Mailgun's events carry the Message-Id header without angle brackets.
-    header_id = (message.provider_message_id or "").strip("<>")
-    data: dict[str, Any] = {
-        "id": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("="),
-        "timestamp": round(now, 6),
-        "event": EVENT_NAMES[event],
-        "recipient": recipient.email,
-        "recipient-domain": recipient.email.rsplit("@", 1)[-1],
-        "tags": list(message.tags),
-        "user-variables": dict(message.metadata),
-        "envelope": {"sender": message.sender or "", "targets": recipient.email, "transport": "smtp"},
-        "message": {
-            "headers": {
-                "message-id": header_id,
-                "from": message.sender or "",
-                "to": recipient.email,
-                "subject": message.subject or "",
-            },
-            "attachments": [],
-            "size": 0,
-        },
-        "flags": {"is-authenticated": True, "is-test-mode": False},
-    }
-    if event is TrackingEvent.DELIVERED:
-        data["log-level"] = "info"
-        data["delivery-status"] = {
-            "code": 250,
-            "message": "OK",
-            "description": "",
-            "attempt-no": 1,
-            "tls": True,
-            "mx-host": "sandbox.invalid",
-        }
-    elif event is TrackingEvent.BOUNCED:
-        data.update({"log-level": "error", "severity": "permanent", "reason": "bounce"})
-        data["delivery-status"] = {
-            "code": 550,
-            "message": BOUNCE_TEXT,
-            "description": "",
-            "attempt-no": 1,
-            "tls": True,
-            "mx-host": "sandbox.invalid",
-        }
-    else:
-        data["log-level"] = "warn"
-    return data
-
-
-def _form_fields(request: HttpRequest) -> dict[str, list[str]]:
+def _form_fields(request: ApiRequest) -> dict[str, list[str]]:
     """Every non-file form field with all its values, from urlencoded or multipart bodies."""
     fields: dict[str, list[str]] = {}
     try:
@@ -238,7 +193,7 @@ def _form_fields(request: HttpRequest) -> dict[str, list[str]]:
             for name, value in parse_qsl(request.body.decode("utf-8"), keep_blank_values=True):
                 fields.setdefault(name, []).append(value)
     except (ValueError, UnicodeDecodeError):
-        raise ProviderAnswer(HttpResponse.json(400, {"message": "Bad Request"}), "unreadable form") from None
+        raise ProviderAnswer(ApiResponse.json(400, {"message": "Bad Request"}), "unreadable form") from None
     return fields
 
 
@@ -252,7 +207,7 @@ def _first_address(values: list[str]) -> str | None:
     return addresses[0] if addresses else None
 
 
-def _basic_auth_password(request: HttpRequest) -> str | None:
+def _basic_auth_password(request: ApiRequest) -> str | None:
     """The KEY of `Authorization: Basic base64(api:KEY)`; None when absent or another user."""
     scheme, _, encoded = (request.headers.get("Authorization") or "").partition(" ")
     if scheme.lower() != "basic":

@@ -13,59 +13,45 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import uuid
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from sandbox.conf import API_PREFIXES
-from sandbox.conventions import Fate, TrackingEvent
-from sandbox.providers.base import (
-    HttpRequest,
-    HttpResponse,
-    Provider,
-    ProviderAnswer,
-    WebhookPost,
-    WebhookSecrets,
-    retry_after_headers,
-    with_credentials,
-)
+from sandbox.conventions import Fate, SimulatedEvent
+from sandbox.providers.base import Events, Provider, ProviderAnswer, WebhookBody, name_events
 from sandbox.store import ReceivedMessage, ReceivedRecipient
+from sandbox.wire import ApiRequest, ApiResponse
 
 ENDPOINTS = {"messages/send.json": "send", "messages/send-template.json": "send-template"}
-EVENT_NAMES = {
-    TrackingEvent.DELIVERED: "send",
-    TrackingEvent.BOUNCED: "hard_bounce",
-    TrackingEvent.COMPLAINED: "spam",
+STATES = {
+    SimulatedEvent.DELIVERED: "sent",
+    SimulatedEvent.BOUNCED: "bounced",
+    SimulatedEvent.COMPLAINED: "sent",
 }
-STATES = {TrackingEvent.DELIVERED: "sent", TrackingEvent.BOUNCED: "bounced", TrackingEvent.COMPLAINED: "sent"}
 REFUSED_STATUS = {Fate.REJECT: ("rejected", "hard-bounce"), Fate.INVALID: ("invalid", None)}
 
 
-def _error(
-    name: str, message: str, code: int = -1, status: int = 500, headers: dict[str, str] | None = None
-) -> HttpResponse:
+def _error(name: str, message: str, code: int = -1, status: int = 500) -> ApiResponse:
     """Mandrill's error body; the real API answers every error with HTTP 500."""
-    body = {"status": "error", "code": code, "name": name, "message": message}
-    return HttpResponse.json(status, body, headers)
+    return ApiResponse.json(status, {"status": "error", "code": code, "name": name, "message": message})
 
 
-def _blank(field: str) -> HttpResponse:
+def _blank(field: str) -> ApiResponse:
     detail = json.dumps({field: "Sorry, this field can't be left blank."})
     return _error("ValidationError", f"Validation error: {detail}", code=-2)
 
 
 class Mandrill(Provider):
-    name = "mandrill"
-    prefix = API_PREFIXES["mandrill"]
-    tracking_path = "/anymail/mandrill/"
+    user_agent = "Mandrill-Webhook/1.0"
+    # No "delivered": a message handed to the recipient's server is a "send" (Anymail: sent).
+    event_names = name_events(delivered="send", bounced="hard_bounce", complained="spam")
 
-    def endpoint(self, request: HttpRequest) -> str | None:
+    def endpoint(self, request: ApiRequest) -> str | None:
         if not request.path.startswith(self.prefix + "/"):
             return None
         return ENDPOINTS.get(request.path[len(self.prefix) + 1 :])
 
-    def parse(self, request: HttpRequest, endpoint: str) -> ReceivedMessage:
+    def parse(self, request: ApiRequest, endpoint: str) -> ReceivedMessage:
         try:
             data = request.json()
         except (ValueError, UnicodeDecodeError):
@@ -109,12 +95,7 @@ class Mandrill(Provider):
         message.details["has_message"] = isinstance(data.get("message"), dict)
         return message
 
-    def authenticate(self, request: HttpRequest, message: ReceivedMessage) -> HttpResponse | None:
-        if not message.api_key or not secrets.compare_digest(message.api_key, self.api_key):
-            return self.unauthorized()
-        return None
-
-    def validate(self, request: HttpRequest, message: ReceivedMessage) -> HttpResponse | None:
+    def validate(self, request: ApiRequest, message: ReceivedMessage) -> ApiResponse | None:
         if not message.details.get("has_message"):
             return _blank("message")
         if message.endpoint == "send-template" and not message.template:
@@ -123,10 +104,10 @@ class Mandrill(Provider):
 
     def refuse_recipients(
         self, message: ReceivedMessage, refused: list[ReceivedRecipient]
-    ) -> HttpResponse | None:
+    ) -> ApiResponse | None:
         return None  # Mandrill reports refusals per recipient in its 200 answer
 
-    def accept(self, message: ReceivedMessage) -> HttpResponse:
+    def accept(self, message: ReceivedMessage) -> ApiResponse:
         results = []
         for recipient in message.recipients:
             recipient.message_id = uuid.uuid4().hex
@@ -142,49 +123,62 @@ class Mandrill(Provider):
                     "reject_reason": recipient.reject_reason,
                 }
             )
-        return HttpResponse.json(200, results)
+        return ApiResponse.json(200, results)
 
-    def error(self, status: int, retry_after: int | None = None) -> HttpResponse:
-        headers = retry_after_headers(retry_after)
+    def error_answer(self, status: int) -> ApiResponse:
         if status == 401:
-            return _error("Invalid_Key", "Invalid API key", status=status, headers=headers)
-        return _error("GeneralError", f"Sandbox fault: HTTP {status}", status=status, headers=headers)
+            return _error("Invalid_Key", "Invalid API key", status=status)
+        return _error("GeneralError", f"Sandbox fault: HTTP {status}", status=status)
 
-    def unauthorized(self) -> HttpResponse:
+    def unauthorized(self) -> ApiResponse:
         return _error("Invalid_Key", "Invalid API key")
 
-    def not_found(self, request: HttpRequest) -> HttpResponse:
+    def not_found(self, request: ApiRequest) -> ApiResponse:
         return _error("Unknown_Method", f"Unknown method {request.path!r}")
 
-    def webhook_posts(
-        self,
-        message: ReceivedMessage,
-        events: list[tuple[ReceivedRecipient, TrackingEvent]],
-        *,
-        base_url: str,
-        secrets: WebhookSecrets,
-        now: float,
-    ) -> list[WebhookPost]:
-        batch = [_event(message, recipient, event, now) for recipient, event in events]
-        fields = {"mandrill_events": json.dumps(batch)}
-        url = self.tracking_url(base_url)
-        return [
-            WebhookPost(
-                provider=self.name,
-                url=url,
-                body=urlencode(fields).encode("ascii"),
-                content_type="application/x-www-form-urlencoded",
-                headers={
-                    "User-Agent": "Mandrill-Webhook/1.0",
-                    "X-Mandrill-Signature": signature(
-                        secrets.mandrill_webhook_key, with_credentials(url, secrets.basic_auth), fields
-                    ),
-                },
-                events=[item["event"] for item in batch],
-                recipients=[item["msg"]["email"] for item in batch],
-                message_ids=[item["_id"] for item in batch],
-            )
-        ]
+    def webhook_body(
+        self, message: ReceivedMessage, batch: Events, *, url: str, basic_auth: str, now: float
+    ) -> WebhookBody:
+        """The form field `mandrill_events`, signed for the URL as Anymail rebuilds it."""
+        events = [self._event(message, recipient, event, now) for recipient, event in batch]
+        fields = {"mandrill_events": json.dumps(events)}
+        return WebhookBody(
+            urlencode(fields).encode("ascii"),
+            "application/x-www-form-urlencoded",
+            {"X-Mandrill-Signature": signature(self.webhook_key, with_credentials(url, basic_auth), fields)},
+        )
+
+    def _event(
+        self, message: ReceivedMessage, recipient: ReceivedRecipient, event: SimulatedEvent, now: float
+    ) -> dict[str, Any]:
+        msg: dict[str, Any] = {
+            "ts": int(message.received_at or now),
+            "_id": recipient.message_id,
+            "state": STATES[event],
+            "subject": message.subject,
+            "email": recipient.email,
+            "sender": message.sender,
+            "tags": list(message.tags),
+            "metadata": {**message.metadata, **recipient.metadata},
+            "opens": [],
+            "clicks": [],
+            "_version": uuid.uuid4().hex[:22],
+        }
+        if event is SimulatedEvent.DELIVERED:
+            msg["smtp_events"] = [
+                {
+                    "ts": int(now),
+                    "type": "sent",
+                    "diag": "250 2.0.0 OK (sandbox)",
+                    "source_ip": "127.0.0.1",
+                    "destination_ip": "127.0.0.1",
+                    "size": 0,
+                }
+            ]
+        elif event is SimulatedEvent.BOUNCED:
+            msg["bounce_description"] = "bad_mailbox"
+            msg["diag"] = "smtp;550 5.1.1 The email account that you tried to reach does not exist (sandbox)"
+        return {"event": self.event_names[event], "_id": recipient.message_id, "ts": int(now), "msg": msg}
 
 
 def signature(key: str, url: str, fields: dict[str, str]) -> str:
@@ -194,34 +188,9 @@ def signature(key: str, url: str, fields: dict[str, str]) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def _event(
-    message: ReceivedMessage, recipient: ReceivedRecipient, event: TrackingEvent, now: float
-) -> dict[str, Any]:
-    msg: dict[str, Any] = {
-        "ts": int(message.received_at or now),
-        "_id": recipient.message_id,
-        "state": STATES[event],
-        "subject": message.subject,
-        "email": recipient.email,
-        "sender": message.sender,
-        "tags": list(message.tags),
-        "metadata": {**message.metadata, **recipient.metadata},
-        "opens": [],
-        "clicks": [],
-        "_version": uuid.uuid4().hex[:22],
-    }
-    if event is TrackingEvent.DELIVERED:
-        msg["smtp_events"] = [
-            {
-                "ts": int(now),
-                "type": "sent",
-                "diag": "250 2.0.0 OK (sandbox)",
-                "source_ip": "127.0.0.1",
-                "destination_ip": "127.0.0.1",
-                "size": 0,
-            }
-        ]
-    elif event is TrackingEvent.BOUNCED:
-        msg["bounce_description"] = "bad_mailbox"
-        msg["diag"] = "smtp;550 5.1.1 The email account that you tried to reach does not exist (sandbox)"
-    return {"event": EVENT_NAMES[event], "_id": recipient.message_id, "ts": int(now), "msg": msg}
+def with_credentials(url: str, basic_auth: str) -> str:
+    """`http://user:pass@host/path`: the URL as Anymail's get_request_uri rebuilds it."""
+    if not basic_auth:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, f"{basic_auth}@{parts.netloc}", parts.path, parts.query, parts.fragment))

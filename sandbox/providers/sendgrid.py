@@ -3,23 +3,12 @@ Webhook (a JSON list of events, echoing each personalization's custom_args, so A
 `anymail_id` comes back and its tracking view sets message_id from it)."""
 from __future__ import annotations
 
-import base64
-import json
-import secrets
 from typing import Any
 
-from sandbox.conf import API_PREFIXES
-from sandbox.conventions import TrackingEvent
-from sandbox.providers.base import (
-    HttpRequest,
-    HttpResponse,
-    Provider,
-    ProviderAnswer,
-    WebhookPost,
-    WebhookSecrets,
-    retry_after_headers,
-)
+from sandbox.conventions import SimulatedEvent
+from sandbox.providers.base import Events, Provider, ProviderAnswer, WebhookBody, name_events, url_token
 from sandbox.store import ReceivedMessage, ReceivedRecipient
+from sandbox.wire import ApiRequest, ApiResponse
 
 HELP_URL = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 ERROR_MESSAGES = {
@@ -34,11 +23,6 @@ ERROR_MESSAGES = {
     503: "service unavailable",
     504: "gateway timeout",
 }
-EVENT_NAMES = {
-    TrackingEvent.DELIVERED: "delivered",
-    TrackingEvent.BOUNCED: "bounce",
-    TrackingEvent.COMPLAINED: "spamreport",
-}
 
 
 def _errors(message: str, field: str | None = None, help_anchor: str | None = None) -> dict[str, Any]:
@@ -47,22 +31,21 @@ def _errors(message: str, field: str | None = None, help_anchor: str | None = No
 
 
 class SendGrid(Provider):
-    name = "sendgrid"
-    prefix = API_PREFIXES["sendgrid"]
-    tracking_path = "/anymail/sendgrid/tracking/"
+    user_agent = "SendGrid Event API"
+    event_names = name_events(delivered="delivered", bounced="bounce", complained="spamreport")
 
-    def endpoint(self, request: HttpRequest) -> str | None:
+    def endpoint(self, request: ApiRequest) -> str | None:
         return "send" if request.path.rstrip("/") == self.prefix + "mail/send" else None
 
-    def parse(self, request: HttpRequest, endpoint: str) -> ReceivedMessage:
+    def parse(self, request: ApiRequest, endpoint: str) -> ReceivedMessage:
         authorization = request.headers.get("Authorization") or ""
         scheme, _, key = authorization.partition(" ")
         try:
             data = request.json()
         except (ValueError, UnicodeDecodeError):
-            raise ProviderAnswer(HttpResponse.json(400, _errors("Bad Request")), "body is not JSON") from None
+            raise ProviderAnswer(ApiResponse.json(400, _errors("Bad Request")), "body is not JSON") from None
         if not isinstance(data, dict):
-            raise ProviderAnswer(HttpResponse.json(400, _errors("Bad Request")), "body is not an object")
+            raise ProviderAnswer(ApiResponse.json(400, _errors("Bad Request")), "body is not an object")
         message = ReceivedMessage(
             provider=self.name,
             endpoint=endpoint,
@@ -97,16 +80,14 @@ class SendGrid(Provider):
                     )
         return message
 
-    def authenticate(self, request: HttpRequest, message: ReceivedMessage) -> HttpResponse | None:
+    def authenticate(self, request: ApiRequest, message: ReceivedMessage) -> ApiResponse | None:
         if not message.api_key:
-            return HttpResponse.json(401, _errors("authorization required"))
-        if not secrets.compare_digest(message.api_key, self.api_key):
-            return self.unauthorized()
-        return None
+            return ApiResponse.json(401, _errors("authorization required"))
+        return super().authenticate(request, message)
 
-    def validate(self, request: HttpRequest, message: ReceivedMessage) -> HttpResponse | None:
+    def validate(self, request: ApiRequest, message: ReceivedMessage) -> ApiResponse | None:
         if not message.details.get("personalizations"):
-            return HttpResponse.json(
+            return ApiResponse.json(
                 400,
                 _errors(
                     "The personalizations field is required and must have at least one personalization.",
@@ -115,7 +96,7 @@ class SendGrid(Provider):
                 ),
             )
         if not any(r.kind == "to" for r in message.recipients):
-            return HttpResponse.json(
+            return ApiResponse.json(
                 400,
                 _errors(
                     "The to array is required for all personalization objects, and must have at least "
@@ -125,7 +106,7 @@ class SendGrid(Provider):
                 ),
             )
         if not message.sender:
-            return HttpResponse.json(
+            return ApiResponse.json(
                 400,
                 _errors(
                     "The from object must be provided for every email send. It is an object that requires "
@@ -138,82 +119,64 @@ class SendGrid(Provider):
 
     def refuse_recipients(
         self, message: ReceivedMessage, refused: list[ReceivedRecipient]
-    ) -> HttpResponse | None:
+    ) -> ApiResponse | None:
         first = refused[0]
-        return HttpResponse.json(
+        return ApiResponse.json(
             400, _errors("Does not contain a valid address.", first.where, "message.personalizations.to")
         )
 
-    def accept(self, message: ReceivedMessage) -> HttpResponse:
-        x_message_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")[:22]
+    def accept(self, message: ReceivedMessage) -> ApiResponse:
+        x_message_id = url_token()[:22]
         message.provider_message_id = x_message_id
         for recipient in message.recipients:
             recipient.status = "queued"
             # SendGrid reports no per-recipient id; Anymail's own anymail_id is the message id.
             recipient.message_id = recipient.metadata.get("anymail_id")
-        return HttpResponse(202, b"", "", {"X-Message-Id": x_message_id})
+        return ApiResponse(202, b"", "", {"X-Message-Id": x_message_id})
 
-    def error(self, status: int, retry_after: int | None = None) -> HttpResponse:
-        return HttpResponse.json(
-            status, _errors(ERROR_MESSAGES.get(status, "error")), retry_after_headers(retry_after)
+    def error_answer(self, status: int) -> ApiResponse:
+        return ApiResponse.json(status, _errors(ERROR_MESSAGES.get(status, "error")))
+
+    def unauthorized(self) -> ApiResponse:
+        return ApiResponse.json(401, _errors(ERROR_MESSAGES[401]))
+
+    def not_found(self, request: ApiRequest) -> ApiResponse:
+        return ApiResponse.json(404, _errors("not found"))
+
+    def webhook_body(
+        self, message: ReceivedMessage, batch: Events, *, url: str, basic_auth: str, now: float
+    ) -> WebhookBody:
+        """A JSON list of every event of the message (SendGrid signs with ECDSA, not simulated)."""
+        return WebhookBody.json(
+            [self._event(message, index, pair[0], pair[1], now) for index, pair in enumerate(batch)]
         )
 
-    def unauthorized(self) -> HttpResponse:
-        return HttpResponse.json(401, _errors(ERROR_MESSAGES[401]))
-
-    def not_found(self, request: HttpRequest) -> HttpResponse:
-        return HttpResponse.json(404, _errors("not found"))
-
-    def webhook_posts(
-        self,
-        message: ReceivedMessage,
-        events: list[tuple[ReceivedRecipient, TrackingEvent]],
-        *,
-        base_url: str,
-        secrets: WebhookSecrets,
-        now: float,
-    ) -> list[WebhookPost]:
-        payload = [
-            self._event(message, index, recipient, event, now)
-            for index, (recipient, event) in enumerate(events)
-        ]
-        return [
-            WebhookPost(
-                provider=self.name,
-                url=self.tracking_url(base_url),
-                body=json.dumps(payload).encode("utf-8"),
-                content_type="application/json",
-                headers={"User-Agent": "SendGrid Event API"},
-                events=[item["event"] for item in payload],
-                recipients=[item["email"] for item in payload],
-                message_ids=[str(item.get("anymail_id") or item["smtp-id"]) for item in payload],
-            )
-        ]
+    def webhook_message_id(self, message: ReceivedMessage, recipient: ReceivedRecipient) -> str:
+        return recipient.message_id or _smtp_id(message)
 
     def _event(
         self,
         message: ReceivedMessage,
         index: int,
         recipient: ReceivedRecipient,
-        event: TrackingEvent,
+        event: SimulatedEvent,
         now: float,
     ) -> dict[str, Any]:
-        x_message_id = message.provider_message_id or "sandbox"
         item: dict[str, Any] = {
             # custom_args first: SendGrid merges them into the event, its own keys win.
             **{key: value for key, value in recipient.metadata.items()},
             "email": recipient.email,
             "timestamp": int(now),
-            "event": EVENT_NAMES[event],
-            "smtp-id": f"<{x_message_id}@sandbox.sendgrid.net>",
-            "sg_event_id": base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("="),
-            "sg_message_id": f"{x_message_id}.sandbox.{index}.0",
+            "event": self.event_names[event],
+            "smtp-id": _smtp_id(message),
+            "sg_event_id": url_token(),
+            "sg_message_id": f"{message.provider_message_id or 'sandbox'}.sandbox.{index}.0",
         }
         if message.tags:
             item["category"] = list(message.tags)
-        if event is TrackingEvent.DELIVERED:
+        if event is SimulatedEvent.DELIVERED:
             item.update({"response": "250 2.0.0 OK (sandbox)", "ip": "127.0.0.1", "tls": 1})
-        elif event is TrackingEvent.BOUNCED:
+        elif event is SimulatedEvent.BOUNCED:
             item.update(
                 {
                     "type": "bounce",
@@ -224,6 +187,10 @@ class SendGrid(Provider):
                 }
             )
         return item
+
+
+def _smtp_id(message: ReceivedMessage) -> str:
+    return f"<{message.provider_message_id or 'sandbox'}@sandbox.sendgrid.net>"
 
 
 def _as_list(value: Any) -> list[str]:

@@ -22,8 +22,7 @@ from mailservice.services import api_key_create
 from sandbox.client import SandboxClient
 from sandbox.conf import (
     DEFAULT_API_KEYS,
-    DEFAULT_MAILGUN_WEBHOOK_SIGNING_KEY,
-    DEFAULT_MANDRILL_WEBHOOK_KEY,
+    DEFAULT_WEBHOOK_KEYS,
     DEFAULT_WEBHOOK_SECRET,
 )
 from tests.e2e.processes import start_sandbox, start_worker, wait_until
@@ -53,8 +52,8 @@ class EndToEndTests(LiveServerTestCase):
             "MANDRILL_API_KEY": DEFAULT_API_KEYS["mandrill"],
             "MANDRILL_API_URL": providers["mandrill"]["api_url"],
             "WEBHOOK_SECRET": DEFAULT_WEBHOOK_SECRET,
-            "MAILGUN_WEBHOOK_SIGNING_KEY": DEFAULT_MAILGUN_WEBHOOK_SIGNING_KEY,
-            "MANDRILL_WEBHOOK_KEY": DEFAULT_MANDRILL_WEBHOOK_KEY,
+            "MAILGUN_WEBHOOK_SIGNING_KEY": DEFAULT_WEBHOOK_KEYS["mailgun"],
+            "MANDRILL_WEBHOOK_KEY": DEFAULT_WEBHOOK_KEYS["mandrill"],
         }
         cache_dir = cls.workdir / "cache"
         # The live server (this process) and the worker see the same database, cache and chain.

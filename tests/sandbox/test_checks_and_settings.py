@@ -4,7 +4,6 @@ from django.core.checks.registry import registry
 from django.test import SimpleTestCase, override_settings
 
 from sandbox.checks import check_sandbox_not_in_production
-
 from sandbox.conf import SandboxSettings, is_sandbox_url, service_environment
 from sandbox.conventions import Fate, fate_of
 from sandbox.exceptions import FaultSpecError, SandboxConfigError, UnknownProviderError
@@ -99,7 +98,7 @@ class SettingsTests(SimpleTestCase):
         self.assertEqual(settings.api_keys["mailgun"], "from-env")
         self.assertEqual(settings.api_keys["mandrill"], "project-mandrill")
         self.assertEqual(settings.webhook_secret, "u:p")
-        self.assertEqual(settings.mailgun_domains, ("a.example", "b.example"))
+        self.assertEqual(settings.sender_domains, {"mailgun": ("a.example", "b.example")})
 
     def test_invalid_values_name_the_variable(self):
         """A non-number port says which variable is wrong."""

@@ -1,6 +1,9 @@
 """The control API over HTTP (through SandboxClient) and the command line that uses it."""
 import io
 import json
+import socket
+from unittest import mock
+from urllib.parse import urlsplit
 
 import requests
 
@@ -9,6 +12,7 @@ from sandbox.cli import main
 from sandbox.client import SandboxClient
 from sandbox.conf import SandboxSettings
 from sandbox.exceptions import ControlError
+from sandbox.faults import parse_fault_flag
 from tests.sandbox.base import SandboxTestCase
 
 
@@ -42,13 +46,11 @@ class ControlApiTests(SandboxTestCase):
 
     def test_negative_or_garbled_content_length_is_a_400_not_a_hang(self):
         """Content-Length -1 or abc is answered 400 at once (read(-1) would wait for the client)."""
-        import socket
-        from urllib.parse import urlsplit
-
-        port = urlsplit(self.sandbox.control_url).port
+        address = ("127.0.0.1", urlsplit(self.sandbox.control_url).port)
         for value in ("-1", "abc"):
-            with self.subTest(content_length=value), socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                conn.sendall(f"POST /_sandbox/faults/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Length: {value}\r\n\r\n".encode())
+            request = f"POST /_sandbox/faults/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Length: {value}\r\n\r\n"
+            with self.subTest(content_length=value), socket.create_connection(address, timeout=5) as conn:
+                conn.sendall(request.encode())
                 self.assertIn(b" 400 ", conn.recv(4096).split(b"\r\n", 1)[0] + b" ")
 
     def test_delete_all_faults(self):
@@ -180,8 +182,6 @@ class CommandLineTests(SandboxTestCase):
 
     def test_serving_on_a_public_address_is_refused(self):
         """`python -m sandbox --host 0.0.0.0` exits with an error: loopback only."""
-        from unittest import mock
-
         err = io.StringIO()
         # Were the check ever to let it through, serve() would block forever: fail instead.
         with mock.patch("sandbox.cli.serve", return_value=99) as serve:
@@ -193,11 +193,10 @@ class CommandLineTests(SandboxTestCase):
 class StartFaultTests(SandboxTestCase):
     def test_a_provider_started_down_refuses_from_the_start(self):
         """Faults given at start (--fault mailgun:down) apply before the first request."""
-        from sandbox.faults import parse_fault_flag
-
         provider, fault = parse_fault_flag("mailgun:down")
         sandbox = Sandbox(SandboxSettings(port=0, webhook_url=""), faults={provider: fault}).start()
         self.addCleanup(sandbox.stop)
         self.assertFalse(sandbox.listeners["mailgun"].is_open)
-        self.assertNotEqual(sandbox.listeners["mailgun"].port, 0)  # a port was chosen, to listen on again when "up"
+        # A port was chosen, to listen on again when "up".
+        self.assertNotEqual(sandbox.listeners["mailgun"].port, 0)
         self.assertTrue(sandbox.listeners["sendgrid"].is_open)

@@ -1,14 +1,15 @@
 """Each fault, seen through the real Anymail backends and classified by the failover backend as
-DESIGN.md says: down, 5xx, 429 and 401 are the provider's; a read timeout is ambiguous; a refused
-recipient is the message's."""
+docs/sandbox.md ("Faults") says: down, 5xx, 429 and 401 are the provider's; a read timeout is
+ambiguous; a refused recipient is the message's."""
 import socket
 import time
 
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
+from django.core.cache import caches
 
 from failover.attempts import Outcome
 from sandbox.faults import Fault
-from sandbox.store import Outcome as Received
+from sandbox.store import ReplyKind
 from tests.sandbox.base import READ_TIMEOUT, SandboxTestCase
 
 
@@ -96,7 +97,7 @@ class FailoverClassificationTests(SandboxTestCase):
         self.assertIn("ReadTimeout", first.error_class)
         self.assertGreaterEqual(first.duration, READ_TIMEOUT)
         self.assertLess(time.monotonic() - started, 10)  # the client's timeout, not the 60 s hold
-        self.assertEqual(self.received("sendgrid")[0]["outcome"], Received.TIMEOUT)
+        self.assertEqual(self.received("sendgrid")[0]["outcome"], ReplyKind.TIMEOUT)
 
     def test_a_timeout_shorter_than_the_clients_read_timeout_is_just_slow(self):
         """hold_ms below the read timeout: the client waits and gets the normal answer."""
@@ -141,8 +142,6 @@ class FailoverClassificationTests(SandboxTestCase):
 
     def caches_forget(self) -> None:
         """Forget which provider worked, so each subtest starts at the primary."""
-        from django.core.cache import caches
-
         caches["default"].clear()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from anymail.exceptions import AnymailRequestsAPIError
 from django.core.mail import EmailMessage
 from django.test import SimpleTestCase
+from django.utils.module_loading import import_string
 
 from sandbox.client import SandboxClient
 from tests.sandbox.base import BACKENDS
@@ -64,8 +65,6 @@ class ProcessTestCase(SimpleTestCase):
             process.stdout.close()
 
     def backend(self, urls: dict[str, str], name: str, key: str, **options):
-        from django.utils.module_loading import import_string
-
         return import_string(BACKENDS[name])(api_key=key, api_url=urls[name], **options)
 
     def message(self) -> EmailMessage:

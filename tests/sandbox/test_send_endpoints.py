@@ -3,7 +3,7 @@ as they read the real APIs'."""
 import requests
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 
-from sandbox.store import Outcome
+from sandbox.store import ReplyKind
 from tests.sandbox.base import CHAIN, MAILGUN_DOMAIN, SandboxTestCase
 
 
@@ -114,7 +114,7 @@ class ApiKeyTests(SandboxTestCase):
         with self.assertRaises(AnymailRequestsAPIError):
             self.backend("sendgrid", api_key="SG.wrong").send_messages([self.message()])
         record = self.received("sendgrid")[0]
-        self.assertEqual((record["outcome"], record["status_code"]), (Outcome.ERROR, 401))
+        self.assertEqual((record["outcome"], record["status_code"]), (ReplyKind.ERROR, 401))
 
 
 class MailgunDomainTests(SandboxTestCase):
@@ -161,7 +161,7 @@ class RecipientConventionTests(SandboxTestCase):
         """Anymail turns an all-rejected Mandrill answer into AnymailRecipientsRefused."""
         with self.assertRaises(AnymailRecipientsRefused):
             self.backend("mandrill").send_messages([self.message(to=["REJECT+Shout@example.net"])])
-        self.assertEqual(self.received("mandrill")[0]["outcome"], Outcome.REFUSED)
+        self.assertEqual(self.received("mandrill")[0]["outcome"], ReplyKind.REFUSED)
 
     def test_fault_reject_patterns_refuse_ordinary_addresses(self):
         """A reject fault refuses matching addresses as if they used the reject+ convention."""

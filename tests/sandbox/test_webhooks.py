@@ -16,15 +16,13 @@ from sandbox.conf import SandboxSettings
 from sandbox.faults import Fault
 from tests.sandbox.base import CHAIN, MAILGUN_DOMAIN, SandboxMixin, anymail_backend
 
-SECRETS = {
-    "webhook_secret": "hooks:sandbox-test-secret",
-    "mailgun_webhook_signing_key": "mailgun-signing-key-for-tests",
-    "mandrill_webhook_key": "mandrill-webhook-key-for-tests",
-}
+WEBHOOK_SECRET = "hooks:sandbox-test-secret"
+WEBHOOK_KEYS = {"mailgun": "mailgun-signing-key-for-tests", "mandrill": "mandrill-webhook-key-for-tests"}
+SECRETS = {"webhook_secret": WEBHOOK_SECRET, "webhook_keys": WEBHOOK_KEYS}
 ANYMAIL = {
-    "WEBHOOK_SECRET": SECRETS["webhook_secret"],
-    "MAILGUN_WEBHOOK_SIGNING_KEY": SECRETS["mailgun_webhook_signing_key"],
-    "MANDRILL_WEBHOOK_KEY": SECRETS["mandrill_webhook_key"],
+    "WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "MAILGUN_WEBHOOK_SIGNING_KEY": WEBHOOK_KEYS["mailgun"],
+    "MANDRILL_WEBHOOK_KEY": WEBHOOK_KEYS["mandrill"],
 }
 ESP_NAMES = {"sendgrid": "SendGrid", "mailgun": "Mailgun", "mandrill": "Mandrill"}
 # Mandrill has no "delivered" event: its "send" event is Anymail's "sent".
@@ -65,18 +63,27 @@ class WebhookTestCase(SandboxMixin, LiveServerTestCase):
         anymail_backend(sandbox or self.sandbox, provider).send_messages([message])
         return message
 
-    def other_sandbox(self, **options: Any) -> Sandbox:
+    def other_sandbox(
+        self, webhook_secret: str = WEBHOOK_SECRET, webhook_keys: dict[str, str] | None = None
+    ) -> Sandbox:
         """A second sandbox posting to the same server with other secrets (a forger)."""
         settings = SandboxSettings(
             port=0,
             webhook_url=self.live_server_url,
             webhook_delay=300,
-            mailgun_domains=(MAILGUN_DOMAIN,),
-            **{**SECRETS, **options},
+            sender_domains={"mailgun": (MAILGUN_DOMAIN,)},
+            webhook_secret=webhook_secret,
+            webhook_keys={**WEBHOOK_KEYS, **(webhook_keys or {})},
         )
         sandbox = Sandbox(settings).start()
         self.addCleanup(sandbox.stop)
         return sandbox
+
+    def send_and_flush(self, provider: str, to: list[str], **attributes: Any):
+        """Send with the events of earlier subtests forgotten, then post the webhooks now."""
+        self.events.clear()
+        message = self.send(provider, to, **attributes)
+        return message, self.sandbox.webhooks.flush()
 
     def event_summary(self) -> list[tuple[str, str, str, str | None]]:
         return [(esp, event.event_type, event.recipient, event.message_id) for esp, event in self.events]
@@ -87,9 +94,7 @@ class DeliveredWebhookTests(WebhookTestCase):
         """Anymail gets a delivered (Mandrill: sent) event whose message_id is the send's message id."""
         for provider in CHAIN:
             with self.subTest(provider=provider):
-                self.events.clear()
-                message = self.send(provider, ["user@example.net"])
-                results = self.sandbox.webhooks.flush()
+                message, results = self.send_and_flush(provider, ["user@example.net"])
                 self.assertEqual([r.status for r in results], [200])
                 message_id = message.anymail_status.message_id
                 expected = [(ESP_NAMES[provider], DELIVERED[provider], "user@example.net", message_id)]
@@ -99,9 +104,8 @@ class DeliveredWebhookTests(WebhookTestCase):
         """Each provider echoes the message's tags and metadata as Anymail expects them."""
         for provider in CHAIN:
             with self.subTest(provider=provider):
-                self.events.clear()
-                self.send(provider, ["user@example.net"], tags=["weekly"], metadata={"customer": "42"})
-                self.sandbox.webhooks.flush()
+                attributes = {"tags": ["weekly"], "metadata": {"customer": "42"}}
+                self.send_and_flush(provider, ["user@example.net"], **attributes)
                 (event,) = [event for _, event in self.events]
                 self.assertEqual((event.tags, event.metadata), (["weekly"], {"customer": "42"}))
 
@@ -109,9 +113,7 @@ class DeliveredWebhookTests(WebhookTestCase):
         """Two recipients: two events, each with the message id Anymail reported for that recipient."""
         for provider in CHAIN:
             with self.subTest(provider=provider):
-                self.events.clear()
-                message = self.send(provider, ["a@example.net", "b@example.net"])
-                self.sandbox.webhooks.flush()
+                message, _ = self.send_and_flush(provider, ["a@example.net", "b@example.net"])
                 reported = message.anymail_status.recipients.items()
                 expected = {addr: status.message_id for addr, status in reported}
                 self.assertEqual({event.recipient: event.message_id for _, event in self.events}, expected)
@@ -121,11 +123,12 @@ class DeliveredWebhookTests(WebhookTestCase):
         message = self.send("mailgun", ["user@example.net"])
         self.sandbox.webhooks.flush()
         (result,) = self.sandbox.webhooks.history()
+        post = result.post
         self.assertEqual(
-            (result.provider, result.events, result.status, result.message_ids),
+            (post.provider, post.events, result.status, post.message_ids),
             ("mailgun", ["delivered"], 200, [message.anymail_status.message_id]),
         )
-        self.assertEqual(result.url, f"{self.live_server_url}/anymail/mailgun/tracking/")
+        self.assertEqual(post.url, f"{self.live_server_url}/anymail/mailgun/tracking/")
 
 
 class ConventionWebhookTests(WebhookTestCase):
@@ -133,9 +136,7 @@ class ConventionWebhookTests(WebhookTestCase):
         """bounce+...@ produces each provider's hard bounce, which Anymail calls bounced."""
         for provider in CHAIN:
             with self.subTest(provider=provider):
-                self.events.clear()
-                self.send(provider, ["bounce+hard@example.net"])
-                self.sandbox.webhooks.flush()
+                self.send_and_flush(provider, ["bounce+hard@example.net"])
                 received = [(e.event_type, e.recipient) for _, e in self.events]
                 self.assertEqual(received, [("bounced", "bounce+hard@example.net")])
                 self.assertIn("550", self.events[0][1].mta_response or "")
@@ -144,9 +145,7 @@ class ConventionWebhookTests(WebhookTestCase):
         """complain+...@ produces the delivery, then a spam complaint, in that order."""
         for provider in CHAIN:
             with self.subTest(provider=provider):
-                self.events.clear()
-                self.send(provider, ["complain+x@example.net"])
-                self.sandbox.webhooks.flush()
+                self.send_and_flush(provider, ["complain+x@example.net"])
                 self.assertEqual([e.event_type for _, e in self.events], [DELIVERED[provider], "complained"])
 
     def test_rejected_recipients_get_no_events(self):
@@ -172,7 +171,8 @@ class SignatureTests(WebhookTestCase):
             self.send(provider, ["user@example.net"], sandbox=sandbox)
         with self.assertLogs("django.security", "ERROR"), self.assertLogs("sandbox.webhooks", "WARNING"):
             results = sandbox.webhooks.flush()
-        self.assertEqual({r.provider: r.status for r in results}, {provider: 400 for provider in providers})
+        answers = {result.post.provider: result.status for result in results}
+        self.assertEqual(answers, {provider: 400 for provider in providers})
         self.assertEqual(self.events, [])
 
     def test_wrong_basic_auth_is_refused_by_every_provider_view(self):
@@ -185,11 +185,11 @@ class SignatureTests(WebhookTestCase):
 
     def test_wrong_mailgun_signing_key_is_refused(self):
         """Right basic auth, wrong Mailgun signature: refused."""
-        self.assert_refused(self.other_sandbox(mailgun_webhook_signing_key="forged"), providers=["mailgun"])
+        self.assert_refused(self.other_sandbox(webhook_keys={"mailgun": "forged"}), providers=["mailgun"])
 
     def test_wrong_mandrill_webhook_key_is_refused(self):
         """Right basic auth, wrong X-Mandrill-Signature: refused."""
-        self.assert_refused(self.other_sandbox(mandrill_webhook_key="forged"), providers=["mandrill"])
+        self.assert_refused(self.other_sandbox(webhook_keys={"mandrill": "forged"}), providers=["mandrill"])
 
 
 class DelayTests(WebhookTestCase):

@@ -9,25 +9,37 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sandbox.cli import add_serve_arguments, configure_logging, serve, settings_from_options
-from sandbox.conf import PROVIDERS
 from sandbox.exceptions import SandboxError
+from sandbox.providers import PROVIDERS
 
 
 def anymail_fallbacks() -> dict[str, Any]:
     """The sandbox settings the project's ANYMAIL dict implies (missing ones keep the defaults)."""
     anymail = getattr(settings, "ANYMAIL", None) or {}
-    keys = {name: anymail.get(f"{name.upper()}_API_KEY") for name in PROVIDERS}
     secret = anymail.get("WEBHOOK_SECRET")
     if isinstance(secret, (list, tuple)):
         secret = secret[0] if secret else None
-    domain = anymail.get("MAILGUN_SENDER_DOMAIN")
+    keys: dict[str, str] = {}
+    webhook_keys: dict[str, str] = {}
+    domains: dict[str, tuple[str, ...]] = {}
+    for spec in PROVIDERS:
+        api_key = anymail.get(spec.api_key_setting)
+        if api_key:
+            keys[spec.name] = api_key
+        if spec.webhook_key:
+            # As Anymail does, a provider may check its webhooks with the API key when no
+            # webhook key is set (Mailgun).
+            fallback = api_key if spec.webhook_key.api_key_fallback else None
+            webhook_key = anymail.get(spec.webhook_key.setting) or fallback
+            if webhook_key:
+                webhook_keys[spec.name] = webhook_key
+        if spec.sender_domain_setting and anymail.get(spec.sender_domain_setting):
+            domains[spec.name] = (anymail[spec.sender_domain_setting],)  # then the only domain that exists
     return {
-        "api_keys": {name: key for name, key in keys.items() if key},
+        "api_keys": keys,
+        "webhook_keys": webhook_keys,
+        "sender_domains": domains,
         "webhook_secret": secret,
-        # Anymail itself falls back to the API key when no signing key is set.
-        "mailgun_webhook_signing_key": anymail.get("MAILGUN_WEBHOOK_SIGNING_KEY") or keys["mailgun"],
-        "mandrill_webhook_key": anymail.get("MANDRILL_WEBHOOK_KEY"),
-        "mailgun_domains": (domain,) if domain else None,
     }
 
 

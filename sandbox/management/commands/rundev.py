@@ -2,17 +2,26 @@
 is rotated on every start), then runs the web server, a delivery worker and the recovery loop
 together, and, unless FIRST_WORKING_EMAIL_BACKENDS is set (in the environment or .env), the
 provider sandbox with SendGrid, Mailgun and Mandrill all pointed at it. Ctrl-C (or SIGTERM)
-stops them all."""
+stops them all.
+
+It lives in the sandbox app, a development tool, because it starts the sandbox: the gateway's
+own code (mailservice) never imports the sandbox, while the sandbox may use the gateway.
+"""
+from __future__ import annotations
+
 import os
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from failover.backends import FirstWorkingEmailBackend
 from mailservice.services import api_key_create
+from sandbox.conf import CONFLICTING_VARIABLES, SandboxSettings, service_environment
 
 STOP_TIMEOUT = 10.0
 
@@ -26,10 +35,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-sandbox",
             action="store_true",
-            help="Do not start the sandbox even when no providers are configured (the console backend then prints mail).",
+            help="Do not start the sandbox even when no providers are configured "
+            "(the console backend then prints mail).",
         )
 
-    def handle(self, *args, addr: str, key_name: str, no_sandbox: bool, **options) -> None:
+    def handle(self, *args: Any, addr: str, key_name: str, no_sandbox: bool, **options: Any) -> None:
         _, raw_key = api_key_create(name=key_name, rotate=True)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {
@@ -51,7 +61,7 @@ class Command(BaseCommand):
         )
         stopping = False
 
-        def stop(signum, frame):
+        def stop(signum: int, frame: Any) -> None:
             nonlocal stopping
             stopping = True
 
@@ -64,38 +74,37 @@ class Command(BaseCommand):
         try:
             for name, command in commands.items():
                 # Each child leads its own process group so a stop reaches its reloader's child too.
-                children[name] = subprocess.Popen(command, start_new_session=True, env=child_env, cwd=settings.BASE_DIR)
+                children[name] = subprocess.Popen(
+                    command, start_new_session=True, env=child_env, cwd=settings.BASE_DIR
+                )
             while not stopping and exited is None:
                 exited = next((name for name, child in children.items() if child.poll() is not None), None)
                 time.sleep(0.2)
         finally:
             if exited:
-                self.stderr.write(f"{exited} exited with code {children[exited].returncode}; stopping the others.")
+                code = children[exited].returncode
+                self.stderr.write(f"{exited} exited with code {code}; stopping the others.")
             self._stop(children)
         if exited:
             sys.exit(1)
 
     def _sandbox(self, commands: dict[str, list[str]], child_env: dict[str, str], addr: str) -> str:
         """Add the sandbox to `commands`, point the chain at it, start with a fresh memory."""
-        from sandbox.conf import SandboxSettings, service_environment  # development only
-
         # The sandbox reads SANDBOX_* (from the environment or .env); the service must be
         # pointed at the ports and keys the sandbox will really use.
         sandbox_settings = SandboxSettings.from_env(os.environ).with_overrides(webhook_url=f"http://{addr}")
         child_env.update(service_environment(sandbox_settings))
-        # The sandbox signs no SendGrid ECDSA webhooks, and signs Mandrill's with the URL it posts to.
-        for variable in ("ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", "ANYMAIL_MANDRILL_WEBHOOK_URL"):
+        for variable in CONFLICTING_VARIABLES:
             child_env.pop(variable, None)
         commands["sandbox"] = [sys.executable, "-m", "sandbox", "serve", "--webhook-url", f"http://{addr}"]
         # A fresh sandbox has no faults: forget what the last run's failover learned about them.
-        from failover.backends import FirstWorkingEmailBackend
-
         FirstWorkingEmailBackend(backends=child_env["FIRST_WORKING_EMAIL_BACKENDS"].split(",")).forget()
         return f"http://{sandbox_settings.host}:{sandbox_settings.port}/_sandbox/"
 
     def _stop(self, children: dict[str, subprocess.Popen]) -> None:
         for child in children.values():
-            _signal_group(child, signal.SIGTERM)  # db_worker finishes its task first; runserver and its reloader exit
+            # db_worker finishes its task first; runserver and its reloader exit.
+            _signal_group(child, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         for child in children.values():
             try:
@@ -109,20 +118,21 @@ class Command(BaseCommand):
         base = f"http://{addr}"
         auth = '-H "Authorization: Bearer $SMTEST_KEY"'
         if sandbox:
+            primary, secondary = chain.split(",")[:2]
             providers = (
-                "Providers: sendgrid, mailgun, mandrill, in that order, all answered by the local sandbox\n"
+                f"Providers: {chain.replace(',', ', ')}, in that order, all answered by the local sandbox\n"
                 f"(control API {sandbox}; docs/sandbox.md). Put real keys and\n"
                 "FIRST_WORKING_EMAIL_BACKENDS in .env to use the real providers instead."
             )
             failover = f"""
   # Watch the failover: make the primary fail, send again, see who took it
   export SANDBOX_URL={sandbox}
-  .venv/bin/python -m sandbox fault sendgrid down
+  .venv/bin/python -m sandbox fault {primary} down
   curl -s -X POST {base}/api/messages {auth} -H 'Content-Type: application/json' \\
        -d '{{"to": "someone@example.com", "subject": "Second", "text": "Via the secondary."}}'
   curl -s {base}/api/providers {auth}
-  .venv/bin/python -m sandbox messages --provider mailgun
-  .venv/bin/python -m sandbox fault sendgrid clear
+  .venv/bin/python -m sandbox messages --provider {secondary}
+  .venv/bin/python -m sandbox fault {primary} clear
   # bounce+x@example.com bounces and complain+x@example.com complains (webhooks after 1 s):
   # the address lands on {base}/api/suppressions and the next message to it reaches no provider.
 """
