@@ -55,7 +55,7 @@ def classify(error: BaseException) -> Outcome:
     """Return PROVIDER_ERROR, MESSAGE_ERROR or AMBIGUOUS for an exception raised by a backend."""
     # Order matters: Anymail's request errors are also requests exceptions, and
     # AnymailUnsupportedFeature is also a ValueError.
-    if isinstance(error, (AnymailRecipientsRefused, AnymailInvalidAddress, AnymailSerializationError)):
+    if isinstance(error, RECIPIENT_REFUSALS) or isinstance(error, AnymailSerializationError):
         return Outcome.MESSAGE_ERROR
     if isinstance(error, (AnymailUnsupportedFeature, AnymailConfigurationError, ImproperlyConfigured)):
         return Outcome.PROVIDER_ERROR

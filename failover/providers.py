@@ -12,8 +12,6 @@ from anymail.backends.base_requests import AnymailRequestsBackend
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from failover import conf
@@ -23,8 +21,6 @@ from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 HAS_MAILERS = django.VERSION >= (6, 1)
 ANYMAIL_SHORT_NAME = "anymail.backends.{}.EmailBackend"
 ENTRY_KEYS = frozenset({"NAME", "BACKEND", "OPTIONS"})
-# The settings a parsed chain depends on.
-CHAIN_SETTINGS = frozenset({"FIRST_WORKING_EMAIL_BACKENDS", "MAILERS"})
 # Option names whose values are masked wherever an error is described.
 SECRET_OPTION_NAMES = ("api_key", "password", "secret", "token", "key")
 
@@ -161,24 +157,36 @@ def _from_mailer_alias(alias: str, where: str) -> ProviderConfig:
 
 
 def load_providers(entries: list | None = None) -> list[ProviderConfig]:
-    """Parse and validate a chain: at least one provider, unique names. Without `entries`, the
-    chain in settings, parsed once: backends are often built once per message (`send_mail`)."""
-    if entries is None:
-        return list(configured_providers())
-    return _parse_chain(list(entries))
+    """Parse and validate a chain (by default FIRST_WORKING_EMAIL_BACKENDS): at least one
+    provider, unique names. Backends are often built once per message (`send_mail`), so a chain
+    is parsed once per distinct value of the setting (and of MAILERS, which aliases resolve
+    against), however that value was set."""
+    raw = conf.backends() if entries is None else entries
+    try:
+        key = _ChainKey((_frozen(raw), _frozen(_mailers())), raw)
+        hash(key)
+    except TypeError:  # an option value that cannot be hashed: parse every time
+        return _parse_chain(list(raw))
+    return list(_parse_once(key))
 
 
-@functools.cache
-def configured_providers() -> tuple[ProviderConfig, ...]:
-    """FIRST_WORKING_EMAIL_BACKENDS, parsed; parsed again after the setting (or MAILERS, which
-    aliases resolve against) changes, as under `override_settings`."""
-    return tuple(_parse_chain(list(conf.backends())))
+@dataclass(frozen=True)
+class _ChainKey:
+    value: tuple  # the chain and MAILERS as nested tuples: equal settings, equal keys
+    raw: Any = field(compare=False, hash=False)
 
 
-@receiver(setting_changed)
-def _forget_parsed_chain(*, setting: str, **kwargs: Any) -> None:
-    if setting in CHAIN_SETTINGS:
-        configured_providers.cache_clear()
+@functools.lru_cache(maxsize=32)
+def _parse_once(key: _ChainKey) -> tuple[ProviderConfig, ...]:
+    return tuple(_parse_chain(list(key.raw)))
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(name), _frozen(item)) for name, item in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
 
 
 def _parse_chain(entries: list) -> list[ProviderConfig]:

@@ -7,17 +7,27 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from mailservice.addresses import AddressError, parse_address
+from mailservice.addresses import AddressError, normalize_email, parse_address
 from mailservice.exceptions import MessageStateError
 from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
 from mailservice.selectors import HEAVY_FIELDS
-from mailservice.services import (
-    api_keys_revoke,
-    message_cancel,
-    message_retry,
-    suppression_add,
-    suppression_remove,
-)
+from mailservice.services.keys import api_keys_revoke
+from mailservice.services.messages import message_cancel, message_retry
+from mailservice.services.suppressions import suppression_add, suppressions_remove
+
+
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Rows that only services write (the worker, webhooks, the API): the admin shows them and
+    runs its actions, which call services, but never saves or deletes one itself."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -58,13 +68,14 @@ class SuppressionForm(forms.ModelForm):
 
     def clean_address(self) -> str:
         try:
-            return parse_address(self.cleaned_data["address"]).addr_spec
+            # Normalized here, so the unique check sees the entry the service would find.
+            return normalize_email(parse_address(self.cleaned_data["address"]).addr_spec)
         except AddressError as err:
             raise forms.ValidationError(str(err)) from None
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ViewOnlyAdmin):
     list_display = ("id", "status", "subject", "provider", "attempt_count", "possible_duplicate", "created_at")
     list_filter = ("status", "provider", "possible_duplicate")
     search_fields = ("id", "subject", "provider_message_id", "recipients__email")
@@ -80,9 +91,6 @@ class MessageAdmin(admin.ModelAdmin):
         if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
             queryset = queryset.defer(*HEAVY_FIELDS)
         return queryset
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # messages come through the API
 
     @admin.action(description="Retry the selected messages now")
     def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
@@ -107,17 +115,11 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(TrackingEvent)
-class TrackingEventAdmin(admin.ModelAdmin):
+class TrackingEventAdmin(ViewOnlyAdmin):
     list_display = ("provider", "event_type", "recipient", "timestamp", "message")
     list_filter = ("provider", "event_type")
     search_fields = ("recipient", "event_id", "provider_message_id")
     raw_id_fields = ("message", "message_recipient")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Suppression)
@@ -139,15 +141,14 @@ class SuppressionAdmin(admin.ModelAdmin):
         obj.pk, obj.address, obj.reason, obj.created_at = saved.pk, saved.address, saved.reason, saved.created_at
 
     def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
-        suppression_remove(address=obj.address)
+        suppressions_remove(entries=Suppression.objects.filter(pk=obj.pk), by="admin")
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Suppression]) -> None:
-        for address in queryset.values_list("address", flat=True):
-            suppression_remove(address=address)
+        suppressions_remove(entries=queryset, by="admin")
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ViewOnlyAdmin):
     """Keys are created with `manage.py create_api_key` (the only time the key is shown); the
     admin can revoke them. The hash is never displayed."""
 
@@ -161,9 +162,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="key")
     def masked(self, obj: ApiKey) -> str:
         return f"{obj.prefix}…"
-
-    def has_add_permission(self, request) -> bool:
-        return False
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

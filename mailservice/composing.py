@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import mimetypes
 from collections.abc import Iterable
+from email import encoders
+from email.message import MIMEPart
+from email.mime.base import MIMEBase
 
 import django
 from anymail.message import AnymailMessage
@@ -70,16 +73,11 @@ def _inline_part(content: bytes, filename: str, mimetype: str, content_id: str):
     a MIMEBase on 5.2 (which does not take MIMEPart)."""
     maintype, subtype = mimetype.split("/", 1)
     if django.VERSION >= (6, 0):
-        from email.message import MIMEPart
-
         part = MIMEPart()
         part.set_content(
             content, maintype=maintype, subtype=subtype, disposition="inline", filename=filename, cid=f"<{content_id}>"
         )
         return part
-    from email import encoders
-    from email.mime.base import MIMEBase
-
     part = MIMEBase(maintype, subtype)
     part.set_payload(content)
     encoders.encode_base64(part)

@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 MB = 1024 * 1024
 
 DEFAULTS: dict[str, Any] = {
-    # Limits of one submitted message (docs/api.md, "Limits").
+    # Limits of one submitted message (docs/delivery.md, "Settings"; docs/api.md, "Errors").
     "MAILSERVICE_MAX_REQUEST_BYTES": 30 * MB,  # whole request body -> 413
     "MAILSERVICE_MAX_ATTACHMENTS_BYTES": 25 * MB,  # decoded attachments, all together -> 413
     "MAILSERVICE_MAX_RECIPIENTS": 1000,  # to + cc + bcc -> 422 on `to`

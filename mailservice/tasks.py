@@ -32,14 +32,15 @@ def deliver_message(message_id: str) -> str | None:
 
 
 def enqueue_delivery(*, message_id: uuid.UUID | str, run_after: datetime | None = None) -> None:
-    """Enqueue the delivery task now; `run_after` defers it where the backend supports that."""
-    delivery = deliver_message
-    if run_after is not None and run_after > timezone.now():
-        if not delivery.get_backend().supports_defer:
-            # e.g. the immediate backend: the recovery pass enqueues it once it is due.
-            return
-        delivery = delivery.using(run_after=run_after)
+    """Enqueue the delivery task now; `run_after` defers it where the backend supports that.
+    Never raises: the message is stored either way, and the recovery pass covers a lost task."""
     try:
+        delivery = deliver_message
+        if run_after is not None and run_after > timezone.now():
+            if not delivery.get_backend().supports_defer:
+                # e.g. the immediate backend: the recovery pass enqueues it once it is due.
+                return
+            delivery = delivery.using(run_after=run_after)
         delivery.enqueue(str(message_id))
     except Exception:
         # The message is stored; recovery will enqueue it again after the grace period.

@@ -1,6 +1,6 @@
 """Each ESP's tracking quirks, in one table: adding tracking for an ESP is one entry here (plus
 tests); the recording code (services/tracking.py) and the webhook views (webhooks.py) only ask
-the table. docs/architecture.md, "Adding an ESP", walks through it.
+the table. docs/architecture.md ("Where to add…", "An ESP") walks through it.
 
 Anymail already normalizes each ESP's events into `AnymailTrackingEvent`; what remains
 ESP-specific is what its normalization cannot say: which bounces are permanent, which raw event

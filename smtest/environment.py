@@ -1,9 +1,8 @@
 """Helpers that turn environment variables into Django settings (kept apart so tests can call them)."""
 import importlib.util
+import math
 from collections.abc import Mapping
 from typing import Any
-
-import environ
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -71,14 +70,26 @@ def settings_from_environment(environ_: Mapping[str, str], defaults: Mapping[str
     return found
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def _parse(name: str, raw: str, default: Any) -> Any:
+    """`raw` as the default's type; a value that is not one stops startup naming the variable
+    (a typo such as "ture" must not quietly mean False)."""
+    value = raw.strip()
     if isinstance(default, bool):
-        return environ.Env.parse_value(raw, bool)
+        if value.lower() in TRUE_WORDS | FALSE_WORDS:
+            return value.lower() in TRUE_WORDS
+        raise ImproperlyConfigured(f"{name} must be one of 1/0, true/false, yes/no, on/off, not {raw!r}")
     if isinstance(default, (list, tuple)):
-        return split_list(raw)
+        return split_list(value)
     if isinstance(default, (int, float)):
         try:
-            return type(default)(float(raw)) if isinstance(default, float) else int(raw)
+            number = float(value) if isinstance(default, float) else int(value)
         except ValueError:
-            raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
-    return raw
+            number = None
+        if number is None or not math.isfinite(number):
+            raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}")
+        return number
+    return value

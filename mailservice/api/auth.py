@@ -7,7 +7,7 @@ from ninja.security import HttpBearer
 from mailservice.api.errors import UNAUTHORIZED
 from mailservice.exceptions import AuthenticationFailed, FieldError
 from mailservice.models import ApiKey
-from mailservice.services import api_key_authenticate
+from mailservice.services.keys import api_key_authenticate
 
 # Query parameters that look like someone put a key in the URL, where logs and proxies keep it.
 KEY_PARAMETERS = frozenset({"key", "api_key", "apikey", "token", "access_token", "auth"})

@@ -9,7 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from mailservice.exceptions import FieldError, InvalidRequest
 from mailservice.models import ApiKey, Message
 from mailservice.schemas import MessageIn, message_accepted
-from mailservice.services import message_accept, request_fingerprint
+from mailservice.services.messages import message_accept, request_fingerprint
 from mailservice.validation import check_message
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"

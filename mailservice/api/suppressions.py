@@ -10,7 +10,7 @@ from mailservice.addresses import AddressError, parse_address
 from mailservice.exceptions import FieldError, InvalidRequest, NotFound
 from mailservice.api.pagination import Pagination
 from mailservice.schemas import ErrorsOut, SuppressionFilters, SuppressionIn, SuppressionOut
-from mailservice.services import suppression_add, suppression_remove
+from mailservice.services.suppressions import suppression_add, suppression_remove
 
 router = Router(tags=["suppressions"])
 ERRORS = {code: ErrorsOut for code in (400, 401, 404, 413, 422)}

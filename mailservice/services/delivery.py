@@ -136,7 +136,9 @@ def message_deliver(
     rng: random.Random | None = None,
 ) -> Message | None:
     """One delivery round. Returns the message as it ends, or None when it was not claimable
-    (delivered already, not due yet, or another worker holds it)."""
+    (delivered already, not due yet, or another worker holds it). A deferred message's next
+    round is due at `next_attempt_at`; the delivery task (mailservice/tasks.py) enqueues it, and
+    the recovery pass finds it when this is called from elsewhere."""
     owner = worker or new_worker_id()
     message = message_claim(message_id=message_id, owner=owner, now=now)
     if message is None:

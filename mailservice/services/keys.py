@@ -42,8 +42,7 @@ def api_key_create(*, name: str, rotate: bool = False, now: datetime | None = No
         if active.exists():
             if not rotate:
                 raise ApiKeyError(f"An active API key named {name!r} exists; revoke it or use --rotate.")
-            revoked = active.update(revoked_at=now)
-            logger.info("api key revoked name=%s count=%s", name, revoked, extra={"api_key_name": name})
+            api_keys_revoke(keys=active, now=now)
         api_key = ApiKey.objects.create(
             name=name, prefix=raw_key[:PREFIX_LENGTH], key_hash=_hash(raw_key), created_at=now
         )
@@ -66,13 +65,15 @@ def api_key_revoke(*, name_or_prefix: str, now: datetime | None = None) -> int:
 
 
 def api_keys_revoke(*, keys: QuerySet[ApiKey], now: datetime | None = None) -> int:
-    """Revoke the active keys among `keys` (the admin's selection); return how many."""
+    """Revoke the active keys among `keys` (a name, a prefix, the admin's selection); return how
+    many. Every revocation goes through here, so each logs the same line."""
     now = now or timezone.now()
     with transaction.atomic():
-        names = list(keys.filter(revoked_at__isnull=True).values_list("name", flat=True))
-        count = keys.filter(revoked_at__isnull=True).update(revoked_at=now)
-    for name in names:
-        logger.info("api key revoked name=%s", name, extra={"api_key_name": name})
+        active = keys.filter(revoked_at__isnull=True)
+        names = ",".join(sorted(set(active.values_list("name", flat=True))))
+        count = active.update(revoked_at=now)
+    if count:
+        logger.info("api key revoked name=%s count=%s", names, count, extra={"api_key_name": names})
     return count
 
 

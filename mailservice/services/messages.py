@@ -163,6 +163,7 @@ def message_retry(*, message: Message, now: datetime | None = None) -> Message:
         recipient_changes={"status": RecipientStatus.QUEUED, "error": ""},
         now=now,
         deliver=True,
+        done="message retry requested",
     )
 
 
@@ -182,6 +183,7 @@ def message_cancel(*, message: Message, now: datetime | None = None) -> Message:
         recipient_changes={"status": RecipientStatus.FAILED, "error": reason},
         now=now,
         deliver=False,
+        done="message cancelled",
     )
 
 
@@ -195,6 +197,7 @@ def _operator_transition(
     recipient_changes: dict[str, Any],
     now: datetime,
     deliver: bool,
+    done: str,
 ) -> Message:
     """Apply an operator's action to a message and its recipients in one transaction, only if
     the message is still in an `allowed` status: the check and the write are one statement, so
@@ -205,8 +208,6 @@ def _operator_transition(
         recipients.update(**recipient_changes, updated_at=now)
         if deliver:
             enqueue_delivery_on_commit(message_id=message.pk, run_after=now)
+    logger.info(done, extra={"message_id": str(message.pk), "status": str(changes["status"])})
     message.refresh_from_db()
-    logger.info(
-        "message %s by an operator", message.status, extra={"message_id": str(message.pk), "status": message.status}
-    )
     return message

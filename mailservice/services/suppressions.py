@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 
+from django.db.models import QuerySet
+
 from mailservice.addresses import normalize_email
 from mailservice.models import Suppression
 
@@ -28,7 +30,12 @@ def suppression_add(
 
 def suppression_remove(*, address: str) -> bool:
     """Remove `address` from the list; False when it was not there."""
-    deleted, _ = Suppression.objects.filter(address=normalize_email(address)).delete()
+    return bool(suppressions_remove(entries=Suppression.objects.filter(address=normalize_email(address)), by="api"))
+
+
+def suppressions_remove(*, entries: QuerySet[Suppression], by: str) -> int:
+    """Remove the given entries (the admin's selection, or one address); return how many."""
+    deleted, _ = entries.delete()
     if deleted:
-        logger.info("suppression removed", extra={"reason": "api"})
-    return bool(deleted)
+        logger.info("suppression removed count=%s by=%s", deleted, by, extra={"count": deleted, "reason": by})
+    return deleted

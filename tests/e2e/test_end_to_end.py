@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test import LiveServerTestCase, override_settings
 
-from mailservice.services import api_key_create
+from mailservice.services.keys import api_key_create
 from sandbox.client import SandboxClient
 from sandbox.conf import (
     DEFAULT_API_KEYS,

@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from mailservice.models import Message
 from tests.failover.base import sending_through
-from mailservice.services import api_key_create
+from mailservice.services.keys import api_key_create
 
 FAILOVER = "failover.backends.FirstWorkingEmailBackend"
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"

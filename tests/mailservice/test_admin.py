@@ -3,13 +3,9 @@ from django.contrib.auth import get_user_model
 from django.test import TestCase
 
 from mailservice.models import ApiKey, Message, Suppression
-from mailservice.services import (
-    message_cancel,
-    message_deliver,
-    message_retry,
-    suppression_add,
-    suppression_remove,
-)
+from mailservice.services.delivery import message_deliver
+from mailservice.services.messages import message_cancel, message_retry
+from mailservice.services.suppressions import suppression_add, suppression_remove
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
 
@@ -129,3 +125,35 @@ class SuppressionAdminTests(GatewayMixin, TestCase):
         suppression, _ = suppression_add(address="a@example.com")
         self.client.post(f"/admin/mailservice/suppression/{suppression.pk}/change/", {"address": "b@example.com"})
         self.assertEqual(Suppression.objects.get().address, "a@example.com")
+
+    def test_an_address_listed_in_another_case_is_refused_as_a_duplicate(self):
+        """Adding `A@Example.com` when `a@example.com` is listed says so instead of claiming a new entry."""
+        suppression_add(address="a@example.com")
+        response = self.client.post("/admin/mailservice/suppression/add/", {"address": "A@Example.com", "reason": "manual"})
+        self.assertEqual(response.status_code, 200)
+        self.assertTrue(response.context["adminform"].form.errors)
+        self.assertEqual(Suppression.objects.count(), 1)
+
+    def test_an_entry_stored_before_normalization_can_be_deleted(self):
+        """Deleting works on the entry itself, whatever its stored form."""
+        legacy = Suppression.objects.create(address="Legacy@Example.com")
+        self.client.post(
+            "/admin/mailservice/suppression/",
+            {"action": "delete_selected", "_selected_action": [legacy.pk], "post": "yes"},
+        )
+        self.assertFalse(Suppression.objects.exists())
+
+
+class ViewOnlyAdminTests(TestCase):
+    def test_rows_written_by_services_are_neither_saved_nor_deleted_by_the_admin(self):
+        """Messages, events and API keys have no Save or Delete in the admin."""
+        from django.contrib import admin
+
+        from mailservice.models import TrackingEvent
+
+        for model in (Message, TrackingEvent, ApiKey):
+            model_admin = admin.site._registry[model]
+            with self.subTest(model.__name__):
+                self.assertFalse(model_admin.has_change_permission(None))
+                self.assertFalse(model_admin.has_delete_permission(None))
+                self.assertFalse(model_admin.has_add_permission(None))

@@ -5,7 +5,7 @@ from django.test import TestCase
 from django.utils import timezone
 
 from mailservice.models import Message, TrackingEvent
-from mailservice.services import message_deliver
+from mailservice.services.delivery import message_deliver
 from mailservice.statuses import MessageStatus
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 

@@ -8,7 +8,7 @@ from django.test import TestCase
 from django.utils import timezone
 
 from mailservice.models import ApiKey, Message
-from mailservice.services import api_key_authenticate, api_key_create, api_key_revoke
+from mailservice.services.keys import api_key_authenticate, api_key_create, api_key_revoke
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
 PROTECTED = [

@@ -11,7 +11,8 @@ from django.core import mail
 from django.test import TestCase, override_settings
 
 from mailservice.models import DeliveryAttempt, Message
-from mailservice.services import message_deliver, retry_delay, suppression_add
+from mailservice.services.delivery import message_deliver, retry_delay
+from mailservice.services.suppressions import suppression_add
 from mailservice.statuses import MessageStatus
 from tests.mailservice.helpers import (
     MAILGUN_URL,

@@ -7,7 +7,8 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
 from mailservice.models import IdempotencyKey, Message
-from mailservice.services import api_key_create, message_recover
+from mailservice.services.keys import api_key_create
+from mailservice.services.recovery import message_recover
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
 
@@ -116,7 +117,7 @@ class IdempotencyRaceTests(GatewayMixin, TestCase):
         from unittest import mock
 
         from mailservice.services import messages as message_services
-        from mailservice.services import request_fingerprint
+        from mailservice.services.messages import request_fingerprint
         from mailservice.schemas import MessageIn
         from mailservice.validation import check_message
 

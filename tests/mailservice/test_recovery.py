@@ -9,7 +9,8 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
 from mailservice.models import Message
-from mailservice.services import message_claim, message_deliver, message_recover
+from mailservice.services.delivery import message_claim, message_deliver
+from mailservice.services.recovery import message_recover
 from tests.mailservice.helpers import T0, GatewayMixin, gateway_settings, later
 from tests.mailservice.test_delivery import DeliveryMixin
 

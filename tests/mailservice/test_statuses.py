@@ -51,7 +51,8 @@ class StatusAgreementTests(GatewayMixin, TestCase):
         """Each status the worker writes (sent, suppressed, deferred) is what the API shows and filters on."""
         from django.test import override_settings
 
-        from mailservice.services import message_deliver, suppression_add
+        from mailservice.services.delivery import message_deliver
+        from mailservice.services.suppressions import suppression_add
 
         suppression_add(address="blocked@example.com")
         written = {}

@@ -4,7 +4,7 @@ import json
 from django.test import TestCase
 
 from mailservice.models import Suppression
-from mailservice.services import suppression_add
+from mailservice.services.suppressions import suppression_add
 from tests.mailservice.helpers import GatewayMixin, gateway_settings
 
 
@@ -70,7 +70,7 @@ class ProviderApiTests(GatewayMixin, TestCase):
         """After a failure the provider is `failing` with its error and time."""
         import responses
 
-        from mailservice.services import message_deliver
+        from mailservice.services.delivery import message_deliver
         from tests.mailservice.helpers import mock_mailgun, mock_sendgrid
 
         from django.test import override_settings

@@ -1,4 +1,4 @@
-"""Every refused input answers a field-level 4xx and stores nothing (docs/api.md, "Errors" and "Limits")."""
+"""Every refused input answers a field-level 4xx and stores nothing (docs/api.md, "Errors")."""
 from django.test import TestCase, override_settings
 
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings

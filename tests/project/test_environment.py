@@ -57,6 +57,18 @@ class SettingsFromEnvironmentTests(SimpleTestCase):
         with self.assertRaisesMessage(ImproperlyConfigured, "COUNT must be a number, not 'ten'"):
             settings_from_environment({"COUNT": "ten"}, self.DEFAULTS)
 
+    def test_values_that_are_not_of_the_type_stop_startup(self):
+        """A misspelt boolean or a non-finite number is refused, naming the variable."""
+        for environ, name in (({"FLAG": "ture"}, "FLAG"), ({"DELAY": "nan"}, "DELAY"), ({"DELAY": "inf"}, "DELAY")):
+            with self.subTest(environ), self.assertRaisesMessage(ImproperlyConfigured, name):
+                settings_from_environment(environ, self.DEFAULTS)
+
+    def test_surrounding_blanks_are_ignored(self):
+        """`TEXT= hi ` is "hi", and `FLAG= yes` is True."""
+        self.assertEqual(
+            settings_from_environment({"TEXT": " hi ", "FLAG": " yes"}, self.DEFAULTS), {"TEXT": "hi", "FLAG": True}
+        )
+
     def test_the_gateway_limits_follow_into_django(self):
         """Django's body and field limits follow MAILSERVICE_MAX_REQUEST_BYTES and _MAX_RECIPIENTS."""
         limits = mailservice_conf.django_request_limits(

@@ -6,7 +6,7 @@ import responses
 from django.test import TestCase
 
 from mailservice.models import Message, Suppression, TrackingEvent
-from mailservice.services import message_deliver
+from mailservice.services.delivery import message_deliver
 from tests.mailservice.helpers import GatewayMixin, esp_settings, mock_mailgun, mock_sendgrid
 from tests.webhooks.payloads import WEBHOOK_SETTINGS, mailgun_event, mailgun_post, sendgrid_event, sendgrid_post
 from tests.mailservice.helpers import ANYMAIL
@@ -102,7 +102,7 @@ class UnlinkedEventRecoveryTests(GatewayMixin, TestCase):
         from django.utils import timezone
 
         from mailservice.models import Recipient
-        from mailservice.services import message_recover
+        from mailservice.services.recovery import message_recover
 
         message = Message.objects.create(from_email="a@example.com", subject="s", text="t", status="sent")
         Recipient.objects.create(

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from mailservice import conf
-from mailservice.services import message_recover
+from mailservice.services.recovery import message_recover
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from mailservice.exceptions import ApiKeyError
-from mailservice.services import api_key_revoke
+from mailservice.services.keys import api_key_revoke
 
 
 class Command(BaseCommand):

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from failover.backends import FirstWorkingEmailBackend
-from mailservice.services import api_key_create
+from mailservice.services.keys import api_key_create
 from sandbox.conf import CONFLICTING_VARIABLES, SandboxSettings, service_environment
 
 STOP_TIMEOUT = 10.0
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         child_env = dict(os.environ)
         # Providers configured (environment or .env, which settings has read into os.environ):
         # use them. Otherwise all three point at the local sandbox, so failover can be watched.
-        use_sandbox = not no_sandbox and "FIRST_WORKING_EMAIL_BACKENDS" not in os.environ
+        use_sandbox = not no_sandbox and not os.environ.get("FIRST_WORKING_EMAIL_BACKENDS", "").strip()
         control_url = ""
         if use_sandbox:
             control_url = self._sandbox(commands, child_env, addr)
