@@ -14,6 +14,9 @@ class Outcome(TextChoices):
     MESSAGE_ERROR = "message_error"
     # The request went out and no answer came back: the provider may have sent it.
     AMBIGUOUS = "ambiguous"
+    # This provider's backend could not encode this message (an error raised locally while
+    # building it): the next provider may take it, and the provider is not marked failing.
+    LOCAL_ERROR = "local_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,10 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     provider's own status.
 
     OPTIONS (or get_connection kwargs) may override the settings: `backends`, `cache_timeout`,
-    `cache_alias`, `connect_timeout`, `read_timeout`, `failover_on_ambiguous`.
+    `cache_alias`, `connect_timeout`, `read_timeout`, `failover_on_ambiguous`, `probe_interval`.
+
+    A message that carries this backend as its `connection` may be deep-copied (Django's locmem
+    backend does): the copy shares this backend, as it would share a connection.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         failover_on_ambiguous: bool | None = None,
+        probe_interval: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)  # Django 6.1 checks `alias` and unknown options here
@@ -57,8 +61,12 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             [provider.name for provider in self.providers],
             cache_alias=cache_alias or conf.cache_alias(),
             timeout=conf.cache_timeout() if cache_timeout is None else float(cache_timeout),
+            probe_interval=conf.probe_interval() if probe_interval is None else max(1.0, float(probe_interval)),
         )
         self._pool = BackendPool()
+
+    def __deepcopy__(self, memo: dict) -> FirstWorkingEmailBackend:
+        return self
 
     # Connections -------------------------------------------------------------------------
 
@@ -100,7 +108,11 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
-        created = self.open()
+        # Inside `with connection:` (or after open()) the caller's session is used and its end
+        # closes the inner backends; otherwise this batch is a session of its own.
+        created = self._pool.depth == 0
+        if created:
+            self.open()
         try:
             state = self.health.load()  # the one cache read of this batch
             sent = 0
@@ -117,15 +129,25 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         message.failover_attempts = attempts = []
         if not message.recipients():
             return False
+        order, probe = self._plan(state)
+        first_choice, left_first = order[0], None
         errors_by_provider: dict[str, BaseException] = {}
-        for name in self.health.order(state):
+        skipped: dict[str, str] = {}
+        for name in order:
+            reason = self._skip_reason(state, name)
+            if reason:
+                skipped[name] = reason
+                left_first = left_first or reason
+                continue
             attempt, error = self._attempt(name, message)
             attempts.append(attempt)
-            self._log_attempt(attempt, message, first=len(attempts) == 1)
+            self._log_attempt(attempt, message, first=len(attempts) == 1, probe=name == probe)
             signals.provider_attempted.send(type(self), provider=name, message=message, attempt=attempt)
             if attempt.outcome is Outcome.SENT:
                 message.failover_provider = name
                 self._note_success(state, name)
+                if name != first_choice:
+                    self._moved(message, first_choice, name, left_first or "provider_error")
                 return True
             if attempt.outcome is Outcome.MESSAGE_ERROR:
                 # The provider is fine; the message is not. Never offer it to another provider.
@@ -133,20 +155,62 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                     return False
                 raise error
             errors_by_provider[name] = error
-            self._note_failure(state, attempt, error)
+            left_first = left_first or str(attempt.outcome)
+            if attempt.outcome is not Outcome.LOCAL_ERROR:  # one message's fault: the provider is fine
+                self._note_failure(state, attempt, error, probe=name == probe)
             if attempt.outcome is Outcome.AMBIGUOUS and not self.failover_on_ambiguous:
                 if self.fail_silently:
                     return False
                 raise AmbiguousSendError(attempts, error) from error
-        failure = AllProvidersFailed(attempts, errors_by_provider)
+        return self._all_failed(message, attempts, errors_by_provider, skipped)
+
+    def _plan(self, state: ChainState) -> tuple[list[str], str | None]:
+        """The providers to try for one message, and the one probed first if a probe is due."""
+        order = self.health.order(state)
+        probe = self.health.probe_due(state)
+        if probe is None or not self.health.claim_probe(state, probe):
+            return order, None
+        logger.info("failover probe provider=%s", probe, extra={"provider": probe})
+        return [probe, *(name for name in order if name != probe)], probe
+
+    def _skip_reason(self, state: ChainState, name: str) -> str | None:
+        """Why the provider is passed over for this message without being asked, if it is."""
+        if self.health.waiting(state, name):
+            return "retry_after"
+        limit = self._by_name[name].rate_limit
+        if limit is not None and not self.health.take_send(name, limit.sends, limit.period):
+            return "rate_limited"
+        return None
+
+    def _all_failed(
+        self,
+        message: EmailMessage,
+        attempts: list[Attempt],
+        errors_by_provider: dict[str, BaseException],
+        skipped: dict[str, str],
+    ) -> bool:
+        if attempts and all(attempt.outcome is Outcome.LOCAL_ERROR for attempt in attempts):
+            # No provider's backend could encode it, and none is down: the message's fault.
+            if self.fail_silently:
+                return False
+            raise errors_by_provider[attempts[-1].provider]
+        failure = AllProvidersFailed(attempts, errors_by_provider, skipped=skipped)
         logger.error(
-            "failover all providers failed providers=%s",
-            ",".join(a.provider for a in attempts),
-            extra={"providers": [a.provider for a in attempts], "message_id": _message_id(message)},
+            "failover all providers failed providers=%s skipped=%s",
+            ",".join(a.provider for a in attempts) or "-",
+            ",".join(f"{name}:{why}" for name, why in skipped.items()) or "-",
+            extra={"providers": [a.provider for a in attempts], "skipped": skipped, "message_id": _message_id(message)},
         )
         if self.fail_silently:
             return False
-        raise failure from error
+        last_error = errors_by_provider[attempts[-1].provider] if attempts else None
+        raise failure from last_error
+
+    def _moved(self, message: EmailMessage, first_choice: str, sender: str, reason: str) -> None:
+        """A message left the provider it would have gone to first: say from where, to where, why."""
+        signals.failover.send(
+            type(self), message=message, from_provider=first_choice, to_provider=sender, reason=reason
+        )
 
     def _attempt(self, name: str, message: EmailMessage) -> tuple[Attempt, BaseException | None]:
         started = time.perf_counter()
@@ -173,25 +237,26 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             return attempt, _NothingSent(name)
         return Attempt(provider=name, outcome=Outcome.SENT, duration=duration), None
 
-    def _log_attempt(self, attempt: Attempt, message: EmailMessage, *, first: bool) -> None:
+    def _log_attempt(self, attempt: Attempt, message: EmailMessage, *, first: bool, probe: bool) -> None:
         """One line per attempt: WARNING when it failed, INFO when a message was sent after a
-        failover, DEBUG for the everyday case of the first provider sending (the gateway logs
-        each message anyway, and a line per healthy send costs more than the rest of the
-        backend; docs/benchmarks.md)."""
+        failover or by a probe, DEBUG for the everyday case of the first provider sending (the
+        gateway logs each message anyway, and a line per healthy send costs more than the rest
+        of the backend; docs/benchmarks.md)."""
         if attempt.outcome is not Outcome.SENT:
             level = logging.WARNING
         else:
-            level = logging.DEBUG if first else logging.INFO
+            level = logging.DEBUG if first and not probe else logging.INFO
         if not logger.isEnabledFor(level):
             return
         logger.log(
             level,
-            "failover attempt provider=%s outcome=%s duration_ms=%.1f%s",
+            "failover %s provider=%s outcome=%s duration_ms=%.1f%s",
+            "probe" if probe else "attempt",
             attempt.provider,
             attempt.outcome,
             attempt.duration * 1000,
             f" error_class={attempt.error_class} error={attempt.error}" if attempt.error_class else "",
-            extra={**attempt.as_dict(), "message_id": _message_id(message)},
+            extra={**attempt.as_dict(), "probe": probe, "message_id": _message_id(message)},
         )
 
     # Memory ------------------------------------------------------------------------------
@@ -211,19 +276,37 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 extra={"provider": name, "until": state.until},
             )
 
-    def _note_failure(self, state: ChainState, attempt: Attempt, error: BaseException) -> None:
+    def _note_failure(self, state: ChainState, attempt: Attempt, error: BaseException, *, probe: bool) -> None:
+        """A provider error: a request to slow down (429, 503 with Retry-After) makes the provider
+        wait that long; anything else marks it failing (and, after a probe, backs the probes off)."""
+        name = attempt.provider
+        seconds = errors.retry_after(error, default=self.health.probe_interval)
+        if seconds is not None:
+            wait = self.health.record_wait(state, name, seconds)
+            self.health.save(state)
+            logger.warning(
+                "failover provider asked to wait provider=%s seconds=%s", name, int(wait), extra={"provider": name}
+            )
+            return
         news = self.health.record_failure(
-            state, attempt.provider, error=attempt.error or "", error_class=attempt.error_class or ""
+            state, name, error=attempt.error or "", error_class=attempt.error_class or "", probe=probe
         )
         self.health.save(state)
+        if probe:
+            logger.warning(
+                "failover probe failed provider=%s next_probe_in=%ss",
+                name,
+                int(self.health.interval(state.failures[name])),
+                extra={"provider": name, "error_class": attempt.error_class},
+            )
         if news:
             logger.warning(
                 "failover provider failing provider=%s error_class=%s",
-                attempt.provider,
+                name,
                 attempt.error_class,
-                extra={"provider": attempt.provider, "error_class": attempt.error_class},
+                extra={"provider": name, "error_class": attempt.error_class},
             )
-            signals.provider_failed.send(type(self), provider=attempt.provider, error=error, attempt=attempt)
+            signals.provider_failed.send(type(self), provider=name, error=error, attempt=attempt)
 
     def forget(self) -> None:
         """Drop the chain's memory (detour and failure records), as if no provider had failed."""

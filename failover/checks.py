@@ -4,7 +4,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from failover import conf
-from failover.exceptions import FailoverConfigurationError
+from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 from failover.providers import load_providers
 
 PER_PROCESS_CACHES = {
@@ -32,6 +32,19 @@ def check_provider_chain(app_configs=None, **kwargs):
                     f"{provider.backend_path!r}: {err}",
                     hint="Check the dotted path, or install the package that provides it.",
                     id="failover.E002",
+                )
+            )
+            continue
+        try:
+            # Building a backend checks its settings (Anymail raises for a missing API key)
+            # without opening a connection, so a wrong option is found now, not at a send.
+            provider.build(conf.timeouts())
+        except ProviderBuildError as err:
+            problems.append(
+                Error(
+                    f"FIRST_WORKING_EMAIL_BACKENDS[{index}] ({provider.name!r}) cannot be built: {err.reason}",
+                    hint="Set the provider's settings (e.g. its ANYMAIL_<ESP>_API_KEY) or fix its OPTIONS.",
+                    id="failover.E004",
                 )
             )
     return problems

@@ -14,6 +14,10 @@ DEFAULTS: dict[str, Any] = {
     "FIRST_WORKING_EMAIL_CONNECT_TIMEOUT": 3.05,
     "FIRST_WORKING_EMAIL_READ_TIMEOUT": 15.0,
     "FIRST_WORKING_EMAIL_FAILOVER_ON_AMBIGUOUS": True,
+    # While a higher-priority provider is failing, one send per this many seconds (across every
+    # process sharing the cache) tries it first; each failed probe doubles the wait, up to
+    # FIRST_WORKING_EMAIL_CACHE_TIMEOUT.
+    "FIRST_WORKING_EMAIL_PROBE_INTERVAL": 60.0,
 }
 
 BACKEND_PATH = "failover.backends.FirstWorkingEmailBackend"
@@ -41,6 +45,10 @@ def timeouts() -> tuple[float, float]:
         float(get_setting("FIRST_WORKING_EMAIL_CONNECT_TIMEOUT")),
         float(get_setting("FIRST_WORKING_EMAIL_READ_TIMEOUT")),
     )
+
+
+def probe_interval() -> float:
+    return max(1.0, float(get_setting("FIRST_WORKING_EMAIL_PROBE_INTERVAL")))
 
 
 def failover_on_ambiguous() -> bool:

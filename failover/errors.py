@@ -6,8 +6,11 @@ message itself (bad address, every recipient refused, invalid payload) says no, 
 it elsewhere would only spread the refusal. A request that went out and got no answer may have
 been sent: that is ambiguous.
 """
+import json
 import smtplib
 import socket
+import time
+from email.utils import parsedate_to_datetime
 
 import django
 import requests
@@ -52,7 +55,8 @@ def refuses_recipients(error: BaseException) -> bool:
 
 
 def classify(error: BaseException) -> Outcome:
-    """Return PROVIDER_ERROR, MESSAGE_ERROR or AMBIGUOUS for an exception raised by a backend."""
+    """Return PROVIDER_ERROR, MESSAGE_ERROR, AMBIGUOUS or LOCAL_ERROR for an exception raised
+    by a backend."""
     # Order matters: Anymail's request errors are also requests exceptions, and
     # AnymailUnsupportedFeature is also a ValueError.
     if isinstance(error, RECIPIENT_REFUSALS) or isinstance(error, AnymailSerializationError):
@@ -64,13 +68,15 @@ def classify(error: BaseException) -> Outcome:
     if isinstance(error, requests.RequestException):
         return _classify_requests_error(error)
     if isinstance(error, AnymailAPIError):
-        return _classify_status(getattr(error, "status_code", None))
+        return _classify_answer(status_code_of(error), getattr(error, "response", None))
     if isinstance(error, smtplib.SMTPException):
         return _classify_smtp_error(error)
     if isinstance(error, HEADER_ERRORS) or (isinstance(error, ValueError) and HEADER_NEWLINE_TEXT in str(error)):
         return Outcome.MESSAGE_ERROR
     if isinstance(error, socket.timeout):
         return Outcome.AMBIGUOUS
+    if _raised_building_the_message(error):
+        return Outcome.LOCAL_ERROR
     # Anything else (a bug in a backend, an OSError) happened before the provider accepted
     # anything we know of: let another provider try rather than drop the message.
     return Outcome.PROVIDER_ERROR
@@ -81,7 +87,7 @@ def _classify_requests_error(error: requests.RequestException) -> Outcome:
     if status is None and getattr(error, "response", None) is not None:
         status = error.response.status_code
     if status is not None:
-        return _classify_status(status)
+        return _classify_answer(status, getattr(error, "response", None))
     if isinstance(error, requests.ConnectTimeout):
         return Outcome.PROVIDER_ERROR  # nothing was sent
     if isinstance(error, requests.ReadTimeout):
@@ -91,12 +97,77 @@ def _classify_requests_error(error: requests.RequestException) -> Outcome:
     return Outcome.PROVIDER_ERROR
 
 
+def _answered_json(response: requests.Response | None) -> bool:
+    if response is None:
+        return True  # nothing to judge by: keep the cautious reading
+    try:
+        json.loads(response.text)
+    except ValueError:
+        return False
+    return True
+
+
+# Code that builds a message: an exception raised from here is about this one message's content
+# (a header the email package cannot encode), not about the provider.
+MESSAGE_BUILDING_MODULES = ("email.", "django.core.mail.message", "django.core.mail.utils")
+
+
+def _raised_building_the_message(error: BaseException) -> bool:
+    """True for an encoding error, or an error raised inside the email package or Django's
+    message building, before any request left (requests and Anymail's API errors are handled
+    before this is asked)."""
+    if isinstance(error, UnicodeError):
+        return True
+    traceback = error.__traceback__
+    module = ""
+    while traceback is not None:  # the innermost frame raised it
+        module = traceback.tb_frame.f_globals.get("__name__", "")
+        traceback = traceback.tb_next
+    return isinstance(error, (ValueError, TypeError, LookupError)) and module.startswith(MESSAGE_BUILDING_MODULES)
+
+
+def retry_after(error: BaseException, *, default: float) -> float | None:
+    """Seconds the provider asked us to wait: a 429 (`default` without a Retry-After header), or
+    a 503 with Retry-After. None when the error is no such request to slow down."""
+    status = status_code_of(error)
+    if status not in (429, 503):
+        return None
+    response = getattr(error, "response", None)
+    header = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    seconds = _parse_retry_after(header) if header else None
+    if seconds is None:
+        return default if status == 429 else None
+    return seconds
+
+
+def _parse_retry_after(value: str) -> float | None:
+    """Retry-After is delay-seconds or an HTTP-date (RFC 9110, 10.2.3)."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 def _aborted_mid_request(error: requests.ConnectionError) -> bool:
     """A connection dropped after the request was sent ('Connection aborted') may have delivered."""
     reason = error.args[0] if error.args else None
     if isinstance(error.__cause__, requests.ConnectionError):  # Anymail's wrapper
         reason = error.__cause__.args[0] if error.__cause__.args else None
     return isinstance(reason, ProtocolError)
+
+
+def _classify_answer(status: int | None, response: requests.Response | None) -> Outcome:
+    if status is not None and 200 <= status < 300 and not _answered_json(response):
+        # Not the ESP's API at all (a wrong URL's page, e.g. Mailgun's "Mailgun Magnificent
+        # API"): ESP send APIs answer JSON, so nothing was sent. A configuration error.
+        return Outcome.PROVIDER_ERROR
+    return _classify_status(status)
 
 
 def _classify_status(status: int | None) -> Outcome:
@@ -144,7 +215,8 @@ def describe(error: BaseException, secrets: frozenset[str] = frozenset()) -> str
         text = lines[0].rstrip(":") if lines else ""
         if isinstance(error, requests.RequestException) and error.__cause__ is not None:
             text = f"{text}: {type(error.__cause__).__name__}: {error.__cause__}".lstrip(": ")
-    return mask(text or type(error).__name__, secrets)[:MAX_ERROR_LENGTH]
+    # One line, whatever the provider's answer or the exception's text held.
+    return mask(" ".join((text or type(error).__name__).split()), secrets)[:MAX_ERROR_LENGTH]
 
 
 def mask(text: str, secrets: frozenset[str]) -> str:

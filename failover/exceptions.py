@@ -1,6 +1,7 @@
 """Errors raised by the failover backend. Each carries what the caller needs to act on it."""
 from __future__ import annotations
 
+from anymail.exceptions import AnymailAPIError
 from django.core.exceptions import ImproperlyConfigured
 
 from failover.attempts import Attempt
@@ -20,20 +21,36 @@ class ProviderBuildError(FailoverError):
     def __init__(self, provider: str, backend_path: str, reason: str):
         self.provider = provider
         self.backend_path = backend_path
+        self.reason = reason
         super().__init__(f"Cannot build provider {provider!r} ({backend_path}): {reason}")
 
 
-class AllProvidersFailed(FailoverError):
-    """No provider took the message. `errors` maps each provider's name to its exception."""
+class AllProvidersFailed(FailoverError, AnymailAPIError):
+    """No provider took the message. `errors` maps each provider's name to its exception, and
+    `skipped` each provider passed over without a request (retry_after, rate_limited).
 
-    def __init__(self, attempts: list[Attempt], errors: dict[str, BaseException]):
+    An AnymailAPIError, so code written for one Anymail backend (`except AnymailAPIError`) still
+    catches it when that backend becomes a chain.
+    """
+
+    def __init__(
+        self, attempts: list[Attempt], errors: dict[str, BaseException], *, skipped: dict[str, str] | None = None
+    ):
         self.attempts = attempts
         self.errors = errors
-        summary = "; ".join(f"{a.provider}: {a.error}" for a in attempts) or "no provider configured"
-        super().__init__(f"All {len(attempts)} providers failed: {summary}")
+        self.skipped = dict(skipped or {})
+        parts = [f"{a.provider}: {a.error}" for a in attempts]
+        parts += [f"{name}: skipped ({reason})" for name, reason in self.skipped.items()]
+        self.summary = f"All {len(attempts) + len(self.skipped)} providers failed: " + (
+            "; ".join(parts) or "no provider configured"
+        )
+        super().__init__(self.summary)
+
+    def __str__(self) -> str:
+        return self.summary
 
 
-class AmbiguousSendError(FailoverError):
+class AmbiguousSendError(FailoverError, AnymailAPIError):
     """A provider may have sent the message (read timeout after the request went out), and
     FIRST_WORKING_EMAIL_FAILOVER_ON_AMBIGUOUS is off, so it was not offered to another one."""
 
@@ -41,7 +58,11 @@ class AmbiguousSendError(FailoverError):
         self.attempts = attempts
         self.error = error
         last = attempts[-1]
-        super().__init__(
+        self.summary = (
             f"Provider {last.provider!r} may have sent the message ({last.error}); "
             "not failing over because FIRST_WORKING_EMAIL_FAILOVER_ON_AMBIGUOUS is off"
         )
+        super().__init__(self.summary)
+
+    def __str__(self) -> str:
+        return self.summary

@@ -1,7 +1,9 @@
 """Reading FIRST_WORKING_EMAIL_BACKENDS into provider definitions, and building their backends."""
 from __future__ import annotations
 
+import copy
 import functools
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,8 +23,28 @@ from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 HAS_MAILERS = django.VERSION >= (6, 1)
 ANYMAIL_SHORT_NAME = "anymail.backends.{}.EmailBackend"
 ENTRY_KEYS = frozenset({"NAME", "BACKEND", "OPTIONS"})
+RATE_PATTERN = re.compile(r"(?P<sends>\d+)\s*/\s*(?P<count>\d+)?\s*(?P<unit>[smhd])")
+PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Option names whose values are masked wherever an error is described.
 SECRET_OPTION_NAMES = ("api_key", "password", "secret", "token", "key")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `sends` per `period` seconds, across every process sharing the cache."""
+
+    sends: int
+    period: float
+
+    @classmethod
+    def parse(cls, value: Any, where: str) -> RateLimit:
+        """"50/s", "600/m", "10000/h", "100000/d" (also "50/2s": 50 sends per 2 seconds)."""
+        match = RATE_PATTERN.fullmatch(str(value).strip().lower())
+        if not match or int(match["sends"]) < 1:
+            raise FailoverConfigurationError(
+                f"{where}['OPTIONS']['RATE_LIMIT'] is {value!r}; write sends per period, e.g. '50/s' or '600/m'"
+            )
+        return cls(int(match["sends"]), int(match["count"] or 1) * PERIODS[match["unit"]])
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,7 @@ class ProviderConfig:
     backend_path: str
     options: Mapping[str, Any] = field(default_factory=dict)
     mailer_alias: str | None = None  # Django 6.1: built like mailers[alias]
+    rate_limit: RateLimit | None = None  # OPTIONS["RATE_LIMIT"], not passed to the backend
 
     def backend_class(self) -> type[BaseEmailBackend]:
         return _import_backend(self.backend_path)
@@ -141,7 +164,10 @@ def parse_entry(entry: Any, index: int) -> ProviderConfig:
         name = entry.get("NAME") or default_name(path)
         if not isinstance(name, str):
             raise FailoverConfigurationError(f"{where}['NAME'] must be a string")
-        return ProviderConfig(name=name, backend_path=path, options=dict(options))
+        options = dict(options)
+        rate = options.pop("RATE_LIMIT", None)
+        rate_limit = RateLimit.parse(rate, where) if rate is not None else None
+        return ProviderConfig(name=name, backend_path=path, options=options, rate_limit=rate_limit)
     raise FailoverConfigurationError(
         f"{where} must be a dotted backend path, an Anymail ESP name or a "
         f"{{'NAME', 'BACKEND', 'OPTIONS'}} dict, not {type(entry).__name__}"
@@ -160,33 +186,39 @@ def load_providers(entries: list | None = None) -> list[ProviderConfig]:
     """Parse and validate a chain (by default FIRST_WORKING_EMAIL_BACKENDS): at least one
     provider, unique names. Backends are often built once per message (`send_mail`), so a chain
     is parsed once per distinct value of the setting (and of MAILERS, which aliases resolve
-    against), however that value was set."""
+    against), however that value was set or changed."""
     raw = conf.backends() if entries is None else entries
-    try:
-        key = _ChainKey((_frozen(raw), _frozen(_mailers())), raw)
-        hash(key)
-    except TypeError:  # an option value that cannot be hashed: parse every time
-        return _parse_chain(list(raw))
-    return list(_parse_once(key))
+    mailers = _mailers()
+    providers = PARSED_CHAINS.get(raw, mailers)
+    if providers is None:
+        providers = tuple(_parse_chain(list(raw)))
+        PARSED_CHAINS.put(raw, mailers, providers)
+    return list(providers)
 
 
-@dataclass(frozen=True)
-class _ChainKey:
-    value: tuple  # the chain and MAILERS as nested tuples: equal settings, equal keys
-    raw: Any = field(compare=False, hash=False)
+class ParsedChains:
+    """The last few chains parsed, found again by equality with a copy of what was parsed (a
+    chain is a short list: comparing it costs less than parsing or hashing it)."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.entries: list[tuple[Any, Any, tuple[ProviderConfig, ...]]] = []
+
+    def get(self, raw: Any, mailers: Any) -> tuple[ProviderConfig, ...] | None:
+        for parsed_raw, parsed_mailers, providers in self.entries:
+            if parsed_raw == raw and parsed_mailers == mailers:
+                return providers
+        return None
+
+    def put(self, raw: Any, mailers: Any, providers: tuple[ProviderConfig, ...]) -> None:
+        try:
+            entry = (copy.deepcopy(raw), copy.deepcopy(mailers), providers)
+        except Exception:  # an option value that cannot be copied: parse every time
+            return
+        self.entries = [entry, *self.entries[: self.size - 1]]
 
 
-@functools.lru_cache(maxsize=32)
-def _parse_once(key: _ChainKey) -> tuple[ProviderConfig, ...]:
-    return tuple(_parse_chain(list(key.raw)))
-
-
-def _frozen(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(name), _frozen(item)) for name, item in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(item) for item in value)
-    return value
+PARSED_CHAINS = ParsedChains()
 
 
 def _parse_chain(entries: list) -> list[ProviderConfig]:

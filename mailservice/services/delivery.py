@@ -187,8 +187,9 @@ def _send(message: Message, recipients: list[Recipient], *, now: datetime | None
         attempts = list(getattr(email, "failover_attempts", None) or [])
         last = attempts[-1] if attempts else None
         described = last.error if last and last.error else f"{type(error).__name__}: {error}"
-        if last is not None and last.outcome is Outcome.MESSAGE_ERROR:
-            # The failover backend judged the message itself: final, whichever provider is asked.
+        if last is not None and last.outcome in (Outcome.MESSAGE_ERROR, Outcome.LOCAL_ERROR):
+            # The failover backend judged the message itself (refused, or no provider's backend
+            # could encode it): final, whichever provider is asked.
             status = RecipientStatus.REJECTED if refuses_recipients(error) else RecipientStatus.FAILED
             return _Result(status, error=described, attempts=attempts)
         # Not a verdict on the message (no chain configured, a bug in a backend): try again later.

@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import SimpleTestCase, override_settings
 
+from tests.esp import SENDGRID, SENDGRID_KEY
 from tests.failover.base import FailoverTestCase, sending_through
 
 SHARED_CACHE = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/x"}}
@@ -23,7 +24,7 @@ def check_ids(**settings):
 class CheckTests(SimpleTestCase):
     def test_healthy_configuration_passes(self):
         """A valid chain on a shared cache raises nothing."""
-        self.assertEqual(check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=["sendgrid"], CACHES=SHARED_CACHE), [])
+        self.assertEqual(check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID], CACHES=SHARED_CACHE), [])
 
     def test_empty_chain_is_an_error(self):
         """failover.E001 when the backend is used without providers."""
@@ -31,19 +32,40 @@ class CheckTests(SimpleTestCase):
 
     def test_unimportable_backend_is_an_error(self):
         """failover.E002 names the entry that does not import."""
-        ids = check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "no.such.Backend"], CACHES=SHARED_CACHE)
+        ids = check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID, "no.such.Backend"], CACHES=SHARED_CACHE)
         self.assertEqual(ids, ["failover.E002"])
+
+    def test_missing_api_key_is_found_at_startup(self):
+        """failover.E004 names the provider whose backend cannot be built (Anymail's missing key)."""
+        with override_settings(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=["sendgrid"], CACHES=SHARED_CACHE, ANYMAIL={}):
+            messages = [m for m in run_checks(tags=[Tags.compatibility]) if m.id == "failover.E004"]
+        self.assertEqual(len(messages), 1)
+        self.assertIn("'sendgrid'", messages[0].msg)
+        self.assertIn("SENDGRID_API_KEY", messages[0].msg)
+
+    def test_bad_option_is_found_at_startup_without_showing_secrets(self):
+        """OPTIONS the backend refuses are failover.E004, with the password masked."""
+        entry = {
+            "NAME": "smtp",
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"use_tls": True, "use_ssl": True, "password": SENDGRID_KEY},
+        }
+        with override_settings(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[entry], CACHES=SHARED_CACHE):
+            messages = [m for m in run_checks(tags=[Tags.compatibility]) if m.id == "failover.E004"]
+        self.assertEqual(len(messages), 1)
+        self.assertIn("'smtp'", messages[0].msg)
+        self.assertNotIn(SENDGRID_KEY, messages[0].msg)
 
     def test_unknown_cache_alias_is_an_error(self):
         """failover.E003 when FIRST_WORKING_EMAIL_CACHE names no cache."""
         ids = check_ids(
-            **sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=["sendgrid"], CACHES=SHARED_CACHE, FIRST_WORKING_EMAIL_CACHE="nope"
+            **sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID], CACHES=SHARED_CACHE, FIRST_WORKING_EMAIL_CACHE="nope"
         )
         self.assertEqual(ids, ["failover.E003"])
 
     def test_per_process_cache_is_a_warning(self):
         """failover.W001 for locmem (and dummy) caches, which processes do not share."""
-        ids = check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=["sendgrid"], CACHES=LOCMEM)
+        ids = check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID], CACHES=LOCMEM)
         self.assertEqual(ids, ["failover.W001"])
 
     def test_checks_stay_quiet_when_the_backend_is_not_used(self):

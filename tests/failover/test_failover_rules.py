@@ -212,14 +212,26 @@ class AmbiguousTests(FailoverTestCase):
         self.send(message)
         self.assertTrue(message.failover_attempts[0].ambiguous)
 
-    def test_unreadable_success_answer_is_ambiguous(self):
-        """A 200 whose body cannot be parsed probably means the provider sent it."""
+    def test_unexpected_json_success_answer_is_ambiguous(self):
+        """A 200 of JSON that Anymail cannot read is the ESP's API answering: it may have sent it."""
         with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MAILGUN, SENDGRID]):
-            self.esp.answer("mailgun", 200, "<html>proxy page</html>")
+            self.esp.answer("mailgun", 200, '{"unexpected": "shape"}')
             message = self.message()
             self.send(message)
         self.assertEqual(message.failover_attempts[0].outcome, Outcome.AMBIGUOUS)
         self.assertEqual(message.failover_provider, "sendgrid")
+
+    def test_success_answer_that_is_not_the_esps_api_is_a_provider_error(self):
+        """Mailgun's "Mailgun Magnificent API" page (a wrong API URL) sent nothing: not ambiguous."""
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MAILGUN, SENDGRID]):
+            for body in ("Mailgun Magnificent API", "<html>proxy page</html>"):
+                with self.subTest(body):
+                    self.esp.answer("mailgun", 200, body)
+                    message = self.message()
+                    self.send(message, cache_timeout=0)
+                    self.assertEqual(message.failover_attempts[0].outcome, Outcome.PROVIDER_ERROR)
+                    self.assertFalse(message.failover_attempts[0].ambiguous)
+                    self.assertEqual(message.failover_provider, "sendgrid")
 
     def test_setting_refuses_to_fail_over_on_ambiguous(self):
         """With FIRST_WORKING_EMAIL_FAILOVER_ON_AMBIGUOUS off, the message stays with the first provider."""

@@ -41,8 +41,16 @@ class Command(BaseCommand):
             line = f"{position}. {row['name']:<16} {row['state']:<8} {by_name[row['name']].backend_path}"
             if row["active_until"]:
                 line += f"  (sends start here until {_when(row['active_until'])})"
-            style = {"failing": self.style.ERROR, "active": self.style.SUCCESS}.get(row["state"], str)
+            style = {
+                "failing": self.style.ERROR,
+                "waiting": self.style.WARNING,
+                "active": self.style.SUCCESS,
+            }.get(row["state"], str)
             self.stdout.write(style(line))
+            if row.get("next_probe_at"):
+                self.stdout.write(f"   next probe {_when(row['next_probe_at'])}")
+            if row.get("retry_after_until"):
+                self.stdout.write(f"   asked to wait (Retry-After) until {_when(row['retry_after_until'])}")
             if row["last_error"]:
                 self.stdout.write(
                     f"   last failure {_when(row['last_failure_at'])}: {row['last_error_class']}: {row['last_error']}"
