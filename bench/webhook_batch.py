@@ -33,6 +33,8 @@ def main() -> None:
             "DATABASE_URL": f"sqlite:///{workdir}/bench.sqlite3",
             "CACHE_URL": "locmemcache://",
             "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
+            # Tracking endpoints answer only for configured providers (docs/webhooks.md).
+            "MAILSERVICE_WEBHOOK_PROVIDERS": "sendgrid",
             "LOG_LEVEL": "WARNING",
             "DEBUG": "1",
         }

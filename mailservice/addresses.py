@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import idna
 from anymail.exceptions import AnymailInvalidAddress
 from anymail.utils import parse_single_address
 from django.core.exceptions import ValidationError
@@ -57,10 +58,19 @@ def parse_address(value: str) -> ParsedAddress:
 
 def normalize_email(addr_spec: str) -> str:
     """Lowercase, with an internationalized domain in its ASCII (punycode) form, so that
-    `Jane@Bücher.de` and `jane@xn--bcher-kva.de` are one suppression entry."""
+    `Jane@Bücher.de` and `jane@xn--bcher-kva.de` are one recipient and one suppression entry.
+
+    The domain is encoded as Anymail encodes it for the ESPs by default (IDNA 2008 with UTS 46
+    mapping, Anymail's IDNA_ENCODER "idna2008"), so the form the ESP reports back in its
+    webhooks is the form stored: `straße.de` is `xn--strae-oqa.de`, not IDNA 2003's
+    `strasse.de`. A domain IDNA 2008 refuses (emoji) falls back to IDNA 2003, then to itself."""
     local, _, domain = addr_spec.strip().rpartition("@")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
+    if not domain.isascii() or "xn--" in domain.lower():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError, ValueError):
+            try:
+                domain = domain.encode("idna").decode("ascii")
+            except UnicodeError:
+                pass
     return f"{local}@{domain}".lower()

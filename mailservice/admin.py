@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from mailservice.addresses import AddressError, normalize_email, parse_address
 from mailservice.exceptions import MessageStateError
@@ -30,6 +31,24 @@ class ViewOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+# Long text (an ESP's error, a dotted exception class) wraps inside its cell, so a table is never
+# wider than the page, and is shown whole.
+WRAPPED = '<div style="white-space: pre-wrap; overflow-wrap: anywhere; max-width: 48em;">{}</div>'
+LIST_RECIPIENTS = 3  # recipients named in the message list; the rest are counted
+
+
+def wrapped(text: str) -> str:
+    return format_html(WRAPPED, text) if text else "-"
+
+
+def milliseconds(seconds: float | None) -> str:
+    """0.00696 -> "7.0 ms", 1.234 -> "1,234 ms": durations as operators read them."""
+    if seconds is None:
+        return "-"
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -44,21 +63,43 @@ class ReadOnlyInline(admin.TabularInline):
 
 class RecipientInline(ReadOnlyInline):
     model = Recipient
-    fields = ("kind", "address", "status", "provider_message_id", "error", "updated_at")
+    fields = ("kind", "address", "status", "provider_message_id", "error_text", "updated_at")
     readonly_fields = fields
+
+    @admin.display(description="error")
+    def error_text(self, obj: Recipient) -> str:
+        return wrapped(obj.error)
 
 
 class AttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
-    fields = ("round", "provider", "outcome", "status_code", "error_class", "error", "duration", "created_at")
+    fields = (
+        "round", "provider", "outcome", "status_code", "error_class_text", "error_text", "duration_ms", "created_at"
+    )
     readonly_fields = fields
+
+    @admin.display(description="error class")
+    def error_class_text(self, obj: DeliveryAttempt) -> str:
+        return wrapped(obj.error_class)
+
+    @admin.display(description="error")
+    def error_text(self, obj: DeliveryAttempt) -> str:
+        return wrapped(obj.error)
+
+    @admin.display(description="duration")
+    def duration_ms(self, obj: DeliveryAttempt) -> str:
+        return milliseconds(obj.duration)
 
 
 class EventInline(ReadOnlyInline):
     model = TrackingEvent
     fk_name = "message"
-    fields = ("provider", "event_type", "timestamp", "recipient", "description")
+    fields = ("provider", "event_type", "timestamp", "recipient", "description_text")
     readonly_fields = fields
+
+    @admin.display(description="description")
+    def description_text(self, obj: TrackingEvent) -> str:
+        return wrapped(obj.description)
 
 
 class SuppressionForm(forms.ModelForm):
@@ -76,7 +117,9 @@ class SuppressionForm(forms.ModelForm):
 
 @admin.register(Message)
 class MessageAdmin(ViewOnlyAdmin):
-    list_display = ("id", "status", "subject", "provider", "attempt_count", "possible_duplicate", "created_at")
+    list_display = (
+        "id", "status", "recipient_list", "subject", "provider", "attempt_count", "possible_duplicate", "created_at"
+    )
     list_filter = ("status", "provider", "possible_duplicate")
     search_fields = ("id", "subject", "provider_message_id", "recipients__email")
     date_hierarchy = "created_at"
@@ -89,8 +132,35 @@ class MessageAdmin(ViewOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
         queryset = super().get_queryset(request)
         if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
-            queryset = queryset.defer(*HEAVY_FIELDS)
+            queryset = queryset.defer(*HEAVY_FIELDS).prefetch_related(
+                Prefetch("recipients", queryset=Recipient.objects.only("message_id", "kind", "position", "email"))
+            )
         return queryset
+
+    @admin.display(description="recipients")
+    def recipient_list(self, obj: Message) -> str:
+        """The first few to, cc and bcc addresses, and how many more."""
+        order = {Recipient.Kind.TO: 0, Recipient.Kind.CC: 1, Recipient.Kind.BCC: 2}
+        recipients = sorted(obj.recipients.all(), key=lambda r: (order.get(r.kind, 3), r.position))
+        emails = [recipient.email for recipient in recipients]
+        shown = ", ".join(emails[:LIST_RECIPIENTS])
+        more = len(emails) - LIST_RECIPIENTS
+        return f"{shown} and {more} more" if more > 0 else (shown or "-")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Message | None = None):
+        return [*self.readonly_fields, "last_error_text"]
+
+    def get_fields(self, request: HttpRequest, obj: Message | None = None):
+        # The last error wrapped and whole, in place of the plain field.
+        return [
+            "last_error_text" if name == "last_error" else name
+            for name in super().get_fields(request, obj)
+            if name != "last_error_text"
+        ]
+
+    @admin.display(description="last error")
+    def last_error_text(self, obj: Message) -> str:
+        return wrapped(obj.last_error)
 
     @admin.action(description="Retry the selected messages now")
     def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
@@ -152,16 +222,20 @@ class ApiKeyAdmin(ViewOnlyAdmin):
     """Keys are created with `manage.py create_api_key` (the only time the key is shown); the
     admin can revoke them. The hash is never displayed."""
 
-    list_display = ("name", "masked", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
+    list_display = ("name", "masked", "scopes", "sender_domains", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at", "scopes")
     search_fields = ("name", "prefix")
-    fields = ("name", "masked", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "masked", "scopes", "sender_domains", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
     actions = ("revoke",)
 
     @admin.display(description="key")
     def masked(self, obj: ApiKey) -> str:
         return f"{obj.prefix}…"
+
+    @admin.display(description="sender domains")
+    def sender_domains(self, obj: ApiKey) -> str:
+        return ", ".join(obj.from_domain_list) or "any"
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -1,6 +1,9 @@
 """System checks for the gateway's configuration."""
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+from django.core.exceptions import ImproperlyConfigured
+
+from mailservice.api.auth import api_rate_limit
 
 
 @register(Tags.security)
@@ -21,3 +24,13 @@ def check_webhook_secret(app_configs=None, **kwargs):
             id="mailservice.E101",
         )
     ]
+
+
+@register()
+def check_api_rate_limit(app_configs=None, **kwargs):
+    """A malformed MAILSERVICE_API_RATE_LIMIT stops startup, not the first API call."""
+    try:
+        api_rate_limit()
+    except ImproperlyConfigured as err:
+        return [Error(str(err), hint="See docs/security.md.", id="mailservice.E104")]
+    return []

@@ -11,17 +11,29 @@ from email.mime.base import MIMEBase
 
 import django
 from anymail.message import AnymailMessage
+from anymail.utils import parse_single_address
 
+from mailservice.addresses import normalize_email
 from mailservice.models import Message, Recipient
 
 DEFAULT_MIMETYPE = "application/octet-stream"
+
+
+def _with_ascii_domain(address: str) -> str:
+    """The address with its domain in the ASCII form normalize_email stores. ESPs report that
+    form back, and Anymail's SendGrid backend files its tracking id under it: an address given
+    with a Unicode domain would otherwise never be linked to its delivery events."""
+    parsed = parse_single_address(address)
+    if parsed.domain.isascii():
+        return address
+    return parsed.format(idna_encode=lambda domain: normalize_email(f"x@{domain}").partition("@")[2])
 
 
 def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMessage:
     """The message for these recipients (the ones not suppressed)."""
     by_kind: dict[str, list[str]] = {kind: [] for kind in Recipient.Kind.values}
     for recipient in recipients:
-        by_kind[recipient.kind].append(recipient.address)
+        by_kind[recipient.kind].append(_with_ascii_domain(recipient.address))
 
     if message.text:
         body, html_alternative = message.text, message.html

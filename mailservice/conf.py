@@ -37,6 +37,14 @@ DEFAULTS: dict[str, Any] = {
     "MAILSERVICE_WEBHOOK_MAX_AGE": 0.0,
     # `last_used_at` of an API key is written at most once per this many seconds.
     "MAILSERVICE_API_KEY_TOUCH_INTERVAL": 60.0,
+    # Tracking endpoints exist for the providers in FIRST_WORKING_EMAIL_BACKENDS and these
+    # (ESP names, e.g. a provider being phased out whose late events still arrive).
+    "MAILSERVICE_WEBHOOK_PROVIDERS": [],
+    # Requests per API key and period ("600/m"; s, m, h, d), shared across processes through the
+    # cache; "0" turns the limit off (docs/security.md).
+    "MAILSERVICE_API_RATE_LIMIT": "600/m",
+    # False removes the Django admin (its URLs) altogether.
+    "MAILSERVICE_ADMIN": True,
 }
 
 
@@ -127,6 +135,21 @@ def api_key_touch_interval() -> float:
 
 def webhook_max_age() -> float:
     return get_setting("MAILSERVICE_WEBHOOK_MAX_AGE")
+
+
+def webhook_providers() -> list[str]:
+    value = get_setting("MAILSERVICE_WEBHOOK_PROVIDERS") or []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [str(name).strip() for name in value if str(name).strip()]
+
+
+def api_rate_limit() -> str:
+    return str(get_setting("MAILSERVICE_API_RATE_LIMIT")).strip()
+
+
+def admin_enabled() -> bool:
+    return bool(get_setting("MAILSERVICE_ADMIN"))
 
 
 def default_from_email() -> str:

@@ -24,6 +24,8 @@ class RequestRejected(MailserviceError):
     """A request the gateway refuses; answered with `status` and the field errors, storing nothing."""
 
     status = 422
+    # Headers the answer carries besides the JSON body (Retry-After of a 429).
+    headers: dict[str, str] = {}
 
     def __init__(self, errors: list[FieldError], status: int | None = None):
         self.errors = errors
@@ -65,6 +67,36 @@ class AuthenticationFailed(RequestRejected):
     """No valid API key in the Authorization header: 401."""
 
     status = 401
+
+
+class Forbidden(RequestRejected):
+    """A valid API key whose scopes do not cover the call: 403 naming the scope it needs."""
+
+    status = 403
+
+    def __init__(self, scopes: tuple[str, ...]):
+        self.scopes = scopes
+        needed = " or ".join(f"'{scope}'" for scope in scopes)
+        super().__init__([FieldError(None, f"This API key lacks the {needed} scope this call needs.")])
+
+
+class RateLimited(RequestRejected):
+    """The API key made more requests than MAILSERVICE_API_RATE_LIMIT allows: 429 with
+    Retry-After (whole seconds until the key's current period ends)."""
+
+    status = 429
+
+    def __init__(self, *, limit: str, retry_after: int):
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}
+        super().__init__(
+            [
+                FieldError(
+                    None,
+                    f"This API key is over its rate limit of {limit}; retry in {self.retry_after} s.",
+                )
+            ]
+        )
 
 
 class NotFound(RequestRejected):

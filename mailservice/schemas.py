@@ -4,6 +4,7 @@ hand. Also the lists' filters (their pagination: api/pagination.py). Semantic ch
 validation.py."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,10 +12,66 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from ninja import Schema
-from pydantic import AwareDatetime, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, field_validator
 
+from mailservice import conf
 from mailservice.models import Message, Recipient, Suppression
 from mailservice.statuses import MessageStatus, RecipientStatus
+
+# How many items a request's lists and objects may hold (docs/security.md, "Input limits").
+# They are counted before any item is looked at, so a huge list is refused at once and never
+# yields one error per item. The recipient lists follow MAILSERVICE_MAX_RECIPIENTS instead.
+MAX_ATTACHMENTS = 100
+MAX_HEADERS = 100
+MAX_TAGS = 100
+
+# What the database stores: Python's datetimes, in UTC, years 1 to 9999 (a time zone offset can
+# push a valid-looking local time past either end). `send_at` keeps a year of room at the end,
+# since delivery adds its retry window (MAILSERVICE_MAX_AGE) to it.
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+LATEST_SEND_AT = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _utc_between(value: datetime, earliest: datetime, latest: datetime) -> datetime:
+    """The aware `value`, or ValueError when in UTC it falls outside [earliest, latest]."""
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:  # the offset moves it before year 1 or after year 9999
+        in_utc = None
+    if in_utc is None or not earliest <= in_utc <= latest:
+        raise ValueError(
+            f"The time must lie between {_utc_text(earliest)} and {_utc_text(latest)} (UTC); "
+            f"got {value.isoformat()}."
+        )
+    return value
+
+
+def _utc_text(value: datetime) -> str:
+    return value.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _storable_send_at(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc_between(value, EARLIEST, LATEST_SEND_AT)
+
+
+def _without_nul(value: str | None) -> str | None:
+    """NUL cannot be stored or looked up by every database (PostgreSQL refuses it)."""
+    if value is not None and "\x00" in value:
+        raise ValueError("The NUL character (U+0000) is not allowed.")
+    return value
+
+
+def _at_most(limit: int | Callable[[], int], items: str) -> BeforeValidator:
+    """Refuse a list or object with more than `limit` entries before its items are validated."""
+
+    def check(value: Any) -> Any:
+        maximum = limit() if callable(limit) else limit
+        if isinstance(value, (list, dict)) and len(value) > maximum:
+            raise ValueError(f"At most {maximum} {items}; got {len(value)}.")
+        return value
+
+    return BeforeValidator(check)
 
 
 def _one_or_many(value: Any) -> Any:
@@ -22,7 +79,17 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-AddressList = Annotated[list[str] | None, BeforeValidator(_one_or_many)]
+# Before-validators run last listed first: the list is counted (a single address is one), then
+# a single address becomes a list. One list alone over the recipient limit is refused here, at
+# once; validation.check_message counts to, cc and bcc together before it parses any address.
+RecipientList = Annotated[
+    list[str] | None,
+    BeforeValidator(_one_or_many),
+    _at_most(conf.max_recipients, "recipients in to, cc and bcc together"),
+]
+AddressList = Annotated[
+    list[str] | None, BeforeValidator(_one_or_many), _at_most(conf.max_recipients, "addresses")
+]
 
 
 class AttachmentIn(Schema):
@@ -35,27 +102,77 @@ class AttachmentIn(Schema):
     content_id: str | None = Field(None, description="For inline parts: the id the HTML refers to as `cid:…`.")
 
 
+# The OpenAPI example of a request body (the docs' "Try it out"): it is accepted as it is
+# (tests/hardening/test_hostile_input.py posts it).
+MESSAGE_EXAMPLE: dict[str, Any] = {
+    "from": "Shop <shop@example.com>",
+    "to": ["Jane Doe <jane@example.com>"],
+    "cc": ["accounts@example.com"],
+    "subject": "Your order",
+    "text": "Thanks for your order.",
+    "html": '<p>Thanks for your order.</p><img src="cid:logo">',
+    "headers": {"X-Campaign": "orders"},
+    "attachments": [
+        {"filename": "invoice.pdf", "content": "JVBERi0xLjQK", "mimetype": "application/pdf"},
+        {
+            "filename": "logo.png",
+            "content": "iVBORw0KGgo=",
+            "mimetype": "image/png",
+            "inline": True,
+            "content_id": "logo",
+        },
+    ],
+    "tags": ["orders"],
+    "metadata": {"order_id": "4711"},
+}
+SUPPRESSION_EXAMPLE: dict[str, Any] = {"address": "jane@example.com", "reason": "manual"}
+
+
 class MessageIn(Schema):
     """A message to send. Unknown fields are refused so that typos surface."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=False,
+        json_schema_extra={"example": MESSAGE_EXAMPLE, "examples": [MESSAGE_EXAMPLE]},
+    )
 
     from_: str | None = Field(None, alias="from", description="Sender; defaults to DEFAULT_FROM_EMAIL.")
-    to: AddressList = Field(None, description="One address or a list; `Name <addr>` accepted.")
-    cc: AddressList = None
-    bcc: AddressList = None
+    to: RecipientList = Field(
+        None,
+        description="One address or a list; `Name <addr>` accepted. At most MAILSERVICE_MAX_RECIPIENTS "
+        "(1,000) in to, cc and bcc together.",
+    )
+    cc: RecipientList = None
+    bcc: RecipientList = None
     reply_to: AddressList = None
-    subject: str | None = Field(None, description="At most 998 characters, no line breaks.")
+    subject: str | None = Field(
+        None, description="At most 998 characters; no line breaks or other control characters except tab."
+    )
     text: str | None = None
     html: str | None = None
-    headers: dict[str, str] | None = Field(None, description="Extra headers, e.g. `{\"X-Campaign\": \"spring\"}`.")
-    attachments: list[AttachmentIn] | None = None
-    tags: list[str] | None = None
+    headers: Annotated[
+        Annotated[dict[str, str], Field(max_length=MAX_HEADERS)] | None, _at_most(MAX_HEADERS, "headers")
+    ] = Field(
+        None, description=f"Extra headers, e.g. `{{\"X-Campaign\": \"spring\"}}`; at most {MAX_HEADERS}."
+    )
+    attachments: Annotated[
+        Annotated[list[AttachmentIn], Field(max_length=MAX_ATTACHMENTS)] | None,
+        _at_most(MAX_ATTACHMENTS, "attachments"),
+    ] = Field(None, description=f"At most {MAX_ATTACHMENTS}.")
+    tags: Annotated[
+        Annotated[list[str], Field(max_length=MAX_TAGS)] | None, _at_most(MAX_TAGS, "tags")
+    ] = Field(None, description=f"At most {MAX_TAGS}.")
     metadata: dict[str, Any] | None = None
     template_id: str | None = None
-    merge_data: dict[str, dict[str, Any]] | None = None
+    merge_data: Annotated[
+        dict[str, dict[str, Any]] | None, _at_most(conf.max_recipients, "entries (one per recipient)")
+    ] = Field(None, description="Per-recipient merge data, keyed by address.")
     merge_global_data: dict[str, Any] | None = None
-    send_at: AwareDatetime | None = Field(None, description="ISO 8601 with a time zone; delivery waits until then.")
+    send_at: Annotated[AwareDatetime | None, AfterValidator(_storable_send_at)] = Field(
+        None,
+        description="ISO 8601 with a time zone; delivery waits until then. Before year 9999 in UTC.",
+    )
 
 
 def _addresses(message: Message, kind: str) -> list[str]:
@@ -167,15 +284,22 @@ class MessageOut(MessageSummaryOut):
 
 class ProviderOut(Schema):
     name: str
-    state: str = Field(description="`active` (sends start here), `standby`, or `failing`.")
+    state: str = Field(
+        description="`active` (sends start here), `standby`, `failing` (tried again first at "
+        "`next_probe_at`), or `waiting` (asked to slow down until `retry_after_until`)."
+    )
     active_until: datetime | None
     last_error: str | None
     last_error_class: str | None
     last_failure_at: datetime | None
+    next_probe_at: datetime | None
+    retry_after_until: datetime | None
 
 
 class SuppressionIn(Schema):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": SUPPRESSION_EXAMPLE, "examples": [SUPPRESSION_EXAMPLE]}
+    )
 
     address: str
     reason: Suppression.Reason = Suppression.Reason.MANUAL
@@ -190,18 +314,30 @@ class SuppressionOut(Schema):
 
 class MessageFilters(Schema):
     status: MessageStatus | None = Field(None, description="Only messages in this status.")
-    recipient: str | None = Field(None, description="Only messages to this address (to, cc or bcc).")
-    since: datetime | None = Field(None, description="Only messages accepted at or after this time (ISO 8601).")
+    recipient: Annotated[str | None, AfterValidator(_without_nul)] = Field(
+        None, description="Only messages to this address (to, cc or bcc)."
+    )
+    since: datetime | None = Field(
+        None,
+        description="Only messages accepted at or after this time (ISO 8601; UTC when it has no zone; "
+        "between years 1 and 9999 in UTC).",
+    )
 
     @field_validator("since")
     @classmethod
     def _naive_is_utc(cls, value: datetime | None) -> datetime | None:
-        """A time without a zone is taken as UTC."""
-        return timezone.make_aware(value, UTC) if value is not None and timezone.is_naive(value) else value
+        """A time without a zone is taken as UTC; the database stores years 1 to 9999 in UTC."""
+        if value is None:
+            return None
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value, UTC)
+        return _utc_between(value, EARLIEST, LATEST)
 
 
 class SuppressionFilters(Schema):
-    address: str | None = Field(None, description="Only this address.")
+    address: Annotated[str | None, AfterValidator(_without_nul)] = Field(
+        None, description="Only this address."
+    )
 
 
 class FieldErrorOut(Schema):

@@ -8,20 +8,22 @@ from django.db.models import Prefetch, QuerySet
 
 from failover.backends import FirstWorkingEmailBackend
 from mailservice.addresses import normalize_email
-from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
+from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
 
 # Listing never needs the bodies and attachments, which may be megabytes per row.
 HEAVY_FIELDS = ("text", "html", "attachments", "merge_data", "merge_global_data")
 
 
-def message_get(*, message_id: str) -> Message | None:
-    """The message with its recipients, attempts and events; None for an unknown or malformed id."""
+def message_get(*, message_id: str, sent_by: ApiKey | None = None) -> Message | None:
+    """The message with its recipients, attempts and events; None for an unknown or malformed id,
+    or, with `sent_by`, for a message another key sent (the API answers both 404)."""
     try:
         pk = uuid.UUID(str(message_id))
     except ValueError:
         return None
+    messages = Message.objects.all() if sent_by is None else Message.objects.filter(api_key=sent_by)
     return (
-        Message.objects.defer(*HEAVY_FIELDS)
+        messages.defer(*HEAVY_FIELDS)
         .prefetch_related(
             Prefetch("recipients", queryset=Recipient.objects.order_by("kind", "position")),
             Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("id")),
@@ -33,12 +35,19 @@ def message_get(*, message_id: str) -> Message | None:
 
 
 def message_list(
-    *, status: str | None = None, recipient: str | None = None, since: datetime | None = None
+    *,
+    status: str | None = None,
+    recipient: str | None = None,
+    since: datetime | None = None,
+    sent_by: ApiKey | None = None,
 ) -> QuerySet[Message]:
-    """Newest first, optionally by status, by a recipient's address, or accepted since a time."""
+    """Newest first, optionally by status, by a recipient's address, or accepted since a time;
+    with `sent_by`, only the messages that API key sent."""
     messages = Message.objects.defer(*HEAVY_FIELDS).prefetch_related(
         Prefetch("recipients", queryset=Recipient.objects.order_by("kind", "position"))
     )
+    if sent_by is not None:
+        messages = messages.filter(api_key=sent_by)
     if status:
         messages = messages.filter(status=status)
     if recipient:
@@ -65,6 +74,8 @@ def provider_states() -> list[dict]:
             **row,
             "active_until": _from_epoch(row.get("active_until")),
             "last_failure_at": _from_epoch(row.get("last_failure_at")),
+            "next_probe_at": _from_epoch(row.get("next_probe_at")),
+            "retry_after_until": _from_epoch(row.get("retry_after_until")),
         }
         for row in rows
     ]

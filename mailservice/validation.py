@@ -16,11 +16,23 @@ from mailservice import conf
 from mailservice.addresses import AddressError, ParsedAddress, parse_address
 from mailservice.exceptions import FieldError, InvalidRequest, PayloadTooLarge
 from mailservice.schemas import MessageIn
+from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS  # noqa: F401 (re-exported limits)
 
-MAX_LINE = 998
+# The limits of the header-bound fields (docs/security.md, "Input limits"). The lists' lengths
+# are limited in schemas.py (re-exported here), counted before any item is looked at.
+MAX_LINE = 998  # subject, header values, filenames, content ids, tags, template_id (RFC 5322 line)
+MAX_HEADER_NAME = 76  # a header name and ": " fit a 78-character line (RFC 5322)
+MAX_MIMETYPE = 255  # `type/subtype`, each at most 127 characters (RFC 6838)
+MAX_ERRORS = 100  # errors listed in one answer; one more entry counts the rest
 # RFC 5322 field-name: printable US-ASCII except the colon.
 HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
-MIMETYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
+# RFC 6838 restricted-name for the type and the subtype.
+MIMETYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+# Control characters (C0 but tab, DEL, C1) and the Unicode line and paragraph separators: in a
+# header the email library may break the line on them or fail to encode it, at send time.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# A lone UTF-16 surrogate (JSON allows the escape "\ud800") is not text: it cannot be encoded.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Headers with a field of their own, or that the gateway (or the provider) writes.
 OWNED_HEADERS = {
     "from": "use the `from` field",
@@ -63,18 +75,50 @@ class Draft:
         return len(self.to) + len(self.cc) + len(self.bcc)
 
 
-def check_message(data: MessageIn) -> Draft:
-    """Return the Draft, or raise InvalidRequest (422) / PayloadTooLarge (413) listing every problem."""
-    errors: list[FieldError] = []
+class ErrorList(list[FieldError]):
+    """The errors of one request: the first on each field, at most MAX_ERRORS of them kept; the
+    rest are only counted, so a request with a million problems costs no more memory than one
+    with a hundred."""
 
-    from_email = conf.default_from_email()
-    if data.from_ is not None:
-        parsed = _address(data.from_, "from", errors)
-        from_email = parsed.original if parsed else from_email
-    to, cc, bcc = (_indexed_addresses(getattr(data, name), name, errors) for name in ("to", "cc", "bcc"))
-    _refuse_repeats([*to, *cc, *bcc], errors)
-    to, cc, bcc = ([address for _, address in group] for group in (to, cc, bcc))
-    reply_to = [a.original for a in _addresses(data.reply_to, "reply_to", errors)]
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: set[str | None] = set()
+        self.more = 0
+
+    def append(self, error: FieldError) -> None:
+        if error.field in self.fields:
+            return
+        if len(self) < MAX_ERRORS:
+            self.fields.add(error.field)
+            super().append(error)
+        else:
+            self.more += 1
+
+    def listed(self) -> list[FieldError]:
+        """The errors to answer: the kept ones, and one entry counting those left out."""
+        return [*self, *([more_errors(self.more)] if self.more else [])]
+
+
+def more_errors(count: int) -> FieldError:
+    return FieldError(
+        None,
+        f"{count} more error{'s' if count != 1 else ''} not listed; fix the first {MAX_ERRORS} and send again.",
+    )
+
+
+def capped(errors: list[FieldError]) -> list[FieldError]:
+    """At most MAX_ERRORS errors, and an entry counting the rest (for error lists built
+    elsewhere, e.g. pydantic's). A list already capped is returned as it is."""
+    if len(errors) <= MAX_ERRORS + 1:
+        return errors
+    return [*errors[:MAX_ERRORS], more_errors(len(errors) - MAX_ERRORS)]
+
+
+def check_message(data: MessageIn) -> Draft:
+    """Return the Draft, or raise InvalidRequest (422) / PayloadTooLarge (413) listing every problem.
+
+    Counts come first: over the recipient limit, no address of to, cc or bcc is parsed."""
+    errors = ErrorList()
 
     given = len(data.to or []) + len(data.cc or []) + len(data.bcc or [])
     if given == 0:
@@ -83,6 +127,19 @@ def check_message(data: MessageIn) -> Draft:
         errors.append(
             FieldError("to", f"At most {conf.max_recipients()} recipients in to, cc and bcc together; got {given}.")
         )
+
+    from_email = conf.default_from_email()
+    if data.from_ is not None:
+        parsed = _address(data.from_, "from", errors)
+        from_email = parsed.original if parsed else from_email
+    to: list[ParsedAddress] = []
+    cc: list[ParsedAddress] = []
+    bcc: list[ParsedAddress] = []
+    if given <= conf.max_recipients():
+        indexed = [_indexed_addresses(getattr(data, name), name, errors) for name in ("to", "cc", "bcc")]
+        _refuse_repeats([pair for group in indexed for pair in group], errors)
+        to, cc, bcc = ([address for _, address in group] for group in indexed)
+    reply_to = [a.original for a in _addresses(data.reply_to, "reply_to", errors)]
 
     subject = data.subject or ""
     _single_line(subject, "subject", errors)
@@ -95,8 +152,9 @@ def check_message(data: MessageIn) -> Draft:
 
     headers = _headers(data.headers or {}, errors)
     attachments, attachment_bytes = _attachments(data, errors)
+    _json_values(data.model_dump(by_alias=True, exclude_none=True), errors)
     if errors:
-        raise InvalidRequest(errors)
+        raise InvalidRequest(errors.listed())
     if attachment_bytes > conf.max_attachments_bytes():
         raise PayloadTooLarge(
             [
@@ -127,7 +185,28 @@ def check_message(data: MessageIn) -> Draft:
     )
 
 
+def control_character(value: str, where: str = "here", *, tab: bool = True) -> str | None:
+    """Why `value` cannot go into a header line: a line break, another control character (a tab
+    is allowed where `tab`), or None when it can."""
+    if "\r" in value or "\n" in value:
+        return f"Line breaks are not allowed {where}."
+    match = CONTROL.search(value) or (None if tab else re.search("\t", value))
+    if match:
+        return (
+            f"Control characters are not allowed {where} (U+{ord(match.group()):04X} at position "
+            f"{match.start()}){'; only tab is' if tab else ''}."
+        )
+    return None
+
+
 def _address(value: str, path: str, errors: list[FieldError]) -> ParsedAddress | None:
+    # Line breaks are left to parse_address, which names them; other control characters would
+    # pass it inside a display name.
+    if "\r" not in value and "\n" not in value:
+        problem = control_character(value, "in an address")
+        if problem:
+            errors.append(FieldError(path, problem))
+            return None
     try:
         return parse_address(value)
     except AddressError as err:
@@ -161,8 +240,9 @@ def _refuse_repeats(recipients: list[tuple[str, ParsedAddress]], errors: list[Fi
 
 
 def _single_line(value: str, path: str, errors: list[FieldError]) -> None:
-    if "\r" in value or "\n" in value:
-        errors.append(FieldError(path, "Line breaks are not allowed here."))
+    problem = control_character(value)
+    if problem:
+        errors.append(FieldError(path, problem))
     elif len(value) > MAX_LINE:
         errors.append(FieldError(path, f"At most {MAX_LINE} characters; got {len(value)}."))
 
@@ -171,11 +251,16 @@ def _headers(headers: dict[str, str], errors: list[FieldError]) -> dict[str, str
     for name, value in headers.items():
         path = f"headers.{name}"
         lowered = name.lower()
-        if "\r" in name or "\n" in name:
-            errors.append(FieldError(path, "Line breaks are not allowed in a header name."))
+        problem = control_character(name, "in a header name", tab=False)
+        if problem:
+            errors.append(FieldError(path, problem))
         elif not HEADER_NAME.match(name):
             errors.append(
                 FieldError(path, "A header name is printable ASCII without spaces or colons (RFC 5322).")
+            )
+        elif len(name) > MAX_HEADER_NAME:
+            errors.append(
+                FieldError(path, f"A header name has at most {MAX_HEADER_NAME} characters; got {len(name)}.")
             )
         elif lowered in OWNED_HEADERS:
             errors.append(FieldError(path, f"The {name} header cannot be set here: {OWNED_HEADERS[lowered]}."))
@@ -184,6 +269,17 @@ def _headers(headers: dict[str, str], errors: list[FieldError]) -> dict[str, str
         else:
             _single_line(value, path, errors)
     return dict(headers)
+
+
+def _mimetype(value: str, path: str, errors: list[FieldError]) -> None:
+    if len(value) > MAX_MIMETYPE:
+        errors.append(
+            FieldError(path, f"A MIME type has at most {MAX_MIMETYPE} characters; got {len(value)}.")
+        )
+    elif not MIMETYPE.match(value):
+        errors.append(
+            FieldError(path, "Give a MIME type as type/subtype, such as application/pdf, without parameters.")
+        )
 
 
 def _attachments(data: MessageIn, errors: list[FieldError]) -> tuple[list[dict[str, Any]], int]:
@@ -195,8 +291,8 @@ def _attachments(data: MessageIn, errors: list[FieldError]) -> tuple[list[dict[s
             errors.append(FieldError(f"{path}.filename", "Every attachment needs a filename."))
         else:
             _single_line(attachment.filename, f"{path}.filename", errors)
-        if attachment.mimetype is not None and not MIMETYPE.match(attachment.mimetype):
-            errors.append(FieldError(f"{path}.mimetype", "Give a MIME type such as application/pdf."))
+        if attachment.mimetype is not None:
+            _mimetype(attachment.mimetype, f"{path}.mimetype", errors)
         content_id = attachment.content_id
         if content_id is not None:
             _single_line(content_id, f"{path}.content_id", errors)
@@ -220,3 +316,43 @@ def _attachments(data: MessageIn, errors: list[FieldError]) -> tuple[list[dict[s
             }
         )
     return stored, total
+
+
+def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
+    """What JSON parses but no database stores, anywhere in the body (metadata and merge data
+    included): NaN and Infinity (also a number too large for a float, such as 1e400), NUL
+    characters and lone surrogates, in values and in keys. Walked without recursion."""
+    stack: list[tuple[str, Any]] = [(name, value) for name, value in reversed(body.items())]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                errors.append(FieldError(path, problem))
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                errors.append(
+                    FieldError(path, "NaN and Infinity are not JSON numbers (nor is one too large for a "
+                               "64-bit float); give a finite number or a string.")
+                )
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                item_path = f"{path}.{key}"
+                problem = _text_problem(key) if isinstance(key, str) else None
+                if problem:
+                    errors.append(FieldError(item_path, f"In this key: {problem}"))
+                else:
+                    stack.append((item_path, item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{path}[{index}]", item) for index, item in reversed(list(enumerate(value))))
+
+
+def _text_problem(value: str) -> str | None:
+    if value.isascii():
+        return "The NUL character (U+0000) is not allowed." if "\x00" in value else None
+    if "\x00" in value:
+        return "The NUL character (U+0000) is not allowed."
+    match = SURROGATE.search(value)
+    if match:
+        return f"A lone UTF-16 surrogate (U+{ord(match.group()):04X}) is not text; send valid Unicode."
+    return None

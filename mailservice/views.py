@@ -25,7 +25,7 @@ JSON_ONLY_FIELDS = frozenset({"headers", "attachments", "metadata", "merge_data"
 @require_http_methods(["GET", "POST"])
 def send(request: HttpRequest) -> JsonResponse:
     try:
-        api_key = authenticate_request(request)
+        api_key = authenticate_request(request, "send")
         data = _read(request)
         try:
             payload = MessageIn.model_validate(data)

@@ -1,10 +1,24 @@
-"""Provider tracking webhooks: Anymail's own views (and their authentication), mounted under
-/anymail/, feeding one normalized event log.
+"""Provider tracking webhooks: Anymail's own views (its authentication and its parsing), mounted
+under /anymail/, feeding one normalized event log. docs/webhooks.md describes the behaviour.
 
-Anymail validates a post, parses it into events and sends its `tracking` signal once per event.
-Each tracking view is wrapped so that the events of one post are collected and recorded
-together (SendGrid posts up to 1,000 at once), a malformed post is answered 400 with nothing
-stored, and signed events older than MAILSERVICE_WEBHOOK_MAX_AGE can be refused.
+- **Only where configured.** Every tracking endpoint Anymail has is routed, but each decides per
+  request whether its ESP is in use: a provider of FIRST_WORKING_EMAIL_BACKENDS (matched on its
+  backend's ESP, whatever the entry's NAME) or one listed in MAILSERVICE_WEBHOOK_PROVIDERS.
+  Any other answers 404. Deciding per request (not when the URLconf is imported) lets a change
+  of settings (`override_settings`, a reload) take effect without rebuilding the URLconf.
+- **Errors the ESP can act on.** Anymail's work on the ESP's data (authentication, parsing) is
+  kept apart from ours (recording):
+  - bad credentials or signature: 400; a body that is not the ESP's at all (not JSON, no event
+    list, no event that could be read): 400. Nothing is stored; retrying cannot help.
+  - one event Anymail cannot parse, or whose data cannot be stored (`tracking_event_problem`):
+    logged with the provider and the reason, and skipped; the post's other events are recorded.
+  - anything failing on our side (a bug, the database down, a webhook our configuration
+    breaks): 5xx, nothing half-stored, so the ESP retries the whole post (deduplication makes
+    the retry safe).
+  - every answer has a JSON body.
+- **One batch.** The events of one post are collected while Anymail parses it and recorded
+  together (SendGrid posts up to 1,000 at once).
+- **Replays.** Signed timestamps older than MAILSERVICE_WEBHOOK_MAX_AGE are refused.
 """
 from __future__ import annotations
 
@@ -12,95 +26,301 @@ import functools
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from anymail import urls as anymail_urls
 from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.signals import AnymailTrackingEvent, tracking
+from django.core.checks import Error, register
+from django.core.exceptions import ImproperlyConfigured, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import URLPattern
+from django.urls import URLPattern, re_path
+from django.utils.module_loading import import_string
+from django.views.decorators.csrf import csrf_exempt
 
-from failover.providers import normalize_name
+from failover.providers import load_providers, normalize_name
 
 from mailservice import conf
-from mailservice.services.tracking import tracking_events_record
+from mailservice.services.tracking import RecordResult, tracking_event_problem, tracking_events_record
 from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
 
-# Events of the post being handled in this context; None outside a wrapped webhook view.
-_pending: ContextVar[list[tuple[str, AnymailTrackingEvent]] | None] = ContextVar("mailservice_events", default=None)
-
-# Anymail raises these (or lets them escape) when a body is not what the provider sends.
-MALFORMED = (ValueError, KeyError, TypeError, AttributeError, IndexError)
 CREDENTIALS_IN_URL = re.compile(r"(\w+://)[^/@\s]+@")
+MAX_REASON = 200
+ALLOWED_METHODS = "POST, HEAD, OPTIONS"
+
+
+@dataclass
+class _Post:
+    """What one webhook post has produced so far (one per request, in a context variable)."""
+
+    events: list[tuple[str, AnymailTrackingEvent]] = field(default_factory=list)
+    parsed: int = 0  # events Anymail parsed, tracking or not
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {"index", "reason"}
+
+
+_post: ContextVar[_Post | None] = ContextVar("mailservice_webhook_post", default=None)
+
+
+class _MalformedPost(Exception):
+    """The body is not what the ESP sends (Anymail could not read it as a whole)."""
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """Stands in, in Anymail's list of parsed events, for one event it could not parse."""
+
+    reason: str
 
 
 @receiver(tracking, dispatch_uid="mailservice.record_tracking_event")
 def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **kwargs) -> None:
-    pending = _pending.get()
-    if pending is None:  # sent from outside a webhook view (a test, another integration)
+    post = _post.get()
+    if post is None:  # sent from outside a webhook view (a test, another integration)
         tracking_events_record(provider=esp_name, events=[event])
     else:
-        pending.append((esp_name, event))
+        post.events.append((esp_name, event))
 
 
-def error_response(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"errors": [{"field": None, "message": message}]}, status=status)
+def error_response(status: int, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"errors": [{"field": None, "message": message}], **extra}, status=status)
 
 
-def collect_events(view: Callable, esp_name: str) -> Callable:
-    """Wrap one Anymail tracking view: record its post's events in one go, after it succeeds."""
+# Which ESPs have endpoints -------------------------------------------------------------------
 
-    @functools.wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        too_old = _stale_signature(request, esp_name)
-        if too_old:
-            logger.warning(
-                "webhook refused provider=%s reason=stale signed timestamp age=%ss",
-                esp_name,
-                too_old,
-                extra={"provider": esp_name, "age": too_old},
-            )
-            return error_response(400, "The signed timestamp is older than the allowed webhook age.")
-        token = _pending.set([])
-        try:
-            response = view(request, *args, **kwargs)
-            events = _pending.get() or []
-        except AnymailWebhookValidationFailure as err:
-            logger.warning(
-                "webhook refused provider=%s reason=%s",
-                esp_name,
-                _without_credentials(str(err).splitlines()[0]),
-                extra={"provider": esp_name},
-            )
-            return error_response(400, "Webhook authentication failed.")
-        except MALFORMED as err:
-            logger.warning(
-                "webhook refused provider=%s reason=malformed body (%s)",
-                esp_name,
-                type(err).__name__,
-                extra={"provider": esp_name},
-            )
-            return error_response(400, f"Malformed {esp_name} webhook body.")
-        finally:
-            _pending.reset(token)
-        if response.status_code < 300:
-            by_provider: dict[str, list[AnymailTrackingEvent]] = {}
-            for provider, event in events:
-                by_provider.setdefault(provider, []).append(event)
-            for provider, provider_events in by_provider.items():
-                tracking_events_record(provider=provider, events=provider_events)
-        return response
 
-    return wrapped
+def esp_key(name: str) -> str:
+    """One spelling for an ESP's name in the chain, the setting and Anymail's views:
+    "Amazon SES", "amazon_ses" and "amazonses" are one ESP."""
+    return re.sub(r"[\s_-]", "", normalize_name(name))
+
+
+def enabled_providers() -> frozenset[str]:
+    """The ESPs (as `esp_key`) whose tracking endpoints answer: each chain entry's backend's
+    ESP (a "mailgun-eu" entry with the mailgun backend enables mailgun), plus
+    MAILSERVICE_WEBHOOK_PROVIDERS. Raises FailoverConfigurationError for a broken chain."""
+    names = {esp_key(name) for name in conf.webhook_providers()}
+    for provider in load_providers():
+        esp_name = _backend_esp_name(provider.backend_path)
+        if esp_name:
+            names.add(esp_key(esp_name))
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=64)
+def _backend_esp_name(backend_path: str) -> str | None:
+    """Anymail's esp_name of a backend; the module of an Anymail backend that cannot be imported
+    (`anymail.backends.amazon_ses`); None for other backends (SMTP, console, locmem)."""
+    try:
+        esp_name = getattr(import_string(backend_path), "esp_name", None)
+    except ImportError:
+        esp_name = None
+    if isinstance(esp_name, str) and esp_name:
+        return esp_name
+    parts = backend_path.split(".")
+    if len(parts) == 4 and parts[:2] == ["anymail", "backends"]:
+        return parts[2]
+    return None
+
+
+# The views -----------------------------------------------------------------------------------
+
+
+def _reason(err: BaseException) -> str:
+    """An exception as a one-line reason for a log (type and first line, credentials masked)."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    reason = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return _without_credentials(reason)[:MAX_REASON]
 
 
 def _without_credentials(text: str) -> str:
     """Anymail's Mandrill error quotes the signed URL, basic-auth secret included: mask it."""
     return CREDENTIALS_IN_URL.sub(r"\1***@", text)
+
+
+def checked_view_class(view_class: type) -> type:
+    """Anymail's view class, with its parsing separated from our recording: an exception while
+    validating or parsing (Anymail reading the ESP's data) becomes `_MalformedPost`, one event
+    that cannot be parsed or stored becomes a skipped event, and configuration errors
+    (ImproperlyConfigured: a missing package or setting) pass through unchanged."""
+
+    def run_validators(self, request):
+        try:
+            view_class.run_validators(self, request)
+        except (AnymailWebhookValidationFailure, ImproperlyConfigured, RequestDataTooBig):
+            raise
+        except Exception as err:  # Anymail choking on the body while checking it
+            raise _MalformedPost(_reason(err)) from err
+
+    def parse_events(self, request):
+        try:
+            parsed = list(view_class.parse_events(self, request))
+        except (ImproperlyConfigured, RequestDataTooBig):
+            raise
+        except Exception as err:
+            raise _MalformedPost(_reason(err)) from err
+        post = _post.get() or _Post()
+        good = []
+        for index, event in enumerate(parsed):
+            if isinstance(event, _Unreadable):
+                reason = event.reason
+            elif isinstance(event, AnymailTrackingEvent):
+                reason = tracking_event_problem(event)
+            else:  # an inbound event in Mandrill's combined endpoint: not ours, passed on
+                reason = None
+            if reason:
+                post.skipped.append({"index": index, "reason": reason})
+                logger.warning(
+                    "webhook event skipped provider=%s index=%s reason=%s",
+                    normalize_name(self.esp_name),
+                    index,
+                    reason,
+                    extra={"provider": normalize_name(self.esp_name), "reason": reason},
+                )
+            else:
+                good.append(event)
+        post.parsed += len(good)
+        return good
+
+    attributes: dict[str, Any] = {"run_validators": run_validators, "parse_events": parse_events}
+    if hasattr(view_class, "esp_to_anymail_event"):
+        # One event of a batch at a time (most ESPs): a bad one is skipped, not the batch.
+        def esp_to_anymail_event(self, *args, **kwargs):
+            try:
+                return view_class.esp_to_anymail_event(self, *args, **kwargs)
+            except ImproperlyConfigured:
+                raise
+            except Exception as err:
+                return _Unreadable(_reason(err))
+
+        attributes["esp_to_anymail_event"] = esp_to_anymail_event
+    return type(f"Checked{view_class.__name__}", (view_class,), attributes)
+
+
+def tracking_view(callback: Callable) -> Callable:
+    """The view of one Anymail tracking endpoint (`callback` is Anymail's own as_view())."""
+    view_class = callback.view_class
+    esp_name = normalize_name(view_class.esp_name)
+    key = esp_key(view_class.esp_name)
+    anymail_view = checked_view_class(view_class).as_view()
+
+    @functools.wraps(callback)  # keeps Anymail's csrf_exempt and login_not_required marks
+    def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            enabled = key in enabled_providers()
+        except Exception as err:  # a broken FIRST_WORKING_EMAIL_BACKENDS: ours to fix
+            logger.error("webhook not available provider=%s reason=%s", esp_name, _reason(err))
+            return error_response(503, "The service's provider configuration is broken; retry later.")
+        if not enabled:
+            return error_response(404, f"No tracking webhook for {esp_name} here: it is not a configured provider.")
+        if request.method == "HEAD":  # some ESPs check the URL with HEAD when it is configured
+            return JsonResponse({})
+        if request.method == "OPTIONS":
+            response = JsonResponse({"allow": ALLOWED_METHODS.split(", ")})
+            response["Allow"] = ALLOWED_METHODS
+            return response
+        if request.method != "POST":
+            response = error_response(405, f"Method {request.method} is not allowed; the provider POSTs events.")
+            response["Allow"] = ALLOWED_METHODS
+            return response
+        return _handle_post(request, anymail_view, esp_name, args, kwargs)
+
+    return csrf_exempt(view)
+
+
+def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, args, kwargs) -> HttpResponse:
+    too_old = _stale_signature(request, esp_name)
+    if too_old:
+        logger.warning(
+            "webhook refused provider=%s reason=stale signed timestamp age=%ss",
+            esp_name,
+            too_old,
+            extra={"provider": esp_name, "age": too_old},
+        )
+        return error_response(400, "The signed timestamp is older than the allowed webhook age.")
+
+    # 1. Anymail: authentication and parsing of the ESP's data; its signal hands us the events.
+    post = _Post()
+    token = _post.set(post)
+    try:
+        response = anymail_view(request, *args, **kwargs)
+    except AnymailWebhookValidationFailure as err:
+        _refused(esp_name, _reason(err))
+        return error_response(400, "Webhook authentication failed.")
+    except RequestDataTooBig:
+        _refused(esp_name, "body too large")
+        return error_response(413, "The webhook body is larger than this service accepts.")
+    except _MalformedPost as err:
+        _refused(esp_name, f"malformed body ({err})")
+        return error_response(400, f"Malformed {esp_name} webhook body: it is not what {esp_name} sends.")
+    except ImproperlyConfigured as err:
+        logger.error(
+            "webhook not usable provider=%s reason=%s (see the system checks: manage.py check)",
+            esp_name,
+            _reason(err),
+            extra={"provider": esp_name},
+        )
+        return error_response(500, f"The {esp_name} webhook is not configured correctly on this service; retry later.")
+    except Exception:
+        logger.exception("webhook failed provider=%s", esp_name, extra={"provider": esp_name})
+        return error_response(500, "The events could not be recorded; retry later.")
+    finally:
+        _post.reset(token)
+    if response.status_code >= 300:  # Anymail's own answer (Amazon SNS's 401 challenge)
+        return _as_json(response)
+    if post.skipped and not post.parsed:
+        _refused(esp_name, f"no readable event ({len(post.skipped)} skipped)")
+        return error_response(
+            400, f"No event of this {esp_name} webhook could be read.", skipped=post.skipped
+        )
+
+    # 2. Ours: recording. A failure here is never the ESP's fault: 5xx, so it retries.
+    results: list[RecordResult] = []
+    try:
+        by_provider: dict[str, list[AnymailTrackingEvent]] = {}
+        for provider, event in post.events:
+            by_provider.setdefault(provider, []).append(event)
+        for provider, provider_events in by_provider.items():
+            results.append(tracking_events_record(provider=provider, events=provider_events))
+    except (OperationalError, InterfaceError):
+        logger.exception("webhook not recorded provider=%s reason=database unavailable", esp_name)
+        response = error_response(503, "The events could not be recorded now (database unavailable); retry later.")
+        response["Retry-After"] = "60"
+        return response
+    except Exception:
+        logger.exception("webhook not recorded provider=%s", esp_name, extra={"provider": esp_name})
+        return error_response(500, "The events could not be recorded; retry later.")
+    return JsonResponse(
+        {
+            "received": post.parsed + len(post.skipped),
+            "stored": sum(r.stored for r in results),
+            "duplicates": sum(r.duplicates for r in results),
+            "skipped": post.skipped,
+        }
+    )
+
+
+def _refused(esp_name: str, reason: str) -> None:
+    logger.warning("webhook refused provider=%s reason=%s", esp_name, reason, extra={"provider": esp_name})
+
+
+def _as_json(response: HttpResponse) -> HttpResponse:
+    """An error answer of Anymail's own (an empty body) in the JSON error format, its headers
+    (WWW-Authenticate, Allow) kept."""
+    if response.get("Content-Type", "").startswith("application/json"):
+        return response
+    replacement = error_response(response.status_code, f"{response.reason_phrase}.")
+    for header in ("WWW-Authenticate", "Allow", "Retry-After"):
+        if response.has_header(header):
+            replacement[header] = response[header]
+    return replacement
 
 
 def _stale_signature(request: HttpRequest, esp_name: str) -> int | None:
@@ -113,9 +333,12 @@ def _stale_signature(request: HttpRequest, esp_name: str) -> int | None:
     signed = read_timestamp(request)
     try:
         age = int(time.time() - float(signed)) if signed is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return age if age is not None and age > max_age else None
+
+
+# URLs ----------------------------------------------------------------------------------------
 
 
 def _is_tracking(pattern: URLPattern) -> bool:
@@ -123,18 +346,68 @@ def _is_tracking(pattern: URLPattern) -> bool:
     return bool(pattern.name) and (pattern.name.endswith("_tracking_webhook") or pattern.name == "mandrill_webhook")
 
 
+def tracking_patterns() -> list[URLPattern]:
+    """Anymail's tracking patterns (inbound mail is not ours)."""
+    return [pattern for pattern in anymail_urls.urlpatterns if _is_tracking(pattern)]
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+    return error_response(404, "No such webhook endpoint.")
+
+
 def tracking_urlpatterns() -> list[URLPattern]:
-    """Anymail's tracking endpoints for every ESP it supports (inbound mail is not ours)."""
-    patterns = []
-    for pattern in anymail_urls.urlpatterns:
-        if not _is_tracking(pattern):
-            continue
-        esp_name = normalize_name(pattern.callback.view_class.esp_name)
-        patterns.append(
-            URLPattern(pattern.pattern, collect_events(pattern.callback, esp_name), pattern.default_args, pattern.name)
-        )
+    """A view for every tracking endpoint Anymail has (each answers only while its ESP is in use;
+    see `enabled_providers`), then a JSON 404 for any other path under /anymail/."""
+    patterns = [
+        URLPattern(pattern.pattern, tracking_view(pattern.callback), pattern.default_args, pattern.name)
+        for pattern in tracking_patterns()
+    ]
+    patterns.append(re_path(r"", not_found, name="not_found"))
     return patterns
 
 
 urlpatterns = tracking_urlpatterns()
 app_name = "anymail"
+
+
+# System checks -------------------------------------------------------------------------------
+
+
+@register()
+def check_webhook_providers(app_configs=None, **kwargs) -> list[Error]:
+    """Each enabled tracking webhook can start (its packages and settings are there), and
+    MAILSERVICE_WEBHOOK_PROVIDERS names only ESPs that have one."""
+    try:
+        enabled = enabled_providers()
+    except Exception:  # the failover app's own checks report a broken chain
+        return []
+    views = {esp_key(pattern.callback.view_class.esp_name): pattern.callback.view_class for pattern in tracking_patterns()}
+    errors = []
+    for name in conf.webhook_providers():
+        if esp_key(name) not in views:
+            errors.append(
+                Error(
+                    f"MAILSERVICE_WEBHOOK_PROVIDERS names {name!r}, which has no Anymail tracking webhook.",
+                    hint=f"Use the ESP names of the URLs under /anymail/: {', '.join(sorted(views))}.",
+                    id="mailservice.E103",
+                )
+            )
+    for key in sorted(enabled & set(views)):
+        view_class = views[key]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                view_class()
+        except Exception as err:
+            errors.append(
+                Error(
+                    f"The {normalize_name(view_class.esp_name)} tracking webhook is enabled but cannot work: "
+                    f"{_reason(err)}. Every post to it would be answered 500.",
+                    hint="Install what it needs (amazon_ses: boto3, `pip install 'django-anymail[amazon-ses]'`) "
+                    "and set its ANYMAIL_* webhook settings, or remove it from FIRST_WORKING_EMAIL_BACKENDS "
+                    "and MAILSERVICE_WEBHOOK_PROVIDERS (docs/webhooks.md).",
+                    id="mailservice.E102",
+                )
+            )
+    return errors

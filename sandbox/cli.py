@@ -133,7 +133,10 @@ def banner(sandbox: Sandbox) -> str:
 def public_defaults() -> frozenset[str]:
     """The default keys and secrets: development values, published in docs/sandbox.md."""
     defaults = SandboxSettings()
-    return frozenset([*defaults.api_keys.values(), *defaults.webhook_keys.values(), defaults.webhook_secret])
+    verification_keys = [value for spec in PROVIDERS for _setting, value in spec.webhook_verification]
+    return frozenset(
+        [*defaults.api_keys.values(), *defaults.webhook_keys.values(), defaults.webhook_secret, *verification_keys]
+    )
 
 
 # Talking to a running sandbox -------------------------------------------------------------

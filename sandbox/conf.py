@@ -177,6 +177,7 @@ def anymail_values(settings: SandboxSettings, ports: Mapping[str, int] | None = 
     for spec in PROVIDERS:
         if spec.webhook_key:
             values[spec.webhook_key.setting] = settings.webhook_keys[spec.name]
+        values.update(spec.webhook_verification)
     if settings.webhook_secret:
         values["WEBHOOK_SECRET"] = settings.webhook_secret
     return values

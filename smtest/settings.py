@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "anymail",
     "ninja",
+    # Locks the admin login after repeated failures (docs/security.md, "The admin").
+    "axes",
     *(["django_tasks"] if tasks_module() == "django_tasks" else []),  # the Tasks API backport (Django 5.2)
     "django_tasks_db",
     "failover",
@@ -59,7 +61,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: refuses a locked-out admin login.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# django-axes first: it counts failed logins and refuses locked-out ones before Django checks
+# the password. API keys are not Django logins and never pass through here.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+# Hours (a fraction for less: 0.25 is 15 minutes) until a lockout lifts by itself; 0: until
+# `manage.py axes_reset`.
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_TIME", default=1.0) or None
+# What is locked: `ip_address` (default), `username`, or a combination joined by "+"
+# (`username+ip_address`); several comma-separated are each counted.
+AXES_LOCKOUT_PARAMETERS = [
+    item.split("+") if "+" in item else item
+    for item in env.list("AXES_LOCKOUT_PARAMETERS", default=["ip_address"])
+]
+AXES_RESET_ON_SUCCESS = True  # a successful login clears the failures counted before it
 
 ROOT_URLCONF = "smtest.urls"
 WSGI_APPLICATION = "smtest.wsgi.application"
@@ -97,6 +120,19 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+# HTTPS (docs/security.md, "Deployment settings"): with DEBUG off every default is the secure
+# one, and `manage.py check --deploy --fail-level WARNING` passes. A plain-HTTP run with DEBUG off
+# (a local trial) sets SECURE_SSL_REDIRECT=0 and SECURE_HSTS_SECONDS=0.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# Behind a proxy that terminates TLS: the header it sets and its value for HTTPS
+# (`HTTP_X_FORWARDED_PROTO,https`). Only where the proxy always sets or strips that header.
+SECURE_PROXY_SSL_HEADER = env.tuple("SECURE_PROXY_SSL_HEADER", default=None)
+
 # Mail: every message goes through the failover backend, which tries the providers in order.
 # Django 6.1 configures mail through MAILERS (EMAIL_BACKEND is deprecated there).
 if django.VERSION >= (6, 1):
@@ -122,12 +158,26 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # API keys are masked in whatever is logged, whoever logs it (docs/security.md, "Secrets").
+    "filters": {"mask_api_keys": {"()": "mailservice.logfilters.MaskApiKeys"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # Django's own, for the development server's request lines.
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_api_keys"]},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["mask_api_keys"]},
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "failover": {"level": LOG_LEVEL},
         "mailservice": {"level": LOG_LEVEL},
         "smtest": {"level": LOG_LEVEL},
+        # Django's defaults for these two write through handlers of their own, which would not
+        # mask keys: "django" goes to the root's console instead (one line each, also with DEBUG
+        # on), the development server's request lines to the same output as before, masked.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
     },
 }

@@ -19,3 +19,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 # Django's test runner runs the system checks with DEBUG off, where the webhook-secret check
 # would stop every run; the tests set the secrets they need (and test the check itself).
 SILENCED_SYSTEM_CHECKS = ["mailservice.E101"]
+
+# The test client speaks plain HTTP, as a local run with DEBUG off does with SECURE_SSL_REDIRECT=0
+# (tests/project/test_security_settings.py checks the production defaults in a subprocess).
+SECURE_SSL_REDIRECT = False

@@ -11,9 +11,13 @@ api = NinjaAPI(
     title="smtest gateway",
     version="1.0",
     description="Send email through the first working provider. Every call except the docs and "
-    "this schema needs `Authorization: Bearer <key>` (`python manage.py create_api_key NAME`). "
+    "this schema needs `Authorization: Bearer <key>` (`python manage.py create_api_key NAME "
+    "--scopes send,read`). A key's scopes say what it may call: `send` (POST /api/messages), `read` "
+    "(the messages it sent), `manage` (every message, suppressions, providers); a call outside "
+    "them answers 403. Past `MAILSERVICE_API_RATE_LIMIT` a key gets 429 with `Retry-After`. "
     'Errors answer `{"errors": [{"field": "to[0]", "message": "..."}]}`.',
-    auth=ApiKeyAuth(),
+    # An operation that names no scope of its own is for `manage` keys only.
+    auth=ApiKeyAuth("manage"),
     urls_namespace="api",
 )
 errors.install(api)

@@ -1,7 +1,8 @@
 """Every error the API answers has one shape: {"errors": [{"field": ..., "message": ...}]}.
 
 `field` is the path of the offending value from the body's root (`to[0]`,
-`attachments[1].content`, `headers.X-Campaign`), or null for the request as a whole.
+`attachments[1].content`, `headers.X-Campaign`), or null for the request as a whole. At most
+validation.MAX_ERRORS errors are listed, then one entry counting the rest.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from mailservice import conf
 from mailservice.exceptions import FieldError, RequestRejected
+from mailservice.validation import capped
 
 logger = logging.getLogger(__name__)
 
@@ -23,14 +25,18 @@ UNAUTHORIZED = "A valid API key is required in the header: Authorization: Bearer
 
 
 def error_response(status: int, errors: Iterable[FieldError]) -> JsonResponse:
-    response = JsonResponse({"errors": [error.as_dict() for error in errors]}, status=status)
+    response = JsonResponse({"errors": [error.as_dict() for error in capped(list(errors))]}, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="smtest"'
     return response
 
 
 def rejected_response(error: RequestRejected) -> JsonResponse:
-    return error_response(error.status, error.errors)
+    """The error format, with the headers the error carries (a 429's Retry-After)."""
+    response = error_response(error.status, error.errors)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
 
 
 def field_path(loc: Sequence[Any]) -> str | None:
@@ -59,7 +65,7 @@ def pydantic_errors(errors: Iterable[dict], *, strip_param: bool = False) -> lis
         message = str(error.get("msg") or "Invalid value.")
         message = message.removeprefix("Value error, ")
         converted.append(FieldError(field_path(loc), message))
-    return converted
+    return capped(converted)
 
 
 def _is_missing_body(error: dict) -> bool:

@@ -6,6 +6,7 @@ from ninja import Query, Router
 from ninja.pagination import paginate
 
 from mailservice import selectors
+from mailservice.api.auth import ApiKeyAuth, messages_owner
 from mailservice.api.submit import accepted_response, submit_message
 from mailservice.exceptions import FieldError, NotFound
 from mailservice.api.pagination import Pagination
@@ -20,13 +21,16 @@ from mailservice.schemas import (
 
 # by_alias: a message's sender is answered as `from` (MessageSummaryOut.from_email).
 router = Router(tags=["messages"], by_alias=True)
-ERRORS = {code: ErrorsOut for code in (400, 401, 404, 409, 413, 422)}
+ERRORS = {code: ErrorsOut for code in (400, 401, 403, 404, 409, 413, 422, 429)}
+# A key reads the messages it sent (`read`), or every message (`manage`); docs/api.md.
+READ = ApiKeyAuth("read", "manage")
 
 
 @router.post(
     "/messages",
     response={202: MessageAccepted, **ERRORS},
     url_name="message_create",
+    auth=ApiKeyAuth("send"),
     summary="Send a message",
     description="Accept a message for delivery and answer at once with its id and status. "
     "An `Idempotency-Key` header makes retries of the same request return the first message.",
@@ -40,10 +44,11 @@ def create_message(request: HttpRequest, payload: MessageIn):
     "/messages/{message_id}",
     response={200: MessageOut, **ERRORS},
     url_name="message_get",
+    auth=READ,
     summary="A message, its recipients, provider attempts and events",
 )
 def get_message(request: HttpRequest, message_id: str):
-    message = selectors.message_get(message_id=message_id)
+    message = selectors.message_get(message_id=message_id, sent_by=messages_owner(request.auth))
     if message is None:
         raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
     return message
@@ -53,8 +58,9 @@ def get_message(request: HttpRequest, message_id: str):
     "/messages",
     response={200: list[MessageSummaryOut], **ERRORS},
     url_name="message_list",
+    auth=READ,
     summary="Messages, newest first, filtered and paginated",
 )
 @paginate(Pagination)
 def list_messages(request: HttpRequest, filters: Query[MessageFilters]):
-    return selectors.message_list(**filters.model_dump())
+    return selectors.message_list(**filters.model_dump(), sent_by=messages_owner(request.auth))

@@ -9,9 +9,14 @@ from ninja.pagination import LimitOffsetPagination
 from pydantic import Field
 
 
+# The largest offset the databases take (a signed 64-bit integer); beyond it the answer is 422,
+# not a database error (docs/security.md, "Input limits").
+MAX_OFFSET = 2**63 - 1
+
+
 class PageQuery(Schema):
     limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class Pagination(LimitOffsetPagination):

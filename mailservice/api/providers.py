@@ -6,15 +6,16 @@ from failover.exceptions import FailoverConfigurationError
 from ninja import Router
 
 from mailservice import selectors
+from mailservice.api.auth import ApiKeyAuth
 from mailservice.exceptions import FieldError, RequestRejected
 from mailservice.schemas import ErrorsOut, ProviderOut
 
-router = Router(tags=["providers"])
+router = Router(tags=["providers"], auth=ApiKeyAuth("manage"))
 
 
 @router.get(
     "/providers",
-    response={200: list[ProviderOut], 401: ErrorsOut, 503: ErrorsOut},
+    response={200: list[ProviderOut], **{code: ErrorsOut for code in (401, 403, 429, 503)}},
     summary="Each provider's state (active, standby, failing) and last error",
 )
 def list_providers(request: HttpRequest):

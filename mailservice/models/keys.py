@@ -4,6 +4,12 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+# What a key may do (docs/api.md, "Authentication"): `send` posts messages (the API and the send
+# URL), `read` reads the messages this key sent, `manage` reads every message and manages the
+# suppression list and the providers.
+SCOPES = ("send", "read", "manage")
+DEFAULT_SCOPES = ("send", "read")
+
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
     def active(self) -> ApiKeyQuerySet:
@@ -17,6 +23,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Comma-separated, in the order of SCOPES ("send,read"); set by services.keys.api_key_create.
+    scopes = models.CharField(max_length=100, default=",".join(DEFAULT_SCOPES))
+    # Comma-separated sender domains, lowercased and in ASCII (punycode) form; empty: any sender.
+    from_domains = models.TextField(blank=True, default="")
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -30,6 +40,17 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(scope for scope in self.scopes.split(",") if scope)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scope_set
+
+    @property
+    def from_domain_list(self) -> list[str]:
+        return [domain for domain in self.from_domains.split(",") if domain]
 
 
 class IdempotencyKey(models.Model):

@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -12,13 +14,17 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from mailservice import conf
+from mailservice.addresses import normalize_email
 from mailservice.exceptions import ApiKeyError
 from mailservice.models import ApiKey
+from mailservice.models.keys import DEFAULT_SCOPES, SCOPES
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "smt_"
 PREFIX_LENGTH = 12  # "smt_" + 8 characters of the secret: enough to tell keys apart
+# A domain name in ASCII form: dot-separated labels of letters, digits and inner hyphens.
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _hash(raw_key: str) -> str:
@@ -26,15 +32,67 @@ def _hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def api_key_create(*, name: str, rotate: bool = False, now: datetime | None = None) -> tuple[ApiKey, str]:
+def clean_scopes(scopes: Iterable[str]) -> str:
+    """`["read", " send"]` -> "send,read" (in the order of SCOPES), or ApiKeyError naming the unknown."""
+    wanted = {scope.strip().lower() for scope in scopes if scope.strip()}
+    unknown = wanted - set(SCOPES)
+    if unknown:
+        raise ApiKeyError(f"Unknown scope(s): {', '.join(sorted(unknown))}; use {', '.join(SCOPES)}.")
+    if not wanted:
+        raise ApiKeyError(f"An API key needs at least one scope ({', '.join(SCOPES)}).")
+    return ",".join(scope for scope in SCOPES if scope in wanted)
+
+
+def clean_domains(domains: Iterable[str]) -> str:
+    """Sender domains as stored: lowercased, internationalized ones in ASCII (punycode), the
+    form `sender_domain` compares with; `ApiKeyError` for one that is not a domain name."""
+    cleaned: list[str] = []
+    for value in domains:
+        domain = value.strip().lower().rstrip(".")
+        if not domain:
+            continue
+        ascii_domain = sender_domain(f"x@{domain}")
+        if not DOMAIN.match(ascii_domain):
+            raise ApiKeyError(f"{value.strip()!r} is not a domain name.")
+        if ascii_domain not in cleaned:
+            cleaned.append(ascii_domain)
+    return ",".join(cleaned)
+
+
+def sender_domain(addr_spec: str) -> str:
+    """The domain part of a sender's address, in the form `clean_domains` stores: the ASCII form
+    normalize_email gives every address, so both sides of the comparison are encoded alike."""
+    domain = addr_spec.strip().rpartition("@")[2].rstrip(".")
+    return normalize_email(f"x@{domain}").partition("@")[2]
+
+
+def api_key_sender_allowed(*, api_key: ApiKey, addr_spec: str) -> bool:
+    """Whether this key may send from `addr_spec`: any sender when the key names no domains;
+    otherwise only one whose domain is listed exactly (a subdomain must be listed itself)."""
+    domains = api_key.from_domain_list
+    return not domains or sender_domain(addr_spec) in domains
+
+
+def api_key_create(
+    *,
+    name: str,
+    rotate: bool = False,
+    scopes: Iterable[str] = DEFAULT_SCOPES,
+    from_domains: Iterable[str] = (),
+    now: datetime | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key named `name`; return it with the raw key, which is never stored or shown again.
 
     With `rotate`, the active keys of that name are revoked first (used by `make run` for "dev").
     Without it, an active key of that name is an error: names tell keys apart in the admin.
+    `scopes` (docs/api.md: send, read, manage) default to send and read; `from_domains`, when
+    given, are the only sender domains the key may use.
     """
     name = name.strip()
     if not name:
         raise ApiKeyError("An API key needs a name.")
+    scope_text = clean_scopes(scopes)
+    domain_text = clean_domains(from_domains)
     now = now or timezone.now()
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
@@ -44,10 +102,19 @@ def api_key_create(*, name: str, rotate: bool = False, now: datetime | None = No
                 raise ApiKeyError(f"An active API key named {name!r} exists; revoke it or use --rotate.")
             api_keys_revoke(keys=active, now=now)
         api_key = ApiKey.objects.create(
-            name=name, prefix=raw_key[:PREFIX_LENGTH], key_hash=_hash(raw_key), created_at=now
+            name=name,
+            prefix=raw_key[:PREFIX_LENGTH],
+            key_hash=_hash(raw_key),
+            created_at=now,
+            scopes=scope_text,
+            from_domains=domain_text,
         )
     logger.info(
-        "api key created name=%s prefix=%s", name, api_key.prefix, extra={"api_key_name": name, "prefix": api_key.prefix}
+        "api key created name=%s prefix=%s scopes=%s",
+        name,
+        api_key.prefix,
+        scope_text,
+        extra={"api_key_name": name, "prefix": api_key.prefix},
     )
     return api_key, raw_key
 

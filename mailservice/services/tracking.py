@@ -4,6 +4,11 @@ feeding the suppression list that every provider shares.
 A webhook post may carry up to 1,000 events (SendGrid), so events are recorded a batch at a time
 with a fixed number of queries: one to find duplicates, one insert, one or two to link, and a
 few to update statuses and suppressions, whatever the batch size.
+
+An event whose data cannot be stored as it is (a recipient that is not a string, a NaN, a NUL
+character) is refused by `tracking_event_problem` before anything is written, logged and
+skipped; the rest of its batch is recorded (docs/webhooks.md, "Errors and retries"). Every event
+that passes is stored, or the whole batch fails: none is dropped silently.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from anymail.signals import AnymailTrackingEvent, EventType
 from django.db import transaction
@@ -47,6 +53,16 @@ class RecordResult:
     linked: int = 0
     status_changes: int = 0
     suppressed: list[str] = field(default_factory=list)
+    skipped: int = 0  # events refused by tracking_event_problem (logged, not stored)
+
+
+class EventNotStorable(ValueError):
+    """The event's data cannot be stored as it is; the message says why (no event content)."""
+
+
+class EventsLost(RuntimeError):
+    """Rows that passed every check were not in the table after the insert: a fault on our side
+    (never expected); the batch is rolled back so that the provider retries it."""
 
 
 def event_id_for(provider: str, event: AnymailTrackingEvent) -> str:
@@ -68,13 +84,73 @@ def suppression_reason(provider: str, event: AnymailTrackingEvent) -> str | None
     return None
 
 
+def tracking_event_problem(event: AnymailTrackingEvent) -> str | None:
+    """Why this event (as Anymail parsed it from the provider's post) cannot be stored, or None.
+    The reason names the field, never its content."""
+    try:
+        _checked_event(event)
+    except EventNotStorable as err:
+        return str(err)
+    return None
+
+
+def _checked_event(event: AnymailTrackingEvent) -> Any:
+    """The raw event as storable JSON, or EventNotStorable."""
+    if event.recipient is not None:
+        if not isinstance(event.recipient, str):
+            raise EventNotStorable(f"the recipient is a {type(event.recipient).__name__}, not a string")
+        _check_text("the recipient", event.recipient)
+    for name in ("message_id", "event_id", "event_type"):
+        value = getattr(event, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise EventNotStorable(f"the {name} is a {type(value).__name__}, not a string")
+        _check_text(f"the {name}", str(value))
+    if event.timestamp is not None and not isinstance(event.timestamp, datetime):
+        raise EventNotStorable("the timestamp is not a date")
+    for name in ("description", "mta_response"):
+        value = getattr(event, name, None)
+        if value is not None:
+            _check_text(f"the {name}", str(value))
+    return _storable_json(event.esp_event)
+
+
+def _check_text(what: str, value: str) -> None:
+    # NUL and lone surrogates are refused by PostgreSQL's text and jsonb (and by UTF-8).
+    if "\x00" in value:
+        raise EventNotStorable(f"{what} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventNotStorable(f"{what} is not valid Unicode") from None
+
+
 def tracking_events_record(*, provider: str, events: Sequence[AnymailTrackingEvent]) -> RecordResult:
-    """Store new events, link them, move recipients forward and add suppressions, atomically."""
+    """Store new events, link them, move recipients forward and add suppressions, atomically.
+
+    Events that cannot be stored are logged and skipped (a webhook view has refused them
+    already); a failure after that rolls the whole batch back and is raised, so the post is
+    answered 5xx and the provider retries it."""
     result = RecordResult()
     if not events:
         return result
     provider = normalize_name(provider)
-    rows = _new_rows(provider, events, result)
+    storable: list[tuple[AnymailTrackingEvent, Any]] = []  # with its raw event as stored
+    for index, event in enumerate(events):
+        try:
+            storable.append((event, _checked_event(event)))
+        except EventNotStorable as err:
+            problem = str(err)
+            result.skipped += 1
+            logger.warning(
+                "tracking event skipped provider=%s index=%s reason=%s",
+                provider,
+                index,
+                problem,
+                extra={"provider": provider, "reason": problem},
+            )
+    rows = _new_rows(provider, storable, result)
     if not rows:
         return result
     with transaction.atomic():
@@ -88,6 +164,12 @@ def tracking_events_record(*, provider: str, events: Sequence[AnymailTrackingEve
         }
         for row in rows:
             row.event.pk = stored.get(row.event.event_id)
+        # `ignore_conflicts` is meant for the unique (provider, event_id) of a concurrent insert
+        # of the same event, whose row is then found above. On SQLite, INSERT OR IGNORE also
+        # drops rows that break a CHECK (a JSON column given invalid JSON): never lose one quietly.
+        lost = sum(1 for row in rows if row.event.pk is None)
+        if lost:
+            raise EventsLost(f"{lost} of {len(rows)} {provider} tracking events were not stored")
         result.stored = len(rows)
         result.linked = sum(1 for row in rows if row.event.message_id)
         result.status_changes = _advance_recipients(rows)
@@ -113,15 +195,18 @@ class _Row:
     status_type: str  # what moves the recipient; see TrackingRules.status_event_type
 
 
-def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: RecordResult) -> list[_Row]:
-    """One row per event not stored before (in the database or earlier in this batch)."""
-    candidates: dict[str, AnymailTrackingEvent] = {}
-    for event in events:
+def _new_rows(
+    provider: str, events: Iterable[tuple[AnymailTrackingEvent, Any]], result: RecordResult
+) -> list[_Row]:
+    """One row per event not stored before (in the database or earlier in this batch); each
+    event comes with its raw form as checked by `_checked_event`."""
+    candidates: dict[str, tuple[AnymailTrackingEvent, Any]] = {}
+    for event, raw in events:
         event_id = event_id_for(provider, event)
         if event_id in candidates:
             result.duplicates += 1
             continue
-        candidates[event_id] = event
+        candidates[event_id] = (event, raw)
     known = set(
         TrackingEvent.objects.filter(provider=provider, event_id__in=list(candidates)).values_list(
             "event_id", flat=True
@@ -130,7 +215,7 @@ def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: Rec
     result.duplicates += len(known)
     now = timezone.now()
     rows = []
-    for event_id, event in candidates.items():
+    for event_id, (event, raw) in candidates.items():
         if event_id in known:
             continue
         email = normalize_email(event.recipient) if event.recipient else ""
@@ -145,7 +230,7 @@ def _new_rows(provider: str, events: Iterable[AnymailTrackingEvent], result: Rec
                     provider_message_id=str(event.message_id or "")[:255],
                     description=str(event.description or "")[:MAX_TEXT],
                     mta_response=str(event.mta_response or "")[:MAX_TEXT],
-                    raw=_jsonable(event.esp_event),
+                    raw=raw,
                     created_at=now,
                 ),
                 anymail=event,
@@ -314,14 +399,42 @@ def _suppress(provider: str, rows: list[_Row]) -> list[str]:
 
 
 def _jsonable(value):
-    """The raw provider event as JSON-storable data (Mailgun's legacy form posts are QueryDicts)."""
+    """The raw provider event as JSON data (Mailgun's legacy form posts are QueryDicts); objects
+    JSON has no form for become strings."""
     if hasattr(value, "lists"):
         return {key: values if len(values) > 1 else values[0] for key, values in value.lists()}
     try:
-        json.dumps(value, default=str)
-    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError, RecursionError):
         return {"repr": repr(value)[:MAX_TEXT]}
-    return json.loads(json.dumps(value, default=str))
+
+
+def _storable_json(value) -> Any:
+    """The raw event as strict JSON every database stores: EventNotStorable for NaN or Infinity
+    (not JSON: SQLite's JSON check refuses them, PostgreSQL's jsonb too), NUL characters and
+    lone surrogates (PostgreSQL refuses both)."""
+    data = _jsonable(value)
+    try:
+        json.dumps(data, allow_nan=False)
+    except ValueError:
+        raise EventNotStorable("the event contains a number that is not finite (NaN or Infinity)") from None
+    for text in _strings(data):
+        _check_text("the event", text)
+    return data
+
+
+def _strings(data) -> Iterable[str]:
+    """Every string of decoded JSON, keys included."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def tracking_events_link_unlinked(*, since: datetime) -> int:

@@ -11,13 +11,16 @@ from sandbox.exceptions import UnknownProviderError
 from sandbox.providers.base import ProviderSpec, WebhookKey
 from sandbox.providers.mailgun import Mailgun
 from sandbox.providers.mandrill import Mandrill
+from sandbox.providers.sendgrid import DEV_VERIFICATION_KEY as SENDGRID_DEV_VERIFICATION_KEY
 from sandbox.providers.sendgrid import SendGrid
 
 PROVIDERS: tuple[ProviderSpec, ...] = (
     ProviderSpec(
         "sendgrid", SendGrid, api_prefix="/sendgrid/v3/", tracking_path="/anymail/sendgrid/tracking/",
         default_api_key="SG.sandbox-sendgrid-key",
-        conflicting_settings=("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY",),  # no ECDSA signatures here
+        # Signed with the development key pair (sandbox/providers/sendgrid.py): the service
+        # verifies with its public half.
+        webhook_verification=(("SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY", SENDGRID_DEV_VERIFICATION_KEY),),
     ),
     ProviderSpec(
         "mailgun", Mailgun, api_prefix="/mailgun/v3", tracking_path="/anymail/mailgun/tracking/",

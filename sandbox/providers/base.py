@@ -56,6 +56,9 @@ class ProviderSpec:
     # Anymail settings under which the service would refuse the webhooks the sandbox posts (it
     # does not produce what they check), so a service pointed at the sandbox must not have them.
     conflicting_settings: tuple[str, ...] = ()
+    # Anymail settings, with their fixed development values, that let the service check the
+    # sandbox's signatures of this provider's webhooks (SendGrid's public verification key).
+    webhook_verification: tuple[tuple[str, str], ...] = ()
 
     @property
     def api_url_setting(self) -> str:

@@ -1,9 +1,23 @@
-"""SendGrid v3: `POST /v3/mail/send` (JSON, Bearer key, 202 with an empty body) and the Event
-Webhook (a JSON list of events, echoing each personalization's custom_args, so Anymail's
-`anymail_id` comes back and its tracking view sets message_id from it)."""
+"""SendGrid v3: `POST /v3/mail/send` (JSON, Bearer key, 202 with an empty body) and the signed
+Event Webhook (a JSON list of events, echoing each personalization's custom_args, so Anymail's
+`anymail_id` comes back and its tracking view sets message_id from it).
+
+SendGrid signs each webhook post with ECDSA (P-256, SHA-256) over the timestamp header followed
+by the body, and the receiver checks it with the public key SendGrid shows (Anymail's
+ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY). The sandbox signs the same way with a
+fixed DEVELOPMENT key pair, derived below from a published phrase: anyone can sign with it, so
+it proves nothing outside development. `make run` gives the service its public key
+(`DEV_VERIFICATION_KEY`). Signing uses `cryptography`, the package Anymail verifies with.
+"""
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sandbox.conventions import SimulatedEvent
 from sandbox.providers.base import Events, Provider, ProviderAnswer, WebhookBody, name_events, url_token
@@ -146,10 +160,12 @@ class SendGrid(Provider):
     def webhook_body(
         self, message: ReceivedMessage, batch: Events, *, url: str, basic_auth: str, now: float
     ) -> WebhookBody:
-        """A JSON list of every event of the message (SendGrid signs with ECDSA, not simulated)."""
-        return WebhookBody.json(
+        """A JSON list of every event of the message, signed as SendGrid's signed Event Webhook."""
+        body = WebhookBody.json(
             [self._event(message, index, pair[0], pair[1], now) for index, pair in enumerate(batch)]
         )
+        timestamp = str(int(now))
+        return WebhookBody(body.data, body.content_type, signature_headers(body.data, timestamp))
 
     def webhook_message_id(self, message: ReceivedMessage, recipient: ReceivedRecipient) -> str:
         return recipient.message_id or _smtp_id(message)
@@ -199,3 +215,43 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(item) for item in value]
+
+
+# SendGrid's signed Event Webhook ---------------------------------------------------------------
+
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+# DEVELOPMENT ONLY: the private key is derived from this published phrase, so it is no secret.
+DEV_KEY_PHRASE = b"smtest sandbox: SendGrid event webhook signing key (development only, not a secret)"
+# The order of the P-256 group: a private key is a number below it.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+DEV_PRIVATE_NUMBER = int.from_bytes(hashlib.sha256(DEV_KEY_PHRASE).digest(), "big") % (P256_ORDER - 1) + 1
+
+
+@functools.cache
+def _private_key(number: int) -> ec.EllipticCurvePrivateKey:
+    return ec.derive_private_key(number, ec.SECP256R1())
+
+
+def public_key(private_number: int = DEV_PRIVATE_NUMBER) -> str:
+    """The public key as SendGrid shows it (base64 DER, the body of a PEM "PUBLIC KEY"): the
+    value of ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY."""
+    der = _private_key(private_number).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode("ascii")
+
+
+def sign(data: bytes, private_number: int = DEV_PRIVATE_NUMBER) -> str:
+    """ECDSA-SHA256 signature of `data`, base64 DER: SendGrid's signature header."""
+    signature = _private_key(private_number).sign(data, ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(signature).decode("ascii")
+
+
+def signature_headers(body: bytes, timestamp: str, private_number: int = DEV_PRIVATE_NUMBER) -> dict[str, str]:
+    """The two headers of a signed post: the signature covers the timestamp, then the body."""
+    return {SIGNATURE_HEADER: sign(timestamp.encode("ascii") + body, private_number), TIMESTAMP_HEADER: timestamp}
+
+
+DEV_VERIFICATION_KEY = public_key()

@@ -20,6 +20,7 @@ from django.test import LiveServerTestCase, override_settings
 
 from mailservice.services.keys import api_key_create
 from sandbox.client import SandboxClient
+from sandbox.providers.sendgrid import DEV_VERIFICATION_KEY as SENDGRID_DEV_VERIFICATION_KEY
 from sandbox.conf import (
     DEFAULT_API_KEYS,
     DEFAULT_WEBHOOK_KEYS,
@@ -54,6 +55,8 @@ class EndToEndTests(LiveServerTestCase):
             "WEBHOOK_SECRET": DEFAULT_WEBHOOK_SECRET,
             "MAILGUN_WEBHOOK_SIGNING_KEY": DEFAULT_WEBHOOK_KEYS["mailgun"],
             "MANDRILL_WEBHOOK_KEY": DEFAULT_WEBHOOK_KEYS["mandrill"],
+            # The sandbox signs SendGrid's webhooks (ECDSA): the service verifies each one.
+            "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": SENDGRID_DEV_VERIFICATION_KEY,
         }
         cache_dir = cls.workdir / "cache"
         # The live server (this process) and the worker see the same database, cache and chain.
@@ -88,7 +91,7 @@ class EndToEndTests(LiveServerTestCase):
         super().setUp()
         self.sandbox.reset()
         caches["default"].clear()
-        _, key = api_key_create(name="e2e")
+        _, key = api_key_create(name="e2e", scopes=("send", "read", "manage"))  # it lists suppressions
         self.auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def tearDown(self):
@@ -142,7 +145,8 @@ class EndToEndTests(LiveServerTestCase):
     # The behaviours ------------------------------------------------------------------------
 
     def test_healthy_primary_sends_and_the_delivered_webhook_comes_back(self):
-        """SendGrid takes it in one attempt; the sandbox's signed webhook turns it delivered."""
+        """SendGrid takes it in one attempt; the sandbox's signed webhook (ECDSA, verified by the
+        service with the sandbox's development public key) turns it delivered."""
         message_id = self.send()
         message = self.wait_for(message_id, "delivered")
         self.assertEqual(message["provider"], "sendgrid")

@@ -48,7 +48,11 @@ class GatewayMixin:
     def setUp(self):
         super().setUp()
         caches["default"].clear()
-        self.api_key, self.raw_key = api_key_create(name=f"test-{uuid.uuid4().hex[:6]}")
+        # Every scope, so each test reaches every endpoint (tests/mailservice/test_scopes.py
+        # tests the scopes themselves).
+        self.api_key, self.raw_key = api_key_create(
+            name=f"test-{uuid.uuid4().hex[:6]}", scopes=("send", "read", "manage")
+        )
         self.auth = {"HTTP_AUTHORIZATION": f"Bearer {self.raw_key}"}
 
     def post_message(self, body, *, headers=None, raw=False):

@@ -1,12 +1,20 @@
 """The admin: retry and cancel actions, read-only attempts, masked API keys, suppressions."""
-from django.contrib.auth import get_user_model
-from django.test import TestCase
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from mailservice.models import ApiKey, Message, Suppression
+from django.contrib.auth import get_user_model
+from django.test import SimpleTestCase, TestCase
+
+from mailservice.models import ApiKey, DeliveryAttempt, Message, Suppression
+from mailservice.services.keys import api_key_create
 from mailservice.services.delivery import message_deliver
 from mailservice.services.messages import message_cancel, message_retry
 from mailservice.services.suppressions import suppression_add, suppression_remove
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @gateway_settings()
@@ -157,3 +165,106 @@ class ViewOnlyAdminTests(TestCase):
                 self.assertFalse(model_admin.has_change_permission(None))
                 self.assertFalse(model_admin.has_delete_permission(None))
                 self.assertFalse(model_admin.has_add_permission(None))
+
+
+@gateway_settings()
+class AdminReadabilityTests(GatewayMixin, TestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw"))
+
+    def test_attempts_show_durations_in_ms_and_whole_wrapped_errors(self):
+        """A duration reads "7.0 ms", not a raw float; a long error is shown whole, wrapping."""
+        message_id = self.post_message(VALID).json()["id"]
+        error = " ".join(f"word{i}" for i in range(150))  # ~1,000 characters
+        DeliveryAttempt.objects.create(
+            message_id=message_id, round=1, provider="sendgrid", outcome="provider_error",
+            error_class="anymail.exceptions.AnymailRequestsAPIError", error=error,
+            duration=0.006960218999665813,
+        )
+        DeliveryAttempt.objects.create(
+            message_id=message_id, round=1, provider="mailgun", outcome="sent", duration=1.2345
+        )
+        page = self.client.get(f"/admin/mailservice/message/{message_id}/change/").content.decode()
+        self.assertIn("7.0 ms", page)
+        self.assertIn("1,234 ms", page)
+        self.assertNotIn("0.00696", page)
+        self.assertIn(error, page)
+        self.assertIn("overflow-wrap: anywhere", page)
+
+    def test_message_list_has_a_recipients_column(self):
+        """The list names each message's recipients (a few, then how many more)."""
+        self.post_message({**VALID, "cc": ["b@example.com", "c@example.com", "d@example.com"]})
+        page = self.client.get("/admin/mailservice/message/").content.decode()
+        self.assertIn("jane@example.com, b@example.com, c@example.com and 1 more", page)
+
+    def test_api_keys_show_scopes_and_sender_domains(self):
+        """The key list shows each key's scopes and sender domains."""
+        api_key_create(name="shop", scopes=["send"], from_domains=["shop.example.com"])
+        page = self.client.get("/admin/mailservice/apikey/").content.decode()
+        self.assertIn("shop.example.com", page)
+        self.assertIn("send,read,manage", page)  # the test key's
+
+
+@gateway_settings(AXES_FAILURE_LIMIT=3, AXES_COOLOFF_TIME=1.0)
+class AdminLockoutTests(GatewayMixin, TestCase):
+    def login(self, password):
+        return self.client.post(
+            "/admin/login/?next=/admin/", {"username": "admin", "password": password, "next": "/admin/"}
+        )
+
+    def test_repeated_failed_logins_lock_the_admin_login(self):
+        """After AXES_FAILURE_LIMIT failures even the right password is refused (429)."""
+        get_user_model().objects.create_superuser("admin", "admin@example.com", "right-password")
+        for _ in range(2):
+            self.assertEqual(self.login("wrong").status_code, 200)  # the form again, with an error
+        self.assertEqual(self.login("wrong").status_code, 429)
+        self.assertEqual(self.login("right-password").status_code, 429)
+        self.assertEqual(self.client.get("/admin/").status_code, 302)  # still not logged in
+
+    def test_a_locked_out_address_still_uses_the_api(self):
+        """API keys are not Django logins: a lockout of the address does not touch them."""
+        for _ in range(3):
+            self.login("wrong")
+        self.assertEqual(self.login("wrong").status_code, 429)
+        self.assertEqual(self.post_message(VALID).status_code, 202)
+        self.assertEqual(self.client.get("/api/messages", **self.auth).status_code, 200)
+
+    def test_a_successful_login_clears_earlier_failures(self):
+        """AXES_RESET_ON_SUCCESS: failures before a good login do not add up to a lockout."""
+        get_user_model().objects.create_superuser("admin", "admin@example.com", "right-password")
+        for _ in range(2):
+            self.login("wrong")
+        self.assertEqual(self.login("right-password").status_code, 302)
+        self.client.logout()
+        for _ in range(2):
+            self.assertEqual(self.login("wrong").status_code, 200)
+
+
+class AdminToggleTests(SimpleTestCase):
+    def test_mailservice_admin_0_removes_the_admin(self):
+        """With MAILSERVICE_ADMIN=0 the admin and its login are 404 (the project's URLs, read
+        in a fresh process)."""
+        code = (
+            "import django; django.setup()\n"
+            "from django.urls import Resolver404, resolve\n"
+            "for path in ('/admin/', '/admin/login/', '/admin/mailservice/message/'):\n"
+            "    try:\n"
+            "        resolve(path)\n"
+            "    except Resolver404:\n"
+            "        continue\n"
+            "    raise SystemExit(f'{path} resolves')\n"
+            "print('ok')\n"
+        )
+        env = {
+            **{name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ},
+            "DJANGO_SETTINGS_MODULE": "smtest.settings",
+            "DEBUG": "1",
+        }
+        for value, expected in (("0", "ok"), ("1", "/admin/ resolves")):
+            with self.subTest(MAILSERVICE_ADMIN=value):
+                result = subprocess.run(
+                    [sys.executable, "-c", code], cwd=ROOT, env={**env, "MAILSERVICE_ADMIN": value},
+                    capture_output=True, text=True, timeout=60,
+                )
+                self.assertIn(expected, result.stdout + result.stderr)

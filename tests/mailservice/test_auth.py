@@ -1,5 +1,6 @@
 """API keys: Bearer auth on every /api/ call but the docs and schema; hashed; revocable."""
 import hashlib
+import logging
 from datetime import timedelta
 from io import StringIO
 
@@ -127,3 +128,88 @@ class ApiKeyCommandTests(TestCase):
         api_key, raw = api_key_create(name="by-prefix")
         call_command("revoke_api_key", api_key.prefix, stdout=StringIO())
         self.assertIsNone(api_key_authenticate(raw_key=raw))
+
+
+class EverythingLogged:
+    """Every logger at DEBUG, every record kept (whatever handlers the settings configure)."""
+
+    def __enter__(self):
+        self.records = []
+        self.levels = {}
+        handler = logging.Handler(logging.DEBUG)
+        handler.emit = self.records.append
+        self.handler = handler
+        loggers = [logging.getLogger()] + [
+            logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+        ]
+        for logger in loggers:
+            self.levels[logger] = logger.level
+            logger.setLevel(logging.DEBUG)
+        logging.getLogger().addHandler(handler)
+        # Loggers that do not propagate are watched directly.
+        self.direct = [logger for logger in loggers[1:] if not logger.propagate]
+        for logger in self.direct:
+            logger.addHandler(handler)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self.handler)
+        for logger in self.direct:
+            logger.removeHandler(self.handler)
+        for logger, level in self.levels.items():
+            logger.setLevel(level)
+
+    def text(self) -> str:
+        """What a formatter can write: the message, its arguments, and the extra values that are
+        text or numbers (django.request's records also carry the `request` object, which the
+        project's formatters never write)."""
+        lines = []
+        for record in self.records:
+            extras = {name: value for name, value in vars(record).items() if isinstance(value, (str, int, float))}
+            lines.append(f"{record.getMessage()} {record.args!r} {extras!r}")
+        return "\n".join(lines)
+
+
+@gateway_settings()
+class NoSecretInLogsTests(GatewayMixin, TestCase):
+    def test_a_key_never_reaches_a_log_record(self):
+        """With DEBUG on or off and every logger at DEBUG, no record holds the raw key: a key
+        sent with another scheme (django-ninja logs that header), in the URL, revoked, or
+        outside its scopes."""
+        _, reader = api_key_create(name="reader", scopes=["read"])
+        for debug in (True, False):
+            with self.subTest(debug=debug), self.settings(DEBUG=debug), EverythingLogged() as logged:
+                for raw in (self.raw_key, reader):
+                    for header in (f"Basic {raw}", f"Token {raw}", raw, f"Bearer {raw} extra", f"bearer  {raw}x"):
+                        self.client.get("/api/messages", HTTP_AUTHORIZATION=header)
+                        self.client.post("/", {"to": "a@example.com"}, HTTP_AUTHORIZATION=header)
+                    self.client.get(f"/api/messages?api_key={raw}", HTTP_AUTHORIZATION=f"Bearer {raw}")
+                    self.client.get(f"/?to=a@example.com&token={raw}")
+                self.client.get("/api/providers", HTTP_AUTHORIZATION=f"Bearer {reader}")  # 403
+                self.client.post("/api/messages", VALID, content_type="application/json", **self.auth)
+            self.assertTrue(logged.records)
+            text = logged.text()
+            self.assertNotIn("Unexpected auth", text)
+            for raw in (self.raw_key, reader):
+                at = text.find(raw[4:])
+                self.assertEqual(at, -1, text[max(0, at - 300):at + 100])
+        api_key_revoke(name_or_prefix=self.api_key.name)
+        with self.settings(DEBUG=True), EverythingLogged() as logged:
+            self.client.get("/api/messages", **self.auth)
+        self.assertNotIn(self.raw_key, logged.text())
+
+    def test_handlers_mask_keys_that_others_log(self):
+        """The configured handlers mask a key in a record (the development server's request
+        line of `?api_key=...`), keeping the displayed prefix."""
+        from django.conf import settings
+
+        from mailservice.logfilters import MaskApiKeys
+
+        for name in ("console", "django.server"):
+            self.assertIn("mask_api_keys", settings.LOGGING["handlers"][name]["filters"])
+        record = logging.LogRecord(
+            "django.server", logging.INFO, __file__, 1, '"GET /api/messages?api_key=%s HTTP/1.1" 401', (self.raw_key,), None
+        )
+        self.assertTrue(MaskApiKeys().filter(record))
+        self.assertNotIn(self.raw_key, record.getMessage())
+        self.assertIn(f"api_key={self.api_key.prefix}…", record.getMessage())

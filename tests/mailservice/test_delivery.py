@@ -63,6 +63,15 @@ class LocmemDeliveryTests(DeliveryMixin, TestCase):
         self.assertIsNone(message.next_attempt_at)
         self.assertIsNone(message.lease_expires_at)
 
+    def test_message_no_provider_can_encode_fails_at_once(self):
+        """A message every provider's backend fails to encode is failed, not retried for days."""
+        message_id = self.submit()
+        Message.objects.filter(pk=message_id).update(headers={"X-Note": "\ud800"})  # cannot be a MIME header
+        message = self.deliver(message_id)
+        self.assertEqual(message.status, "failed")
+        self.assertEqual(list(message.attempts.values_list("outcome", flat=True)), ["local_error"])
+        self.assertIsNone(message.next_attempt_at)
+
     def test_delivered_message_is_not_claimed_again(self):
         """A second task for a sent message does nothing: it is sent once."""
         message_id = self.submit()

@@ -64,7 +64,19 @@ class ProviderApiTests(GatewayMixin, TestCase):
         with override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun"]):
             body = self.client.get("/api/providers", **self.auth).json()
         self.assertEqual([(p["name"], p["state"]) for p in body], [("sendgrid", "active"), ("mailgun", "standby")])
-        self.assertEqual(set(body[0]), {"name", "state", "active_until", "last_error", "last_error_class", "last_failure_at"})
+        self.assertEqual(
+            set(body[0]),
+            {
+                "name",
+                "state",
+                "active_until",
+                "last_error",
+                "last_error_class",
+                "last_failure_at",
+                "next_probe_at",
+                "retry_after_until",
+            },
+        )
 
     def test_failing_provider_shows_its_last_error(self):
         """After a failure the provider is `failing` with its error and time."""
@@ -85,4 +97,13 @@ class ProviderApiTests(GatewayMixin, TestCase):
         self.assertEqual(sendgrid["state"], "failing")
         self.assertIn("503", sendgrid["last_error"])
         self.assertIsNotNone(sendgrid["last_failure_at"])
+        self.assertIsNotNone(sendgrid["next_probe_at"])  # when it is tried again first
         self.assertEqual(body[1]["state"], "active")
+
+
+@gateway_settings()
+class SuppressionPathTests(GatewayMixin, TestCase):
+    def test_nul_in_the_address_path_is_a_404(self):
+        """DELETE /api/suppressions/{address} with a NUL answers 404 (no database accepts it in a query)."""
+        response = self.client.delete("/api/suppressions/a%00b@example.com", **self.auth)
+        self.assertEqual(response.status_code, 404)

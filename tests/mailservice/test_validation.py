@@ -173,3 +173,33 @@ class RepeatedRecipientTests(GatewayMixin, TestCase):
         """to jane@ and cc Jane@ (any case) is one recipient twice: 422 on cc[0], nothing stored."""
         response = self.post_message({**VALID, "to": "jane@example.com", "cc": ["Jane@Example.com"]})
         self.assert_refused(response, 422, "cc[0]", "already a recipient (to[0])")
+
+
+@gateway_settings()
+class DocumentedLimitTests(GatewayMixin, TestCase):
+    """The limits of docs/security.md, "Input limits", at their edges."""
+
+    def test_header_name_at_most_76_characters(self):
+        name = "X-" + "a" * 74
+        longer = name + "a"
+        self.assert_refused(self.post_message({**VALID, "headers": {longer: "v"}}), 422, f"headers.{longer}", "76")
+        self.assertEqual(self.post_message({**VALID, "headers": {name: "v"}}).status_code, 202)
+
+    def test_mimetype_is_type_slash_subtype_of_at_most_255_characters(self):
+        def body(mimetype):
+            return {**VALID, "attachments": [{"filename": "a", "content": "aGk=", "mimetype": mimetype}]}
+
+        self.assert_refused(self.post_message(body("a/" + "b" * 300)), 422, "attachments[0].mimetype", "255")
+        for bad in ("text", "text/plain; charset=utf-8", "/plain", "text/", "a" * 128 + "/b"):
+            with self.subTest(bad):
+                self.assert_refused(self.post_message(body(bad)), 422, "attachments[0].mimetype", "type/subtype")
+        self.assertEqual(self.post_message(body("a" * 127 + "/" + "b" * 127)).status_code, 202)
+
+    def test_at_most_100_attachments(self):
+        attachment = {"filename": "a", "content": "aGk="}
+        self.assert_refused(self.post_message({**VALID, "attachments": [attachment] * 101}), 422, "attachments", "at most 100")
+        self.assertEqual(self.post_message({**VALID, "attachments": [attachment] * 100}).status_code, 202)
+
+    def test_control_character_message_names_it(self):
+        response = self.post_message({**VALID, "subject": "ab\x0c"})
+        self.assert_refused(response, 422, "subject", "U+000C at position 2")

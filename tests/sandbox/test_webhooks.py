@@ -14,6 +14,8 @@ from django.test import LiveServerTestCase, override_settings
 from sandbox.app import Sandbox
 from sandbox.conf import SandboxSettings
 from sandbox.faults import Fault
+from sandbox.providers import sendgrid as sendgrid_provider
+from sandbox.providers.sendgrid import DEV_VERIFICATION_KEY as SENDGRID_DEV_VERIFICATION_KEY
 from tests.sandbox.base import CHAIN, MAILGUN_DOMAIN, SandboxMixin, anymail_backend
 
 WEBHOOK_SECRET = "hooks:sandbox-test-secret"
@@ -23,6 +25,8 @@ ANYMAIL = {
     "WEBHOOK_SECRET": WEBHOOK_SECRET,
     "MAILGUN_WEBHOOK_SIGNING_KEY": WEBHOOK_KEYS["mailgun"],
     "MANDRILL_WEBHOOK_KEY": WEBHOOK_KEYS["mandrill"],
+    # Anymail checks the ECDSA signature of every SendGrid post (the sandbox's development key).
+    "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": SENDGRID_DEV_VERIFICATION_KEY,
 }
 ESP_NAMES = {"sendgrid": "SendGrid", "mailgun": "Mailgun", "mandrill": "Mandrill"}
 # Mandrill has no "delivered" event: its "send" event is Anymail's "sent".
@@ -190,6 +194,27 @@ class SignatureTests(WebhookTestCase):
     def test_wrong_mandrill_webhook_key_is_refused(self):
         """Right basic auth, wrong X-Mandrill-Signature: refused."""
         self.assert_refused(self.other_sandbox(webhook_keys={"mandrill": "forged"}), providers=["mandrill"])
+
+    def test_sendgrid_posts_carry_a_signature_anymail_verifies(self):
+        """Each SendGrid post has the signature and timestamp headers; Anymail, holding the
+        development public key, accepts it."""
+        self.send("sendgrid", ["user@example.net"])
+        (result,) = self.sandbox.webhooks.flush()
+        headers = result.post.headers
+        self.assertIn(sendgrid_provider.SIGNATURE_HEADER, headers)
+        self.assertEqual(headers[sendgrid_provider.TIMESTAMP_HEADER], str(int(result.posted_at)))
+        self.assertEqual(result.status, 200)
+        self.assertEqual([e.event_type for _, e in self.events], ["delivered"])
+
+    def test_sendgrid_post_signed_with_another_key_is_refused(self):
+        """Right basic auth, an ECDSA signature by another key: refused."""
+        forger_key = 0x1234567890ABCDEF
+        real = sendgrid_provider.signature_headers
+        forged = mock.patch.object(
+            sendgrid_provider, "signature_headers", lambda body, timestamp: real(body, timestamp, forger_key)
+        )
+        with forged:
+            self.assert_refused(self.sandbox, providers=["sendgrid"])
 
 
 class DelayTests(WebhookTestCase):

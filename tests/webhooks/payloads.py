@@ -22,6 +22,10 @@ WEBHOOK_SETTINGS = {
     "MANDRILL_WEBHOOK_KEY": MANDRILL_WEBHOOK_KEY,
 }
 
+# The ESPs whose endpoints answer in these tests (MAILSERVICE_WEBHOOK_PROVIDERS): the test
+# settings' chain has none of them.
+WEBHOOK_PROVIDERS = ["sendgrid", "mailgun", "mandrill"]
+
 SENDGRID_URL = "/anymail/sendgrid/tracking/"
 MAILGUN_URL = "/anymail/mailgun/tracking/"
 MANDRILL_URL = "/anymail/mandrill/"

@@ -7,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
 from tests.webhooks.payloads import (
+    WEBHOOK_PROVIDERS,
     WEBHOOK_SETTINGS,
     mailgun_event,
     mailgun_post,
@@ -31,7 +32,7 @@ def sent_message(*emails: str, provider: str = "sendgrid", per_recipient_ids: bo
     return message
 
 
-@override_settings(ANYMAIL=WEBHOOK_SETTINGS)
+@override_settings(ANYMAIL=WEBHOOK_SETTINGS, MAILSERVICE_WEBHOOK_PROVIDERS=WEBHOOK_PROVIDERS)
 class WebhookTestCase(TestCase):
     def assert_status(self, message: Message, expected: str, recipient_status: str | None = None):
         message.refresh_from_db()

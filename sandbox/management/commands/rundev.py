@@ -40,7 +40,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, addr: str, key_name: str, no_sandbox: bool, **options: Any) -> None:
-        _, raw_key = api_key_create(name=key_name, rotate=True)
+        # Every scope: the banner's examples list providers and suppressions (manage).
+        _, raw_key = api_key_create(name=key_name, rotate=True, scopes=("send", "read", "manage"))
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {
             "web": [*manage, "runserver", addr],
@@ -93,6 +94,8 @@ class Command(BaseCommand):
         # The sandbox reads SANDBOX_* (from the environment or .env); the service must be
         # pointed at the ports and keys the sandbox will really use.
         sandbox_settings = SandboxSettings.from_env(os.environ).with_overrides(webhook_url=f"http://{addr}")
+        # Keys, secrets and the public key of the sandbox's SendGrid signatures (development
+        # values): the service then verifies every webhook the sandbox posts, as in production.
         child_env.update(service_environment(sandbox_settings))
         for variable in CONFLICTING_VARIABLES:
             child_env.pop(variable, None)
