@@ -11,12 +11,15 @@ import re
 
 # KEY_PREFIX of services/keys.py, then the random part; the first 8 characters of that part are
 # the key's displayed prefix (not secret) and are kept, so a masked key can still be told apart.
-API_KEY = re.compile(r"(smt_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]+")
+API_KEY = re.compile(r"(smt_[A-Za-z0-9_-]{8})[A-Za-z0-9_-]+", re.IGNORECASE)
 MASK = r"\1…"
+# A query parameter that looks like a credential (the API refuses keys in URLs: api/auth.py):
+# its whole value goes, however it is spelt or percent-encoded.
+KEY_IN_QUERY = re.compile(r"([?&](?:key|api_key|apikey|token|access_token|auth)=)[^&\s\"']+", re.IGNORECASE)
 
 
 def mask_api_keys(text: str) -> str:
-    return API_KEY.sub(MASK, text)
+    return API_KEY.sub(MASK, KEY_IN_QUERY.sub(r"\1***", text))
 
 
 class MaskApiKeys(logging.Filter):

@@ -212,4 +212,24 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
         )
         self.assertTrue(MaskApiKeys().filter(record))
         self.assertNotIn(self.raw_key, record.getMessage())
-        self.assertIn(f"api_key={self.api_key.prefix}…", record.getMessage())
+        self.assertIn("api_key=***", record.getMessage())
+
+    def test_keys_are_masked_however_they_are_spelt(self):
+        """A key in upper case, in a message, or percent-encoded in a URL never reaches the log whole."""
+        from urllib.parse import quote
+
+        from mailservice.logfilters import mask_api_keys
+
+        secret = self.raw_key[len(self.api_key.prefix):]
+        encoded = "".join(f"%{byte:02X}" for byte in self.raw_key.encode())
+        for text in (
+            f"key {self.raw_key.upper()} refused",
+            f"Authorization: Token {self.raw_key}",
+            f"GET /?api_key={encoded}&to=a",
+            f"GET /api/messages?TOKEN={quote(self.raw_key)}",
+        ):
+            with self.subTest(text):
+                masked = mask_api_keys(text)
+                self.assertNotIn(secret, masked)
+                self.assertNotIn(secret.upper(), masked)
+                self.assertNotIn(encoded, masked)
