@@ -71,28 +71,37 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     # Connections -------------------------------------------------------------------------
 
     def open(self) -> bool:
-        """Start a session in this thread; inner backends open lazily, once, when first used."""
-        self._pool.depth += 1
-        return self._pool.depth == 1
+        """Start a session in this thread, as Django's backends do: True when this call started
+        it (the caller then closes it), False when one is already open. Inner backends open
+        lazily, once, when a message first needs them."""
+        if self._pool.active:
+            return False
+        self._pool.active = True
+        return True
 
     def close(self) -> None:
+        """End the session: close every inner backend it opened."""
         pool = self._pool
-        pool.depth = max(pool.depth - 1, 0)
-        if pool.depth:
-            return
-        for name, must_close in list(pool.opened.items()):
-            if must_close:
-                try:
-                    pool.instances[name].close()
-                except Exception as err:  # a failing close must not hide the send result
-                    logger.warning(
-                        "failover close failed provider=%s error=%s",
-                        name,
-                        errors.describe(err, self._by_name[name].secrets()),
-                        extra={"provider": name},
-                    )
-        pool.opened.clear()
-        pool.instances.clear()
+        pool.active = False
+        for name in list(pool.instances):
+            self._discard(name)
+
+    def _discard(self, name: str) -> None:
+        """Close (if the session opened it) and forget one inner backend; the next use builds
+        and opens it afresh."""
+        pool = self._pool
+        backend = pool.instances.pop(name, None)
+        if backend is not None and pool.opened.pop(name, False):
+            try:
+                backend.close()
+            except Exception as err:  # a failing close must not hide the send result
+                logger.warning(
+                    "failover close failed provider=%s error=%s",
+                    name,
+                    errors.describe(err, self._by_name[name].secrets()),
+                    extra={"provider": name},
+                )
+        pool.opened.pop(name, None)
 
     def _connection(self, name: str) -> BaseEmailBackend:
         pool = self._pool
@@ -110,9 +119,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             return 0
         # Inside `with connection:` (or after open()) the caller's session is used and its end
         # closes the inner backends; otherwise this batch is a session of its own.
-        created = self._pool.depth == 0
-        if created:
-            self.open()
+        created = self.open()
         try:
             state = self.health.load()  # the one cache read of this batch
             sent = 0
@@ -158,6 +165,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             left_first = left_first or str(attempt.outcome)
             if attempt.outcome is not Outcome.LOCAL_ERROR:  # one message's fault: the provider is fine
                 self._note_failure(state, attempt, error, probe=name == probe)
+                # A failed connection is not reused (an SMTP backend keeps a dead socket): the
+                # next message, or probe, to this provider starts afresh.
+                self._discard(name)
             if attempt.outcome is Outcome.AMBIGUOUS and not self.failover_on_ambiguous:
                 if self.fail_silently:
                     return False
@@ -189,8 +199,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         errors_by_provider: dict[str, BaseException],
         skipped: dict[str, str],
     ) -> bool:
-        if attempts and all(attempt.outcome is Outcome.LOCAL_ERROR for attempt in attempts):
-            # No provider's backend could encode it, and none is down: the message's fault.
+        if attempts and not skipped and all(attempt.outcome is Outcome.LOCAL_ERROR for attempt in attempts):
+            # Every provider was asked, none could encode it, and none is down: the message's
+            # fault. (With a provider skipped, that one may take it later: AllProvidersFailed.)
             if self.fail_silently:
                 return False
             raise errors_by_provider[attempts[-1].provider]
@@ -280,7 +291,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         """A provider error: a request to slow down (429, 503 with Retry-After) makes the provider
         wait that long; anything else marks it failing (and, after a probe, backs the probes off)."""
         name = attempt.provider
-        seconds = errors.retry_after(error, default=self.health.probe_interval)
+        seconds = errors.retry_after(error, default=self.health.probe_interval, now=self.health.now())
         if seconds is not None:
             wait = self.health.record_wait(state, name, seconds)
             self.health.save(state)

@@ -61,7 +61,9 @@ def classify(error: BaseException) -> Outcome:
     # AnymailUnsupportedFeature is also a ValueError.
     if isinstance(error, RECIPIENT_REFUSALS) or isinstance(error, AnymailSerializationError):
         return Outcome.MESSAGE_ERROR
-    if isinstance(error, (AnymailUnsupportedFeature, AnymailConfigurationError, ImproperlyConfigured)):
+    if isinstance(error, AnymailUnsupportedFeature):
+        return Outcome.LOCAL_ERROR  # this message needs what this ESP lacks; other messages are fine
+    if isinstance(error, (AnymailConfigurationError, ImproperlyConfigured)):
         return Outcome.PROVIDER_ERROR
     if isinstance(error, ProviderBuildError):
         return Outcome.PROVIDER_ERROR
@@ -97,14 +99,15 @@ def _classify_requests_error(error: requests.RequestException) -> Outcome:
     return Outcome.PROVIDER_ERROR
 
 
-def _answered_json(response: requests.Response | None) -> bool:
-    if response is None:
-        return True  # nothing to judge by: keep the cautious reading
+def _not_the_esps_api(response: requests.Response | None) -> bool:
+    text = (getattr(response, "text", "") or "").strip() if response is not None else ""
+    if not text or text[0] in "{[":
+        return False  # nothing, or the start of JSON: the cautious reading (ambiguous)
     try:
-        json.loads(response.text)
+        json.loads(text)
     except ValueError:
-        return False
-    return True
+        return True
+    return False
 
 
 # Code that builds a message: an exception raised from here is about this one message's content
@@ -113,11 +116,9 @@ MESSAGE_BUILDING_MODULES = ("email.", "django.core.mail.message", "django.core.m
 
 
 def _raised_building_the_message(error: BaseException) -> bool:
-    """True for an encoding error, or an error raised inside the email package or Django's
-    message building, before any request left (requests and Anymail's API errors are handled
-    before this is asked)."""
-    if isinstance(error, UnicodeError):
-        return True
+    """True for an error (an encoding error included) raised inside the email package or
+    Django's message building, before any request left; the same error raised elsewhere (a
+    non-Latin-1 character in an API key, failing in http.client) is the provider's."""
     traceback = error.__traceback__
     module = ""
     while traceback is not None:  # the innermost frame raised it
@@ -126,7 +127,7 @@ def _raised_building_the_message(error: BaseException) -> bool:
     return isinstance(error, (ValueError, TypeError, LookupError)) and module.startswith(MESSAGE_BUILDING_MODULES)
 
 
-def retry_after(error: BaseException, *, default: float) -> float | None:
+def retry_after(error: BaseException, *, default: float, now: float | None = None) -> float | None:
     """Seconds the provider asked us to wait: a 429 (`default` without a Retry-After header), or
     a 503 with Retry-After. None when the error is no such request to slow down."""
     status = status_code_of(error)
@@ -134,16 +135,16 @@ def retry_after(error: BaseException, *, default: float) -> float | None:
         return None
     response = getattr(error, "response", None)
     header = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    seconds = _parse_retry_after(header) if header else None
+    seconds = _parse_retry_after(header, time.time() if now is None else now) if header else None
     if seconds is None:
         return default if status == 429 else None
     return seconds
 
 
-def _parse_retry_after(value: str) -> float | None:
+def _parse_retry_after(value: str, now: float) -> float | None:
     """Retry-After is delay-seconds or an HTTP-date (RFC 9110, 10.2.3)."""
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -151,7 +152,7 @@ def _parse_retry_after(value: str) -> float | None:
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - now)
 
 
 def _aborted_mid_request(error: requests.ConnectionError) -> bool:
@@ -163,9 +164,10 @@ def _aborted_mid_request(error: requests.ConnectionError) -> bool:
 
 
 def _classify_answer(status: int | None, response: requests.Response | None) -> Outcome:
-    if status is not None and 200 <= status < 300 and not _answered_json(response):
-        # Not the ESP's API at all (a wrong URL's page, e.g. Mailgun's "Mailgun Magnificent
-        # API"): ESP send APIs answer JSON, so nothing was sent. A configuration error.
+    if status is not None and 200 <= status < 300 and _not_the_esps_api(response):
+        # A page, not the ESP's API (a wrong URL's page, e.g. Mailgun's "Mailgun Magnificent
+        # API", a proxy's HTML): ESP send APIs answer JSON, so nothing was sent. A configuration
+        # error. An empty or cut-off JSON answer stays ambiguous: the ESP may have taken it.
         return Outcome.PROVIDER_ERROR
     return _classify_status(status)
 
@@ -207,7 +209,8 @@ def describe(error: BaseException, secrets: frozenset[str] = frozenset()) -> str
         response = getattr(error, "response", None)
         reason = getattr(response, "reason", "") or ""
         detail = " ".join(str(arg) for arg in getattr(error, "args", ()) if arg)
-        body = " ".join((getattr(response, "text", "") or "").split())[:MAX_BODY_LENGTH]
+        # Masked before it is cut, so a secret the ESP echoes back cannot leave half of itself.
+        body = mask(" ".join((getattr(response, "text", "") or "").split()), secrets)[:MAX_BODY_LENGTH]
         text = f"HTTP {status} {reason}".strip()
         text += "".join(f": {part}" for part in (detail, body) if part)
     else:

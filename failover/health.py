@@ -65,6 +65,10 @@ class HealthStore:
         self.probe_interval = probe_interval
         self.key = chain_key(tuple(names))
 
+    @staticmethod
+    def now() -> float:
+        return now()
+
     @property
     def cache(self):
         # Django hands each thread its own cache connection: look it up at use, not at init.

@@ -23,7 +23,7 @@ from failover.exceptions import FailoverConfigurationError, ProviderBuildError
 HAS_MAILERS = django.VERSION >= (6, 1)
 ANYMAIL_SHORT_NAME = "anymail.backends.{}.EmailBackend"
 ENTRY_KEYS = frozenset({"NAME", "BACKEND", "OPTIONS"})
-RATE_PATTERN = re.compile(r"(?P<sends>\d+)\s*/\s*(?P<count>\d+)?\s*(?P<unit>[smhd])")
+RATE_PATTERN = re.compile(r"(?P<sends>\d+)\s*/\s*(?P<count>[1-9]\d*)?\s*(?P<unit>[smhd])")
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # Option names whose values are masked wherever an error is described.
 SECRET_OPTION_NAMES = ("api_key", "password", "secret", "token", "key")
@@ -244,4 +244,4 @@ class BackendPool(threading.local):
     def __init__(self) -> None:
         self.instances: dict[str, BaseEmailBackend] = {}
         self.opened: dict[str, bool] = {}  # provider -> we must close it
-        self.depth = 0  # >0 while a batch or an explicit open() is in progress
+        self.active = False  # a session (open(), `with`, or one batch) is in progress

@@ -34,6 +34,12 @@ class MaskApiKeys(logging.Filter):
         masked = mask_api_keys(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # Formatters fill exc_text in only after the filters ran: fill it in here, masked,
+            # and they use it as it is.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = mask_api_keys(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_api_keys(record.stack_info)
         return True

@@ -40,7 +40,7 @@ class GatewayErrorsMiddleware:
         if response.status_code >= 400 and not content_type.startswith("application/json"):
             message = response.reason_phrase or "Error"
             if response.status_code >= 500:
-                message = "Internal error; it has been logged."
+                message = "Internal error; it has been logged"
             replacement = error_response(response.status_code, [FieldError(None, f"{message}.")])
             if response.has_header("Allow"):
                 replacement["Allow"] = response["Allow"]

@@ -56,7 +56,7 @@ def _read(request: HttpRequest) -> dict[str, Any]:
     if request.content_type == "application/json":
         try:
             data = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the parser's depth
             raise MalformedRequest([FieldError(None, "The request body is not valid JSON.")]) from None
         if not isinstance(data, dict):
             raise InvalidRequest([FieldError(None, "The request body must be a JSON object.")])

@@ -236,7 +236,11 @@ def tracking_view(callback: Callable) -> Callable:
 
 
 def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, args, kwargs) -> HttpResponse:
-    too_old = _stale_signature(request, esp_name)
+    try:
+        too_old = _stale_signature(request, esp_name)
+    except RequestDataTooBig:
+        _refused(esp_name, "body too large")
+        return error_response(413, "The webhook body is larger than this service accepts.")
     if too_old:
         logger.warning(
             "webhook refused provider=%s reason=stale signed timestamp age=%ss",
@@ -330,7 +334,12 @@ def _stale_signature(request: HttpRequest, esp_name: str) -> int | None:
     read_timestamp = rules_for(esp_name).signed_timestamp
     if not max_age or read_timestamp is None:
         return None
-    signed = read_timestamp(request)
+    try:
+        signed = read_timestamp(request)
+    except RequestDataTooBig:
+        raise
+    except Exception:  # not even readable (not JSON, nested past the parser's depth): Anymail refuses it
+        return None
     try:
         age = int(time.time() - float(signed)) if signed is not None else None
     except (TypeError, ValueError, OverflowError):

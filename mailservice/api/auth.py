@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 # Query parameters that look like someone put a key in the URL, where logs and proxies keep it.
 KEY_PARAMETERS = frozenset({"key", "api_key", "apikey", "token", "access_token", "auth"})
 # django-ratelimit's rate format: a count per period, the period with an optional multiple (5m).
-RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+RATE = re.compile(r"^(\d+)/([1-9]\d*)?([smhd])$")
 RATE_GROUP = "mailservice.api"
 
 

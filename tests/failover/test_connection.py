@@ -46,7 +46,7 @@ class SessionTests(FailoverTestCase):
                 open_connection.send_messages([self.message()])
                 self.assertEqual((CountingBackend.opened, CountingBackend.closed), (1, 0))
             self.assertEqual((CountingBackend.opened, CountingBackend.closed), (1, 1))
-            self.assertEqual(connection._pool.depth, 0)
+            self.assertEqual(connection._pool.active, False)
 
     def test_repeated_blocks_leave_nothing_open(self):
         """Each block closes what it opened; the session depth never grows."""
@@ -56,7 +56,28 @@ class SessionTests(FailoverTestCase):
                 with connection:
                     connection.send_messages([self.message()])
             self.assertEqual((CountingBackend.opened, CountingBackend.closed), (3, 3))
-            self.assertEqual(connection._pool.depth, 0)
+            self.assertEqual(connection._pool.active, False)
+
+    def test_djangos_own_open_close_pattern_inside_a_block(self):
+        """`created = c.open(); ...; if created: c.close()` inside `with c:` leaves the block in charge."""
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[COUNTING]):
+            connection = self.connection()
+            with connection:
+                created = connection.open()
+                connection.send_messages([self.message()])
+                if created:
+                    connection.close()
+                self.assertFalse(created)
+            self.assertEqual((CountingBackend.opened, CountingBackend.closed), (1, 1))
+            self.assertFalse(connection._pool.active)
+
+    def test_a_failed_connection_is_not_reused(self):
+        """After a provider error the inner backend is closed and the next message starts afresh."""
+        connection = self.connection()
+        with connection:
+            self.esp.fail("sendgrid", 503)
+            connection.send_messages([self.message()])
+            self.assertNotIn("sendgrid", connection._pool.instances)
 
     def test_a_send_outside_a_block_is_its_own_session(self):
         """send_messages without open() opens and closes the inner backend itself."""
@@ -126,6 +147,15 @@ class ExceptionContractTests(FailoverTestCase):
         self.assertIsInstance(caught.exception, AllProvidersFailed)
         self.assertEqual(list(caught.exception.errors), ["sendgrid", "mailgun", "mandrill"])
         self.assertTrue(str(caught.exception).startswith("All 3 providers failed: sendgrid: HTTP 503"))
+
+    def test_a_secret_echoed_by_the_provider_is_masked_before_it_is_cut(self):
+        """An API key the ESP quotes back never shows, even in part, however long the answer."""
+        from tests.esp import SENDGRID_KEY
+
+        self.esp.fail("sendgrid", 401, "x" * 150 + f" bad key {SENDGRID_KEY}")
+        message = self.message()
+        self.send(message)
+        self.assertNotIn(SENDGRID_KEY[:6], message.failover_attempts[0].error)
 
     def test_attempt_errors_are_one_line(self):
         """A provider answer spread over lines is recorded on one line."""

@@ -221,6 +221,16 @@ class AmbiguousTests(FailoverTestCase):
         self.assertEqual(message.failover_attempts[0].outcome, Outcome.AMBIGUOUS)
         self.assertEqual(message.failover_provider, "sendgrid")
 
+    def test_empty_or_cut_off_success_answer_is_ambiguous(self):
+        """An empty 200, or JSON cut short, may follow an accepted message: ambiguous."""
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MAILGUN, SENDGRID]):
+            for body in ("", '{"id": "<abc@mg'):
+                with self.subTest(repr(body)):
+                    self.esp.answer("mailgun", 200, body)
+                    message = self.message()
+                    self.send(message, cache_timeout=0)
+                    self.assertEqual(message.failover_attempts[0].outcome, Outcome.AMBIGUOUS)
+
     def test_success_answer_that_is_not_the_esps_api_is_a_provider_error(self):
         """Mailgun's "Mailgun Magnificent API" page (a wrong API URL) sent nothing: not ambiguous."""
         with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MAILGUN, SENDGRID]):

@@ -134,12 +134,17 @@ class RetryAfterTests(FailoverTestCase):
         """Retry-After may be an HTTP date."""
         from email.utils import formatdate
 
-        import time
-
-        self.slow_down("sendgrid", retry_after=formatdate(time.time() + 300, usegmt=True))
+        self.slow_down("sendgrid", retry_after=formatdate(self.clock.now + 300, usegmt=True))
         self.send(self.message())
         until = self.connection().provider_states()[0]["retry_after_until"]
-        self.assertAlmostEqual(until - self.clock.now, 300, delta=5)
+        self.assertAlmostEqual(until - self.clock.now, 300, delta=1)
+
+    def test_retry_after_that_is_no_number_or_date_is_ignored(self):
+        """A Retry-After of digits that are not ASCII (or of nonsense) counts as absent."""
+        from failover.errors import _parse_retry_after
+
+        self.assertIsNone(_parse_retry_after("²", self.clock.now))
+        self.assertIsNone(_parse_retry_after("soon", self.clock.now))
 
     def test_retry_after_is_capped_by_the_memory(self):
         """A Retry-After of a day waits no longer than FIRST_WORKING_EMAIL_CACHE_TIMEOUT (600 s here)."""
@@ -208,8 +213,9 @@ class RateLimitTests(FailoverTestCase):
         from failover.exceptions import FailoverConfigurationError
         from failover.providers import load_providers
 
-        with self.assertRaisesMessage(FailoverConfigurationError, "RATE_LIMIT"):
-            load_providers([{**SENDGRID, "OPTIONS": {"RATE_LIMIT": "fast"}}])
+        for value in ("fast", "5/0s", "0/s"):
+            with self.subTest(value), self.assertRaisesMessage(FailoverConfigurationError, "RATE_LIMIT"):
+                load_providers([{**SENDGRID, "OPTIONS": {"RATE_LIMIT": value}}])
 
 
 class LocalErrorTests(FailoverTestCase):
@@ -230,6 +236,31 @@ class LocalErrorTests(FailoverTestCase):
             plain = self.message()
             self.send(plain)
             self.assertEqual(plain.failover_provider, "locmem")
+
+    def test_local_error_with_a_provider_skipped_is_retried_later(self):
+        """A provider passed over (rate-limited, waiting) may still take it: AllProvidersFailed, not the message's fault."""
+        from failover.exceptions import AllProvidersFailed
+
+        limited = {**SENDGRID, "OPTIONS": {**SENDGRID["OPTIONS"], "RATE_LIMIT": "1/m"}}
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[limited, LOCMEM]):
+            self.send(self.message())  # spends SendGrid's one send of the minute
+            with self.assertRaises(AllProvidersFailed) as caught:
+                self.send(self.unencodable())
+        self.assertEqual(caught.exception.skipped, {"sendgrid": "rate_limited"})
+
+    def test_unsupported_feature_is_this_messages_not_the_providers(self):
+        """A feature one ESP lacks sends the message on, and never marks that ESP failing."""
+        from django.core.mail import EmailMultiAlternatives
+
+        from tests.esp import MANDRILL
+
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MANDRILL, SENDGRID]):
+            message = EmailMultiAlternatives(subject="s", body="b", from_email="a@example.com", to=["u@example.net"])
+            message.attach_alternative("<p>one</p>", "text/html")
+            message.attach_alternative("<p>two</p>", "text/html")  # Mandrill takes one HTML part
+            self.send(message)
+            self.assertEqual(message.failover_attempts[0].outcome, Outcome.LOCAL_ERROR)
+            self.assertEqual([row["state"] for row in self.connection().provider_states()], ["active", "standby"])
 
     def test_local_error_everywhere_is_the_messages_error(self):
         """When no provider's backend can encode it, its own error is raised, not AllProvidersFailed."""

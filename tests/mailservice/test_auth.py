@@ -5,7 +5,7 @@ from datetime import timedelta
 from io import StringIO
 
 from django.core.management import CommandError, call_command
-from django.test import TestCase
+from django.test import SimpleTestCase, TestCase
 from django.utils import timezone
 
 from mailservice.models import ApiKey, Message
@@ -233,3 +233,19 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
                 self.assertNotIn(secret, masked)
                 self.assertNotIn(secret.upper(), masked)
                 self.assertNotIn(encoded, masked)
+
+
+class TracebackMaskingTests(SimpleTestCase):
+    def test_a_key_in_an_exceptions_text_is_masked_in_the_traceback(self):
+        """Tracebacks are formatted after filters run: the filter masks them itself."""
+        import sys
+
+        from mailservice.logfilters import MaskApiKeys
+
+        key = "smt_ABCDEFGHsecretpart0123456789"
+        try:
+            raise ValueError(f"bad key {key}")
+        except ValueError:
+            record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+        MaskApiKeys().filter(record)
+        self.assertNotIn("secretpart", logging.Formatter().format(record))

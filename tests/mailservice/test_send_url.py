@@ -19,6 +19,12 @@ class SendUrlTests(GatewayMixin, TestCase):
         self.assertEqual((message.subject, message.text), ("Ping", "Pong"))
         self.assertEqual(message.recipients.get().email, "jane@example.com")
 
+    def test_json_nested_past_the_parsers_depth_is_a_400(self):
+        """A JSON body too deep to parse answers 400 like any malformed JSON, not a 500."""
+        response = self.client.post("/", "[" * 200000, content_type="application/json", **self.auth)
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json()["errors"][0]["message"], "The request body is not valid JSON.")
+
     def test_get_takes_subject_and_text(self):
         """subject and text given in the query are used."""
         response = self.client.get("/", {"to": "jane@example.com", "subject": "S", "text": "T"}, **self.auth)

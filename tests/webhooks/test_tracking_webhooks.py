@@ -81,6 +81,16 @@ class AuthenticationTests(WebhookTestCase):
         fresh = mailgun_post(self.client, mailgun_event("delivered", "a@example.net", "<x@mg>"))
         self.assertEqual(fresh.status_code, 200)
 
+    @override_settings(MAILSERVICE_WEBHOOK_MAX_AGE=300)
+    def test_unreadable_body_with_a_max_age_is_a_json_4xx(self):
+        """The age check reads the body before Anymail: a body nested past the parser's depth is
+        Anymail's to refuse (JSON 400), never a 500 page."""
+        response = self.client.post(
+            "/anymail/mailgun/tracking/", "[" * 200000, content_type="application/json"
+        )
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response["Content-Type"], "application/json")
+
     def test_old_signed_events_are_accepted_by_default(self):
         """No maximum age by default: providers retry failed posts for hours."""
         import time
