@@ -27,7 +27,7 @@ from mailservice.addresses import normalize_email
 from mailservice.compat import mail_connection
 from mailservice.composing import build_email
 from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
-from mailservice.services.tracking import tracking_events_link_late
+from mailservice.services.linking import tracking_events_link_late
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
 
 logger = logging.getLogger(__name__)

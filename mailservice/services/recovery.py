@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from mailservice import conf
 from mailservice.models import IdempotencyKey, Message
-from mailservice.services.tracking import tracking_events_link_unlinked
+from mailservice.services.linking import tracking_events_link_unlinked
 from mailservice.tasks import enqueue_delivery_on_commit
 
 logger = logging.getLogger(__name__)

@@ -28,23 +28,12 @@ from failover.providers import normalize_name
 
 from mailservice.addresses import normalize_email
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
-from mailservice.statuses import FINAL_RECIPIENT_STATUSES, RecipientStatus, advances, summarize
+from mailservice.services.progress import recipients_advance
 from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
 
 MAX_TEXT = 2000
-
-# What each normalized Anymail event does to a recipient. Events absent here (queued, sent,
-# deferred, opened, clicked, unsubscribed, ...) are recorded without changing any status.
-EVENT_STATUS = {
-    EventType.DELIVERED: RecipientStatus.DELIVERED,
-    EventType.BOUNCED: RecipientStatus.BOUNCED,
-    EventType.REJECTED: RecipientStatus.REJECTED,
-    EventType.FAILED: RecipientStatus.FAILED,
-    EventType.COMPLAINED: RecipientStatus.COMPLAINED,
-}
-
 
 @dataclass
 class RecordResult:
@@ -282,94 +271,10 @@ def _link(rows: list[_Row]) -> None:
 
 
 def _advance_recipients(rows: list[_Row]) -> int:
-    return _advance(
+    return recipients_advance(
         (row.event.message_recipient_id, row.status_type, row.event.timestamp or row.event.created_at)
         for row in rows
     )
-
-
-def _advance(changes: Iterable[tuple[int | None, str, datetime]]) -> int:
-    """Move recipients forward (never back) by (recipient id, event type, when) in time order,
-    then re-summarize their messages. Returns how many recipients changed."""
-    targets: dict[int, RecipientStatus] = {}
-    for recipient_id, event_type, _when in sorted(changes, key=lambda change: change[2]):
-        new = EVENT_STATUS.get(event_type)
-        if new is None or recipient_id is None:
-            continue
-        current = targets.get(recipient_id)
-        if current is None or advances(current, new):
-            targets[recipient_id] = new
-    if not targets:
-        return 0
-    now = timezone.now()
-    locked = list(Recipient.objects.select_for_update().filter(pk__in=list(targets)))
-    changed = []
-    for recipient in locked:
-        new = targets[recipient.pk]
-        if advances(recipient.status, new):
-            recipient.status, recipient.updated_at = new, now
-            changed.append(recipient)
-    if not changed:
-        return 0
-    Recipient.objects.bulk_update(changed, ["status", "updated_at"])
-    message_ids = {recipient.message_id for recipient in changed}
-    statuses: dict = {}
-    for message_id, status in Recipient.objects.filter(message_id__in=message_ids).values_list("message_id", "status"):
-        statuses.setdefault(message_id, []).append(status)
-    messages = list(Message.objects.filter(pk__in=message_ids).only("id", "status", "updated_at", "finished_at"))
-    for message in messages:
-        old = message.status
-        message.status = summarize(statuses[message.pk])
-        message.updated_at = now
-        if message.finished_at is None and all(s in FINAL_RECIPIENT_STATUSES for s in statuses[message.pk]):
-            message.finished_at = now
-        if old != message.status:
-            logger.info(
-                "message %s -> %s by provider event",
-                old,
-                message.status,
-                extra={"message_id": str(message.pk), "status": str(message.status)},
-            )
-    Message.objects.bulk_update(messages, ["status", "updated_at", "finished_at"])
-    return len(changed)
-
-
-def tracking_events_link_late(*, message: Message) -> int:
-    """Link events that arrived before the worker recorded this message's provider ids (a fast
-    provider can report delivery within milliseconds) and apply them. Returns events linked."""
-    recipients = {r.email: r for r in message.recipients.only("id", "email", "provider_message_id")}
-    provider_ids = {r.provider_message_id for r in recipients.values() if r.provider_message_id}
-    if message.provider_message_id:
-        provider_ids.add(message.provider_message_id)
-    if not provider_ids:
-        return 0
-    events = list(
-        TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=provider_ids).only(
-            "id", "provider", "provider_message_id", "recipient", "event_type", "raw", "timestamp", "created_at"
-        )
-    )
-    if not events:
-        return 0
-    for event in events:
-        # The id is one of this message's, so the address picks the recipient.
-        recipient = recipients.get(event.recipient)
-        event.message_id = message.pk
-        event.message_recipient_id = recipient.pk if recipient else None
-    TrackingEvent.objects.bulk_update(events, ["message", "message_recipient"])
-    _advance(
-        (
-            e.message_recipient_id,
-            rules_for(e.provider).status_event_type(e.event_type, e.raw),
-            e.timestamp or e.created_at,
-        )
-        for e in events
-    )
-    logger.info(
-        "tracking events linked late count=%s",
-        len(events),
-        extra={"message_id": str(message.pk), "count": len(events)},
-    )
-    return len(events)
 
 
 def _suppress(provider: str, rows: list[_Row]) -> list[str]:
@@ -435,25 +340,3 @@ def _strings(data) -> Iterable[str]:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-
-
-def tracking_events_link_unlinked(*, since: datetime) -> int:
-    """Link events stored unlinked since `since` whose provider id a send has recorded since.
-
-    The worker links early events when it records a send, but on a database where its
-    transaction is not yet visible to a concurrent webhook (READ COMMITTED), an event can land
-    in between; the recovery pass calls this to catch those. Returns events linked."""
-    ids = set(
-        TrackingEvent.objects.filter(message__isnull=True, created_at__gte=since)
-        .exclude(provider_message_id="")
-        .values_list("provider_message_id", flat=True)
-    )
-    if not ids:
-        return 0
-    message_ids = set(Recipient.objects.filter(provider_message_id__in=ids).values_list("message_id", flat=True))
-    message_ids |= set(Message.objects.filter(provider_message_id__in=ids).values_list("pk", flat=True))
-    linked = 0
-    for message in Message.objects.filter(pk__in=message_ids):
-        with transaction.atomic():
-            linked += tracking_events_link_late(message=message)
-    return linked
