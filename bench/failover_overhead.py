@@ -17,12 +17,13 @@ import gc
 import io
 import logging
 import multiprocessing
-import socket
 import statistics
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from loopback import free_port, wait_for_port  # bench/loopback.py (this folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,21 +48,8 @@ def serve(port: int) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), SendGridLike).serve_forever()
 
 
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"local endpoint did not start on port {port}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def configure(live_url: str, cache: str) -> None:
