@@ -117,8 +117,9 @@ def expand_backend_path(path: str) -> str:
 
 def normalize_name(esp_name: str) -> str:
     """A provider's name as the chain, the gateway and its webhooks spell it: Anymail's
-    `esp_name` lowercased without spaces ("Amazon SES" -> "amazonses")."""
-    return esp_name.lower().replace(" ", "")
+    `esp_name` lowercased without spaces, underscores or hyphens, so "Amazon SES", its module
+    name "amazon_ses" and "amazonses" are one ESP."""
+    return re.sub(r"[\s_-]", "", esp_name.lower())
 
 
 def default_name(backend_path: str) -> str:

@@ -58,19 +58,22 @@ def parse_address(value: str) -> ParsedAddress:
 
 def normalize_email(addr_spec: str) -> str:
     """Lowercase, with an internationalized domain in its ASCII (punycode) form, so that
-    `Jane@Bücher.de` and `jane@xn--bcher-kva.de` are one recipient and one suppression entry.
-
-    The domain is encoded as Anymail encodes it for the ESPs by default (IDNA 2008 with UTS 46
-    mapping, Anymail's IDNA_ENCODER "idna2008"), so the form the ESP reports back in its
-    webhooks is the form stored: `straße.de` is `xn--strae-oqa.de`, not IDNA 2003's
-    `strasse.de`. A domain IDNA 2008 refuses (emoji) falls back to IDNA 2003, then to itself."""
+    `Jane@Bücher.de` and `jane@xn--bcher-kva.de` are one recipient and one suppression entry."""
     local, _, domain = addr_spec.strip().rpartition("@")
-    if not domain.isascii() or "xn--" in domain.lower():
+    return f"{local}@{ascii_domain(domain)}".lower()
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as Anymail encodes it for the ESPs by default (IDNA 2008 with UTS 46 mapping,
+    Anymail's IDNA_ENCODER "idna2008"), so the form the ESP reports back in its webhooks is the
+    form stored: `straße.de` is `xn--strae-oqa.de`, not IDNA 2003's `strasse.de`. A domain IDNA
+    2008 refuses (emoji) falls back to IDNA 2003, then to itself. Case is left as given."""
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
         try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except (idna.IDNAError, UnicodeError, ValueError):
-            try:
-                domain = domain.encode("idna").decode("ascii")
-            except UnicodeError:
-                pass
-    return f"{local}@{domain}".lower()
+            return domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return domain

@@ -13,20 +13,20 @@ import django
 from anymail.message import AnymailMessage
 from anymail.utils import parse_single_address
 
-from mailservice.addresses import normalize_email
+from mailservice.addresses import ascii_domain
 from mailservice.models import Message, Recipient
 
 DEFAULT_MIMETYPE = "application/octet-stream"
 
 
 def _with_ascii_domain(address: str) -> str:
-    """The address with its domain in the ASCII form normalize_email stores. ESPs report that
+    """The address with its domain in the ASCII form every stored address has. ESPs report that
     form back, and Anymail's SendGrid backend files its tracking id under it: an address given
     with a Unicode domain would otherwise never be linked to its delivery events."""
     parsed = parse_single_address(address)
     if parsed.domain.isascii():
         return address
-    return parsed.format(idna_encode=lambda domain: normalize_email(f"x@{domain}").partition("@")[2])
+    return parsed.format(idna_encode=lambda domain: ascii_domain(domain).lower())
 
 
 def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMessage:

@@ -96,21 +96,15 @@ def error_response(status: int, message: str, **extra: Any) -> JsonResponse:
 # Which ESPs have endpoints -------------------------------------------------------------------
 
 
-def esp_key(name: str) -> str:
-    """One spelling for an ESP's name in the chain, the setting and Anymail's views:
-    "Amazon SES", "amazon_ses" and "amazonses" are one ESP."""
-    return re.sub(r"[\s_-]", "", normalize_name(name))
-
-
 def enabled_providers() -> frozenset[str]:
-    """The ESPs (as `esp_key`) whose tracking endpoints answer: each chain entry's backend's
+    """The ESPs (as `normalize_name` spells them) whose tracking endpoints answer: each chain entry's backend's
     ESP (a "mailgun-eu" entry with the mailgun backend enables mailgun), plus
     MAILSERVICE_WEBHOOK_PROVIDERS. Raises FailoverConfigurationError for a broken chain."""
-    names = {esp_key(name) for name in conf.webhook_providers()}
+    names = {normalize_name(name) for name in conf.webhook_providers()}
     for provider in load_providers():
         esp_name = _backend_esp_name(provider.backend_path)
         if esp_name:
-            names.add(esp_key(esp_name))
+            names.add(normalize_name(esp_name))
     return frozenset(names)
 
 
@@ -208,7 +202,7 @@ def tracking_view(callback: Callable) -> Callable:
     """The view of one Anymail tracking endpoint (`callback` is Anymail's own as_view())."""
     view_class = callback.view_class
     esp_name = normalize_name(view_class.esp_name)
-    key = esp_key(view_class.esp_name)
+    key = normalize_name(view_class.esp_name)
     anymail_view = checked_view_class(view_class).as_view()
 
     @functools.wraps(callback)  # keeps Anymail's csrf_exempt and login_not_required marks
@@ -391,10 +385,10 @@ def check_webhook_providers(app_configs=None, **kwargs) -> list[Error]:
         enabled = enabled_providers()
     except Exception:  # the failover app's own checks report a broken chain
         return []
-    views = {esp_key(pattern.callback.view_class.esp_name): pattern.callback.view_class for pattern in tracking_patterns()}
+    views = {normalize_name(pattern.callback.view_class.esp_name): pattern.callback.view_class for pattern in tracking_patterns()}
     errors = []
     for name in conf.webhook_providers():
-        if esp_key(name) not in views:
+        if normalize_name(name) not in views:
             errors.append(
                 Error(
                     f"MAILSERVICE_WEBHOOK_PROVIDERS names {name!r}, which has no Anymail tracking webhook.",

@@ -14,7 +14,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from mailservice import conf
-from mailservice.addresses import normalize_email
+from mailservice.addresses import ascii_domain
 from mailservice.exceptions import ApiKeyError
 from mailservice.models import ApiKey
 from mailservice.models.keys import DEFAULT_SCOPES, SCOPES
@@ -61,9 +61,8 @@ def clean_domains(domains: Iterable[str]) -> str:
 
 def sender_domain(addr_spec: str) -> str:
     """The domain part of a sender's address, in the form `clean_domains` stores: the ASCII form
-    normalize_email gives every address, so both sides of the comparison are encoded alike."""
-    domain = addr_spec.strip().rpartition("@")[2].rstrip(".")
-    return normalize_email(f"x@{domain}").partition("@")[2]
+    every stored address has (addresses.ascii_domain), so both sides are encoded alike."""
+    return ascii_domain(addr_spec.strip().rpartition("@")[2].rstrip(".")).lower()
 
 
 def api_key_sender_allowed(*, api_key: ApiKey, addr_spec: str) -> bool:

@@ -15,6 +15,7 @@ class TrackingRulesTests(SimpleTestCase):
         """Anymail's esp_name ("SendGrid", "Amazon SES") finds the entry failover's name would."""
         self.assertIs(rules_for("SendGrid"), RULES["sendgrid"])
         self.assertEqual(normalize_name("Amazon SES"), "amazonses")
+        self.assertEqual(normalize_name("amazon_ses"), "amazonses")  # the module name, as in URLs
         self.assertIs(rules_for("Amazon SES"), DEFAULT_RULES)
 
     def test_only_permanent_bounces_are_permanent(self):
