@@ -17,13 +17,17 @@ from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@gateway_settings()
-class AdminTests(GatewayMixin, TestCase):
+class LoggedInAdminMixin(GatewayMixin):
+    """The gateway, with a superuser logged in to the admin."""
+
     def setUp(self):
         super().setUp()
         self.admin = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")
         self.client.force_login(self.admin)
 
+
+@gateway_settings()
+class AdminTests(LoggedInAdminMixin, TestCase):
     def action(self, action, *messages):
         return self.client.post(
             "/admin/mailservice/message/",
@@ -95,13 +99,8 @@ class AdminTests(GatewayMixin, TestCase):
 
 
 @gateway_settings()
-class SuppressionAdminTests(GatewayMixin, TestCase):
+class SuppressionAdminTests(LoggedInAdminMixin, TestCase):
     """Suppressions typed in the admin go through the same service as the API's."""
-
-    def setUp(self):
-        super().setUp()
-        self.admin = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")
-        self.client.force_login(self.admin)
 
     def test_added_address_is_normalized_like_the_apis(self):
         """`Ops.Block@Example.COM` added in the admin is stored as the API stores it."""
@@ -168,11 +167,7 @@ class ViewOnlyAdminTests(TestCase):
 
 
 @gateway_settings()
-class AdminReadabilityTests(GatewayMixin, TestCase):
-    def setUp(self):
-        super().setUp()
-        self.client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw"))
-
+class AdminReadabilityTests(LoggedInAdminMixin, TestCase):
     def test_attempts_show_durations_in_ms_and_whole_wrapped_errors(self):
         """A duration reads "7.0 ms", not a raw float; a long error is shown whole, wrapping."""
         message_id = self.post_message(VALID).json()["id"]

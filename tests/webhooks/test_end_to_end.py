@@ -28,6 +28,17 @@ class WebhookGatewayMixin(GatewayMixin):
         return Message.objects.get(pk=response.json()["id"])
 
 
+    def send_suppressed(self, to: str) -> Message:
+        """Send to `to` and assert it was suppressed without any provider call."""
+        with responses.RequestsMock() as rsps:  # any provider call would fail: none is registered
+            message = self.send(to)
+            message_deliver(message_id=message.pk)
+            self.assertEqual(len(rsps.calls), 0)
+        message.refresh_from_db()
+        self.assertEqual(message.status, "suppressed")
+        return message
+
+
 class BounceToSuppressionTests(WebhookGatewayMixin, TestCase):
 
     def test_bounce_reported_by_sendgrid_suppresses_the_next_send_everywhere(self):
@@ -50,12 +61,7 @@ class BounceToSuppressionTests(WebhookGatewayMixin, TestCase):
         sendgrid_post(self.client, [bounce])  # the provider retries its post
         self.assertEqual(TrackingEvent.objects.count(), 1)
 
-        with responses.RequestsMock() as rsps:  # any provider call would fail: none is registered
-            second = self.send("Jane@Example.com")
-            message_deliver(message_id=second.pk)
-            self.assertEqual(len(rsps.calls), 0)
-        second.refresh_from_db()
-        self.assertEqual(second.status, "suppressed")
+        second = self.send_suppressed("Jane@Example.com")
         self.assertEqual(second.recipients.get().status, "suppressed")
 
     def test_complaint_reported_by_mailgun_stops_a_send_through_sendgrid(self):
@@ -72,12 +78,7 @@ class BounceToSuppressionTests(WebhookGatewayMixin, TestCase):
         self.assertEqual(message.status, "complained")
         self.assertEqual(Suppression.objects.get().provider, "mailgun")
 
-        with responses.RequestsMock() as rsps:
-            second = self.send("bob@example.com")
-            message_deliver(message_id=second.pk)
-            self.assertEqual(len(rsps.calls), 0)
-        second.refresh_from_db()
-        self.assertEqual(second.status, "suppressed")
+        self.send_suppressed("bob@example.com")
 
     def test_forged_report_changes_nothing(self):
         """A forged bounce stores no event and suppresses nobody."""
@@ -187,9 +188,4 @@ class InternationalizedDomainTests(WebhookGatewayMixin, TestCase):
         """The suppression list holds one form: a later send in the other form is suppressed."""
         sendgrid_post(self.client, [sendgrid_event("bounce", "Jane@Bücher.de", "unknown-id")])
         self.assertEqual(list(Suppression.objects.values_list("address", flat=True)), ["jane@xn--bcher-kva.de"])
-        with responses.RequestsMock() as rsps:
-            message = self.send("jane@xn--bcher-kva.de")
-            message_deliver(message_id=message.pk)
-            self.assertEqual(len(rsps.calls), 0)
-        message.refresh_from_db()
-        self.assertEqual(message.status, "suppressed")
+        self.send_suppressed("jane@xn--bcher-kva.de")
