@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     "MAILSERVICE_MAX_AGE": 2 * 86400.0,  # seconds after which an undelivered message fails
     # Worker lease: longer than the slowest send through every provider (timeouts x chain).
     "MAILSERVICE_LEASE_SECONDS": 300.0,
+    # Delivery rounds: messages one worker claims and records together, and sends a worker
+    # process has in flight at once, each on its own connection (docs/delivery.md).
+    "MAILSERVICE_BATCH_SIZE": 100,
+    "MAILSERVICE_SEND_CONCURRENCY": 8,
     # Recovery: a due message with no delivery enqueued for this long gets a new task.
     "MAILSERVICE_RECOVERY_GRACE": 120.0,
     "MAILSERVICE_RECOVERY_INTERVAL": 30.0,  # seconds between passes of `recover_messages --loop`
@@ -103,6 +107,14 @@ def max_age() -> float:
 
 def lease_seconds() -> float:
     return get_setting("MAILSERVICE_LEASE_SECONDS")
+
+
+def batch_size() -> int:
+    return max(get_setting("MAILSERVICE_BATCH_SIZE"), 1)
+
+
+def send_concurrency() -> int:
+    return max(get_setting("MAILSERVICE_SEND_CONCURRENCY"), 1)
 
 
 def recovery_grace() -> float:

@@ -4,39 +4,50 @@ messages")."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from datetime import datetime
 
 from django.db import transaction
 
 from mailservice.models import Message, Recipient, TrackingEvent
+from mailservice.models.bulk import update_rows
 from mailservice.services.progress import recipients_advance
 from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
 
 
-def tracking_events_link_late(*, message: Message) -> int:
-    """Link events that arrived before the worker recorded this message's provider ids (a fast
-    provider can report delivery within milliseconds) and apply them. Returns events linked."""
-    recipients = {r.email: r for r in message.recipients.only("id", "email", "provider_message_id")}
-    provider_ids = {r.provider_message_id for r in recipients.values() if r.provider_message_id}
-    if message.provider_message_id:
-        provider_ids.add(message.provider_message_id)
-    if not provider_ids:
-        return 0
+def tracking_events_link_late(*, messages: list[Message]) -> Counter:
+    """Link events that arrived before the worker recorded these messages' provider ids (a fast
+    provider can report delivery within milliseconds) and apply them, with a fixed number of
+    queries for the whole batch. Returns how many events each message had linked."""
+    if not messages:
+        return Counter()
+    by_id = {message.pk: message for message in messages}
+    recipients = _recipients_of(messages)
+    owner_of: dict[str, Message] = {}  # provider message id -> its message
+    for message in messages:
+        if message.provider_message_id:
+            owner_of[message.provider_message_id] = message
+    for recipient in recipients:
+        if recipient.provider_message_id:
+            owner_of[recipient.provider_message_id] = by_id[recipient.message_id]
+    if not owner_of:
+        return Counter()
     events = list(
-        TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=provider_ids).only(
+        TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=list(owner_of)).only(
             "id", "provider", "provider_message_id", "recipient", "event_type", "raw", "timestamp", "created_at"
         )
     )
     if not events:
-        return 0
+        return Counter()
+    # An id is one message's, so the address picks the recipient.
+    recipient_of = {(recipient.message_id, recipient.email): recipient.pk for recipient in recipients}
     for event in events:
-        # The id is one of this message's, so the address picks the recipient.
-        recipient = recipients.get(event.recipient)
+        message = owner_of[event.provider_message_id]
         event.message_id = message.pk
-        event.message_recipient_id = recipient.pk if recipient else None
-    TrackingEvent.objects.bulk_update(events, ["message", "message_recipient"])
+        event.message_recipient_id = recipient_of.get((message.pk, event.recipient))
+    update_rows(events, ["message", "message_recipient"])
     recipients_advance(
         (
             e.message_recipient_id,
@@ -45,12 +56,25 @@ def tracking_events_link_late(*, message: Message) -> int:
         )
         for e in events
     )
+    linked = Counter(event.message_id for event in events)
     logger.info(
-        "tracking events linked late count=%s",
+        "tracking events linked late count=%s messages=%s",
         len(events),
-        extra={"message_id": str(message.pk), "count": len(events)},
+        len(linked),
+        extra={"count": len(events), "message_ids": sorted(str(pk) for pk in linked)},
     )
-    return len(events)
+    return linked
+
+
+def _recipients_of(messages: list[Message]) -> list[Recipient]:
+    """The worker's messages carry their recipients (services/claiming.py); others are read."""
+    if all(hasattr(message, "recipients_loaded") for message in messages):
+        return [recipient for message in messages for recipient in message.recipients_loaded]
+    return list(
+        Recipient.objects.filter(message_id__in=[m.pk for m in messages]).only(
+            "id", "message_id", "email", "provider_message_id"
+        )
+    )
 
 
 def tracking_events_link_unlinked(*, since: datetime) -> int:
@@ -68,8 +92,6 @@ def tracking_events_link_unlinked(*, since: datetime) -> int:
         return 0
     message_ids = set(Recipient.objects.filter(provider_message_id__in=ids).values_list("message_id", flat=True))
     message_ids |= set(Message.objects.filter(provider_message_id__in=ids).values_list("pk", flat=True))
-    linked = 0
-    for message in Message.objects.filter(pk__in=message_ids):
-        with transaction.atomic():
-            linked += tracking_events_link_late(message=message)
-    return linked
+    with transaction.atomic():
+        linked = tracking_events_link_late(messages=list(Message.objects.filter(pk__in=message_ids)))
+    return sum(linked.values())

@@ -15,7 +15,7 @@ from mailservice import conf
 from mailservice.exceptions import IdempotencyConflict, MessageStateError
 from mailservice.models import ApiKey, IdempotencyKey, Message, Recipient
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus
-from mailservice.tasks import enqueue_delivery_on_commit
+from mailservice.tasks import wake_delivery_on_commit
 from mailservice.validation import Draft
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def message_accept(
                     created_at=now,
                     expires_at=now + timedelta(seconds=conf.idempotency_ttl()),
                 )
-            enqueue_delivery_on_commit(message_id=message.pk, run_after=message.next_attempt_at)
+            wake_delivery_on_commit(at=message.next_attempt_at)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -207,7 +207,7 @@ def _operator_transition(
             raise MessageStateError(f"{refusal}, not {message.status}.")
         recipients.update(**recipient_changes, updated_at=now)
         if deliver:
-            enqueue_delivery_on_commit(message_id=message.pk, run_after=now)
+            wake_delivery_on_commit()
     logger.info(done, extra={"message_id": str(message.pk), "status": str(changes["status"])})
     message.refresh_from_db()
     return message

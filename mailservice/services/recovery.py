@@ -1,5 +1,5 @@
-"""Recovery: no accepted message waits forever. A pass re-enqueues delivery for messages whose
-task was lost or whose worker died (expired lease), drops expired idempotency keys, and links
+"""Recovery: no accepted message waits forever. A pass wakes delivery again for messages whose
+wake-up was lost or whose worker died (expired lease), drops expired idempotency keys, and links
 tracking events that arrived before their send was recorded (docs/delivery.md)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.utils import timezone
 from mailservice import conf
 from mailservice.models import IdempotencyKey, Message
 from mailservice.services.linking import tracking_events_link_unlinked
-from mailservice.tasks import enqueue_delivery_on_commit
+from mailservice.tasks import wake_delivery_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +22,9 @@ UNLINKED_EVENT_WINDOW = 3600.0
 
 
 def message_recover(*, now: datetime | None = None, limit: int | None = None) -> int:
-    """Enqueue a delivery task for every message whose task was lost or whose worker died
+    """Wake a delivery round for the messages whose wake-up was lost or whose worker died
     (expired lease); drop expired idempotency keys. Safe to run from many processes at once:
-    a message gets a duplicate task at worst, and only one task can claim it."""
+    a duplicate wake-up at worst, and only one worker can claim a message."""
     now = now or timezone.now()
     grace = conf.recovery_grace()
     limit = limit or conf.recovery_batch()
@@ -32,12 +32,18 @@ def message_recover(*, now: datetime | None = None, limit: int | None = None) ->
         Message.objects.needs_recovery(now, grace).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
     )
     recovered = 0
-    for pk in stuck:
+    if stuck:
         with transaction.atomic():
-            if Message.objects.needs_recovery(now, grace).filter(pk=pk).update(enqueued_at=now):
-                enqueue_delivery_on_commit(message_id=pk, run_after=None)
-                recovered += 1
-                logger.warning("message recovered: delivery enqueued again", extra={"message_id": str(pk)})
+            recovered = Message.objects.needs_recovery(now, grace).filter(pk__in=stuck).update(enqueued_at=now)
+            if recovered:
+                # Forced: a wake-up marked pending whose task was lost must not hold this one back.
+                wake_delivery_on_commit(force=True)
+        if recovered:
+            logger.warning(
+                "messages recovered: delivery woken again count=%s",
+                recovered,
+                extra={"count": recovered, "message_ids": [str(pk) for pk in stuck[:20]]},
+            )
     expired, _ = IdempotencyKey.objects.filter(expires_at__lte=now).delete()
     linked = tracking_events_link_unlinked(since=now - timedelta(seconds=UNLINKED_EVENT_WINDOW))
     if recovered or expired or linked:

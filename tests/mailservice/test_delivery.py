@@ -11,7 +11,8 @@ from django.core import mail
 from django.test import TestCase, override_settings
 
 from mailservice.models import DeliveryAttempt, Message
-from mailservice.services.delivery import message_deliver, retry_delay
+from mailservice.services.delivery import message_deliver
+from mailservice.services.sending import retry_delay
 from mailservice.services.suppressions import suppression_add
 from mailservice.statuses import MessageStatus
 from tests.mailservice.helpers import (
@@ -179,19 +180,22 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
         self.assertEqual(list(message.attempts.values_list("round", flat=True)), [1, 1, 2, 2])
 
     @responses.activate
-    def test_deferral_enqueues_the_retry_task(self):
-        """A delivery task that defers its message enqueues the next one, due at the retry time."""
+    def test_deferral_wakes_a_round_at_the_retry_time(self):
+        """A delivery round that defers its message leaves a wake-up due at the retry time."""
         from django_tasks_db.models import DBTaskResult
 
-        from mailservice.tasks import deliver_message
+        from mailservice.tasks import deliver_due
 
         every_provider_down()
         message_id = self.post_message(VALID).json()["id"]  # due now: the task runs on the real clock
         DBTaskResult.objects.all().delete()
-        self.assertEqual(deliver_message.call(message_id), "deferred")
+        self.assertEqual(deliver_due.call(), {"deferred": 1})
         message = Message.objects.get(pk=message_id)
         task = DBTaskResult.objects.get()
-        self.assertEqual((task.args_kwargs["args"], task.run_after), ([message_id], message.next_attempt_at))
+        self.assertEqual(task.task_path, "mailservice.tasks.deliver_due")
+        # Wake-ups are whole seconds: the round runs at the retry time or within a second after.
+        self.assertGreaterEqual(task.run_after, message.next_attempt_at)
+        self.assertLess(task.run_after - message.next_attempt_at, timedelta(seconds=1))
 
     @responses.activate
     @override_settings(MAILSERVICE_MAX_AGE=3600)

@@ -9,7 +9,8 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
 from mailservice.models import Message
-from mailservice.services.delivery import message_claim, message_deliver
+from mailservice.services.claiming import messages_claim
+from mailservice.services.delivery import message_deliver
 from mailservice.services.recovery import message_recover
 from tests.mailservice.helpers import T0, GatewayMixin, gateway_settings, later
 from tests.mailservice.test_delivery import DeliveryMixin
@@ -18,6 +19,12 @@ try:
     from django_tasks_db.models import DBTaskResult
 except ImportError:  # pragma: no cover
     DBTaskResult = None
+
+
+def message_claim(*, message_id, owner, now):
+    """One message's claim, as a worker's batch of one would take it; None when not claimable."""
+    claimed = messages_claim(owner=owner, now=now, limit=1, message_id=message_id)
+    return claimed[0] if claimed else None
 
 
 @gateway_settings(MAILSERVICE_LEASE_SECONDS=300, MAILSERVICE_RECOVERY_GRACE=120)
@@ -44,7 +51,8 @@ class LeaseTests(DeliveryMixin, TestCase):
         DBTaskResult.objects.all().delete()
         with self.captureOnCommitCallbacks(execute=True):
             self.assertEqual(message_recover(now=later(300)), 1)
-        self.assertEqual(DBTaskResult.objects.get().args_kwargs["args"], [str(message_id)])
+        task = DBTaskResult.objects.get()
+        self.assertEqual((task.task_path, task.args_kwargs["args"]), ("mailservice.tasks.deliver_due", []))
         message = message_deliver(message_id=message_id, worker="new-worker", now=later(301))
         self.assertEqual((message.status, message.attempt_count), ("sent", 2))
         self.assertEqual(len(mail.outbox), 1)
@@ -61,13 +69,15 @@ class LeaseTests(DeliveryMixin, TestCase):
 
     def test_worker_that_lost_its_lease_does_not_overwrite_the_outcome(self):
         """A worker finishing after its lease was taken over records attempts but not its outcome."""
-        from mailservice.services.delivery import _finish, _Result
+        from mailservice.services.delivery import _finish, _Round
+        from mailservice.services.sending import SendResult
         from mailservice.statuses import RecipientStatus
 
         message_id = self.submit()
         slow = message_claim(message_id=message_id, owner="slow", now=T0)
         message_deliver(message_id=message_id, worker="fast", now=later(301))
-        _finish(slow, "slow", _Result(RecipientStatus.DEFERRED, error="late"), list(slow.recipients.all()), now=later(302))
+        late = _Round(slow, list(slow.recipients_loaded), started=True, result=SendResult(RecipientStatus.DEFERRED, error="late"))
+        _finish([late], "slow", now=later(302))
         message = Message.objects.get(pk=message_id)
         self.assertEqual((message.status, message.last_error), ("sent", ""))
 

@@ -1,0 +1,256 @@
+"""Batched rounds: one claim for many messages, bulk records, concurrent sends, releasing what was
+never sent, and the coalesced wake-ups that start rounds (docs/delivery.md)."""
+from __future__ import annotations
+
+import threading
+import time
+from unittest import mock
+
+from django.core import mail
+from django.core.cache import cache
+from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
+from django.db import connection
+from django.test import TestCase, TransactionTestCase
+from django.test.utils import CaptureQueriesContext
+from django_tasks_db.models import DBTaskResult
+
+from mailservice.models import DeliveryAttempt, Message
+from mailservice.services.delivery import messages_deliver
+from mailservice.services.recovery import message_recover
+from mailservice.tasks import WAKE_KEY, deliver_due, wake_delivery
+from tests.mailservice.helpers import T0, gateway_settings, later
+from tests.mailservice.test_delivery import DeliveryMixin
+
+SLOW = "tests.mailservice.test_batches.SlowBackend"
+
+
+class SlowBackend(LocmemBackend):
+    """A provider that takes a while per message and counts what it has in flight."""
+
+    delay = 0.05
+    lock = threading.Lock()
+    in_flight = 0
+    most_in_flight = 0
+    opened = 0
+    hook = None  # called with each message before it is "sent"
+
+    def open(self):
+        with SlowBackend.lock:
+            SlowBackend.opened += 1
+        return super().open()
+
+    def send_messages(self, messages):
+        with SlowBackend.lock:
+            SlowBackend.in_flight += 1
+            SlowBackend.most_in_flight = max(SlowBackend.most_in_flight, SlowBackend.in_flight)
+        try:
+            if SlowBackend.hook:
+                SlowBackend.hook(messages)
+            time.sleep(SlowBackend.delay)
+            return super().send_messages(messages)
+        finally:
+            with SlowBackend.lock:
+                SlowBackend.in_flight -= 1
+
+    @classmethod
+    def reset(cls):
+        cls.in_flight = cls.most_in_flight = cls.opened = 0
+        cls.hook = None
+
+
+def submit_many(case, count):
+    return [case.submit(text=f"message {n}") for n in range(count)]
+
+
+@gateway_settings(MAILSERVICE_SEND_CONCURRENCY=1)
+class BatchTests(DeliveryMixin, TestCase):
+    def test_one_round_claims_up_to_the_batch_size_oldest_first(self):
+        """A round takes at most MAILSERVICE_BATCH_SIZE messages, the longest due first."""
+        ids = submit_many(self, 5)
+        for n, pk in enumerate(ids):
+            Message.objects.filter(pk=pk).update(next_attempt_at=later(-n))
+        batch = messages_deliver(now=T0, limit=3)
+        self.assertEqual([m.pk for m in batch], list(reversed(ids))[:3])
+        self.assertEqual(sorted(Message.objects.values_list("status", flat=True)), ["queued"] * 2 + ["sent"] * 3)
+        self.assertEqual(len(mail.outbox), 3)
+
+    def test_statements_per_batch_do_not_grow_with_its_size(self):
+        """Claiming, suppressing, recording and late linking cost the same for 2 messages or 20."""
+        counts = []
+        for size in (2, 20):
+            submit_many(self, size)
+            with CaptureQueriesContext(connection) as queries:
+                self.assertEqual(len(messages_deliver(now=T0, limit=size)), size)
+            counts.append(len(queries))
+        self.assertEqual(counts[0], counts[1], "statements per batch")
+        self.assertLessEqual(counts[1], 14)
+
+    def test_each_message_keeps_its_own_outcome(self):
+        """One batch mixes outcomes: sent, suppressed and refused messages each end as their own."""
+        from mailservice.services.suppressions import suppression_add
+
+        suppression_add(address="blocked@example.com")
+        sent = self.submit(to="jane@example.com")
+        suppressed = self.submit(to="blocked@example.com")
+        partly = self.submit(to=["blocked@example.com", "joe@example.com"])
+        messages_deliver(now=T0)
+        status = dict(Message.objects.values_list("pk", "status"))
+        self.assertEqual((status[sent], status[suppressed], status[partly]), ("sent", "suppressed", "sent"))
+        self.assertEqual(
+            sorted(Message.objects.get(pk=partly).recipients.values_list("email", "status")),
+            [("blocked@example.com", "suppressed"), ("joe@example.com", "sent")],
+        )
+        self.assertEqual(DeliveryAttempt.objects.filter(message_id=suppressed).count(), 0)
+
+    def test_claimed_callback_sees_the_batch_before_any_send(self):
+        """The task wakes another worker from here, before the batch's sends begin."""
+        submit_many(self, 2)
+        seen = []
+        messages_deliver(now=T0, claimed=lambda batch: seen.append((len(batch), len(mail.outbox))))
+        self.assertEqual(seen, [(2, 0)])
+
+
+@gateway_settings(FIRST_WORKING_EMAIL_BACKENDS=[SLOW], MAILSERVICE_SEND_CONCURRENCY=4)
+class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
+    def setUp(self):
+        super().setUp()
+        SlowBackend.reset()
+
+    def test_sends_run_concurrently_up_to_the_setting(self):
+        """Four sends in flight at most, each thread on one connection kept open for its messages."""
+        submit_many(self, 12)
+        started = time.monotonic()
+        batch = messages_deliver(now=T0)
+        elapsed = time.monotonic() - started
+        self.assertEqual({m.status for m in batch}, {"sent"})
+        self.assertEqual(SlowBackend.most_in_flight, 4)
+        self.assertEqual(SlowBackend.opened, 4)
+        self.assertLess(elapsed, 12 * SlowBackend.delay * 0.75)  # a serial round would take 0.6 s
+        self.assertEqual(Message.objects.filter(status="sent", lease_owner="").count(), 12)
+        self.assertEqual(DeliveryAttempt.objects.filter(outcome="sent").count(), 12)
+
+    def test_stop_releases_what_was_not_handed_to_a_provider(self):
+        """A stopping worker finishes the sends in flight and gives the rest back, due at once."""
+        ids = submit_many(self, 12)
+        stop = threading.Event()
+        all_four_in_flight = threading.Barrier(4, timeout=5)
+
+        def stop_when_all_four_are_in_flight(messages):
+            all_four_in_flight.wait()
+            stop.set()
+
+        SlowBackend.hook = stop_when_all_four_are_in_flight
+        messages_deliver(now=T0, stop=stop)
+        statuses = dict(Message.objects.values_list("pk", "status"))
+        sent = [pk for pk in ids if statuses[pk] == "sent"]
+        released = Message.objects.filter(status="queued")
+        self.assertEqual(len(sent), 4)  # the four sends in flight when the worker was told to stop
+        self.assertEqual(released.count(), 8)
+        self.assertEqual(set(released.values_list("attempt_count", "lease_owner")), {(0, "")})
+        self.assertEqual(set(released.values_list("recipients__status", flat=True)), {"queued"})
+        self.assertEqual(len(messages_deliver(now=later(1))), 8)  # claimable again at once
+
+    def test_interrupted_worker_keeps_the_lease_of_what_it_may_have_sent(self):
+        """Interrupted mid-send: recorded sends stay recorded, unstarted ones are released, and the
+        one in flight keeps its lease for recovery to reclaim as a possible duplicate."""
+        submit_many(self, 3)
+
+        def interrupt(messages):
+            if len(mail.outbox) == 1:
+                raise KeyboardInterrupt
+
+        SlowBackend.hook = interrupt
+        with self.settings(MAILSERVICE_SEND_CONCURRENCY=1), self.assertRaises(KeyboardInterrupt):
+            messages_deliver(now=T0)
+        self.assertEqual(
+            sorted(Message.objects.values_list("status", flat=True)), ["queued", "sending", "sent"]
+        )
+        SlowBackend.hook = None
+        reclaimed = messages_deliver(now=later(301))
+        self.assertEqual(len(reclaimed), 2)
+        self.assertEqual(sum(m.possible_duplicate for m in reclaimed), 1)
+
+    def test_messages_not_started_in_half_the_lease_are_released(self):
+        """A batch slower than half its lease starts no more sends; the rest are claimed again."""
+        submit_many(self, 6)
+        with self.settings(MAILSERVICE_SEND_CONCURRENCY=1, MAILSERVICE_LEASE_SECONDS=0.2):
+            messages_deliver(now=T0)  # 0.1 s to start sends of 0.05 s each
+        self.assertGreaterEqual(Message.objects.filter(status="sent").count(), 1)
+        self.assertGreaterEqual(Message.objects.filter(status="queued", attempt_count=0).count(), 3)
+        self.assertEqual(Message.objects.filter(status="sending").count(), 0)
+
+
+@gateway_settings(MAILSERVICE_BATCH_SIZE=2, MAILSERVICE_SEND_CONCURRENCY=1)
+class WakeUpTests(DeliveryMixin, TestCase):
+    def setUp(self):
+        super().setUp()
+        DBTaskResult.objects.all().delete()
+        cache.clear()
+
+    def wakes(self):
+        return list(DBTaskResult.objects.order_by("enqueued_at").values_list("task_path", "run_after"))
+
+    def test_a_full_batch_wakes_another_round_before_sending(self):
+        """Idle workers join in: a full batch leaves one more wake-up; a partial one does not."""
+        for _ in range(3):
+            self.post_message({"to": "jane@example.com", "text": "x"})
+        DBTaskResult.objects.all().delete()
+        cache.clear()
+        self.assertEqual(deliver_due.call(), {"sent": 2})
+        self.assertEqual(len(self.wakes()), 1)
+        cache.clear()  # the woken task starts: its wake-up is no longer pending
+        DBTaskResult.objects.all().delete()
+        self.assertEqual(deliver_due.call(), {"sent": 1})
+        self.assertEqual(self.wakes(), [])
+
+    def test_a_round_leaves_the_next_due_message_scheduled(self):
+        """After a partial batch, the next wake-up is due with the earliest waiting message."""
+        send_at = later(86400 * 3650)  # years ahead of the real clock
+        self.post_message({"to": "jane@example.com", "text": "x", "send_at": send_at.isoformat()})
+        DBTaskResult.objects.all().delete()
+        cache.clear()
+        self.assertEqual(deliver_due.call(), {})
+        [(path, run_after)] = self.wakes()
+        self.assertEqual(path, "mailservice.tasks.deliver_due")
+        self.assertEqual(run_after, send_at)
+
+    def test_pending_wake_up_coalesces_until_its_task_starts(self):
+        """While a wake-up is pending, more wake-ups enqueue nothing; once it starts, one does."""
+        self.assertTrue(wake_delivery())
+        self.assertFalse(wake_delivery())
+        deliver_due.call()  # starting clears the pending mark
+        self.assertTrue(wake_delivery())
+        self.assertEqual(len(self.wakes()), 2)
+
+    def test_recovery_wakes_even_when_a_lost_wake_up_looks_pending(self):
+        """A task lost after its wake-up was marked pending does not hold recovery back."""
+        message_id = self.submit()
+        Message.objects.filter(pk=message_id).update(enqueued_at=T0)
+        self.assertTrue(wake_delivery())
+        DBTaskResult.objects.all().delete()  # ...and the task is lost
+        with self.captureOnCommitCallbacks(execute=True):
+            self.assertEqual(message_recover(now=later(600)), 1)
+        self.assertEqual(len(self.wakes()), 1)
+
+    def test_a_failed_enqueue_is_not_left_pending(self):
+        """When the queue refuses the task, the next accept tries again instead of waiting."""
+        with mock.patch.object(type(deliver_due), "enqueue", side_effect=RuntimeError("queue down")):
+            with self.assertLogs("mailservice.tasks", "ERROR"):
+                self.assertFalse(wake_delivery())
+        self.assertIsNone(cache.get(WAKE_KEY))
+        self.assertTrue(wake_delivery())
+
+    def test_a_failing_cache_still_wakes(self):
+        """The cache only coalesces: when it fails, the wake-up is enqueued anyway."""
+        with mock.patch.object(cache, "add", side_effect=ConnectionError("cache down")):
+            with self.assertLogs("mailservice.tasks", "ERROR"):
+                self.assertTrue(wake_delivery())
+        self.assertEqual(len(self.wakes()), 1)
+
+    def test_message_task_from_earlier_versions_still_delivers(self):
+        """`deliver_message` rows left in the queue by versions before batches still send."""
+        from mailservice.tasks import deliver_message
+
+        message_id = self.post_message({"to": "jane@example.com", "text": "x"}).json()["id"]  # due now
+        self.assertEqual(deliver_message.call(message_id), "sent")
+        self.assertIsNone(deliver_message.call(message_id))  # delivered: nothing to claim
