@@ -389,8 +389,9 @@ class Bench:
             "DJANGO_SETTINGS_MODULE": "smtest.settings",
             "PYTHONPATH": str(ROOT),
             "DATABASE_URL": f"sqlite:///{db}",
-            # Workers share the failover memory through files, as `make run` does (var/cache).
-            "CACHE_URL": f"filecache://{self.workdir / 'cache'}",
+            # Workers share the failover memory and the pending wake-up through files, as
+            # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
+            "CACHE_URL": f"filecache://{self.workdir / (db.stem + '-cache')}",
             "TASKS_BACKEND": "database",
             "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
             "ANYMAIL_SENDGRID_API_KEY": "bench-key",

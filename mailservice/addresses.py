@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 from anymail.exceptions import AnymailInvalidAddress
@@ -30,8 +31,12 @@ class ParsedAddress:
         return normalize_email(self.addr_spec)
 
 
+@lru_cache(maxsize=4096)
 def parse_address(value: str) -> ParsedAddress:
-    """One address, or AddressError. CR/LF are refused first: they would inject headers."""
+    """One address, or AddressError. CR/LF are refused first: they would inject headers.
+
+    Cached (a pure function; errors are not cached): a sender's address, and often its
+    recipients', come back request after request, and parsing costs more than storing."""
     if "\r" in value or "\n" in value:
         raise AddressError("Line breaks are not allowed in an address.")
     if not value.strip():
