@@ -416,16 +416,19 @@ class Bench:
         shutil.copyfile(template, db)
         return db
 
-    def smtest_run(self, n: int, workers: int, latency_ms: float, checkpoints=()) -> dict:
-        db = self.fresh_db(self.smtest_template, f"smtest-{n}-{workers}w-{latency_ms:g}ms")
+    def smtest_run(self, n: int, workers: int, latency_ms: float, checkpoints=(), concurrency: int | None = None) -> dict:
+        tag = f"-c{concurrency}" if concurrency else ""
+        db = self.fresh_db(self.smtest_template, f"smtest-{n}-{workers}w{tag}-{latency_ms:g}ms")
         env = self.smtest_env(db)
+        if concurrency:
+            env["MAILSERVICE_SEND_CONCURRENCY"] = str(concurrency)
         accept = self.run_role(Path(sys.executable), "smtest-accept", env, ROOT, 60 + n * 0.05, "--n", str(n))
         argv = [sys.executable, "manage.py", "db_worker", "--interval", "0.5", "--no-reload", "--no-startup-delay"]
         drain = self.drain(
             [argv] * workers, env, ROOT, db, n, latency_ms,
             done_sql="SELECT COUNT(*) FROM mailservice_message WHERE status NOT IN ('queued', 'sending')",
             ok_sql="SELECT COUNT(*) FROM mailservice_message WHERE status = 'sent'",
-            exits_by_itself=False, checkpoints=checkpoints, label=f"smtest-{workers}w",
+            exits_by_itself=False, checkpoints=checkpoints, label=f"smtest-{workers}w{tag}",
         )
         return {"accept": accept, **drain}
 
@@ -636,6 +639,7 @@ def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list
     rows = [
         ("smtest, 1 `db_worker`", "smtest-1w"),
         ("smtest, 2 `db_worker` processes", "smtest-2w"),
+        ("smtest, 1 `db_worker`, `MAILSERVICE_SEND_CONCURRENCY=16` (default 8)", "smtest-1w-c16"),
         ("post-office `send_queued_mail`, 1 process (its default 5 threads)", "po-1p"),
         ("post-office `send_queued_mail --processes 2`", "po-2p"),
         ("Anymail backend alone, one connection", "anymail"),
@@ -649,7 +653,7 @@ def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list
     lines.append("")
     lines += ["| drain incl. start-up, msg/s | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " |",
               "|---" * (len(lat) + 1) + "|"]
-    for label, key in rows[:4]:
+    for label, key in rows[:5]:
         lines.append(f"| {label} | " + " | ".join(fmt(cell(key, r, 'wall_seconds')) for r in regimes) + " |")
     lines.append("")
 
@@ -662,6 +666,8 @@ def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list
     for label, (other, goal) in goals.items():
         lines.append(f"| {label} | " + " | ".join(ratio(cell("smtest-1w", r), cell(other, r)) for r in regimes)
                      + f" | {goal} |")
+    lines.append("| smtest 1 worker at concurrency 16 / post-office 1 process | " + " | ".join(
+        ratio(cell("smtest-1w-c16", r), cell("po-1p", r)) for r in regimes) + " | |")
     lines.append("| smtest 2 workers / 1 worker | " + " | ".join(
         ratio(cell("smtest-2w", r), cell("smtest-1w", r)) for r in regimes) + " | ≥ 1.7× at 50 ms |")
     lines.append("| smtest 2 workers / post-office 2 processes | " + " | ".join(
@@ -820,6 +826,8 @@ def main() -> None:
                 results[(f"po-{p}p", regime)] = step(f"post-office, {p} process(es)", lambda: bench.po_run(n, p, ms))
             for w in (1, 2):
                 results[(f"smtest-{w}w", regime)] = step(f"smtest, {w} worker(s)", lambda: bench.smtest_run(n, w, ms))
+            results[("smtest-1w-c16", regime)] = step(
+                "smtest, 1 worker, MAILSERVICE_SEND_CONCURRENCY=16", lambda: bench.smtest_run(n, 1, ms, concurrency=16))
         if args.query_messages:
             qn = args.query_messages
 
