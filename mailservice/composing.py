@@ -17,12 +17,15 @@ from mailservice.addresses import ascii_domain
 from mailservice.models import Message, Recipient
 
 DEFAULT_MIMETYPE = "application/octet-stream"
+RECIPIENT_KINDS = tuple(Recipient.Kind.values)
 
 
 def _with_ascii_domain(address: str) -> str:
     """The address with its domain in the ASCII form every stored address has. ESPs report that
     form back, and Anymail's SendGrid backend files its tracking id under it: an address given
     with a Unicode domain would otherwise never be linked to its delivery events."""
+    if address.isascii():  # the common case, without parsing it again
+        return address
     parsed = parse_single_address(address)
     if parsed.domain.isascii():
         return address
@@ -31,7 +34,7 @@ def _with_ascii_domain(address: str) -> str:
 
 def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMessage:
     """The message for these recipients (the ones not suppressed)."""
-    by_kind: dict[str, list[str]] = {kind: [] for kind in Recipient.Kind.values}
+    by_kind: dict[str, list[str]] = {kind: [] for kind in RECIPIENT_KINDS}
     for recipient in recipients:
         by_kind[recipient.kind].append(_with_ascii_domain(recipient.address))
 

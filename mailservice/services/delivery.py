@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from mailservice import conf
 from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
-from mailservice.models.bulk import update_rows
+from mailservice.models.bulk import insert_rows, update_rows
 from mailservice.services.claiming import messages_claim, messages_release
 from mailservice.services.linking import tracking_events_link_late
 from mailservice.services.sending import MAX_ERROR, SendResult, message_send, send_all
@@ -166,9 +166,9 @@ def _finish(rounds: list[_Round], owner: str, *, now: datetime) -> None:
     if not rounds:
         return
     with transaction.atomic():
-        DeliveryAttempt.objects.bulk_create(
+        insert_rows([
             _attempt_row(round_.message, attempt, now=now) for round_ in rounds for attempt in round_.result.attempts
-        )
+        ])
         held = set(
             Message.objects.select_for_update()
             .filter(pk__in=[r.message.pk for r in rounds], status=MessageStatus.SENDING, lease_owner=owner)

@@ -7,6 +7,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -163,13 +164,16 @@ def send_all(
     """Call `send(connection, job)` for every job, at most `concurrency` at a time, each thread
     with one failover connection kept open for all its jobs (HTTP keep-alive to the providers).
 
-    Jobs not started when `stop` is set are left alone for the caller to release. One thread
-    runs in the caller's own thread, so a batch of one costs no thread at all."""
+    The caller's thread sends first and adds threads only as far as its sends wait on the
+    network rather than compute (a provider's latency): a provider that answers at once is
+    driven fastest by one thread, since more would only contend for the interpreter. Jobs not
+    started when `stop` is set are left for the caller to release."""
     pending: queue.SimpleQueue = queue.SimpleQueue()
     for job in jobs:
         pending.put(job)
+    threads: list[threading.Thread] = []
 
-    def work() -> None:
+    def work(*, scaling: bool) -> None:
         connection = _open_connection()
         try:
             while not stop.is_set():
@@ -177,26 +181,30 @@ def send_all(
                     job = pending.get_nowait()
                 except queue.Empty:
                     return
+                wall, cpu = time.perf_counter(), time.thread_time()
                 send(connection, job)
+                if scaling and len(threads) < concurrency - 1:
+                    waited = (time.perf_counter() - wall) / max(time.thread_time() - cpu, 1e-4)
+                    add_threads(min(int(waited), concurrency) - 1)
         finally:
             connection.close()
 
     def work_in_thread() -> None:
         try:
-            work()
+            work(scaling=False)
         except Exception:  # send() never raises; this is a bug, and the lease makes it safe
             logger.exception("send thread failed")
         finally:
             connections.close_all()  # this thread's own database connections, if any were opened
 
-    threads = [
-        threading.Thread(target=work_in_thread, name=f"mailservice-send-{n}", daemon=True)
-        for n in range(min(max(concurrency, 1), len(jobs)) - 1)
-    ]
-    for thread in threads:
-        thread.start()
+    def add_threads(wanted: int) -> None:
+        while len(threads) < min(wanted, pending.qsize()):
+            thread = threading.Thread(target=work_in_thread, name=f"mailservice-send-{len(threads)}", daemon=True)
+            threads.append(thread)
+            thread.start()
+
     try:
-        work()
+        work(scaling=concurrency > 1)
     except BaseException:
         stop.set()  # a second signal, or a bug: start nothing more, let sends in flight end
         raise

@@ -10,7 +10,7 @@ from django.core import mail
 from django.core.cache import cache
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from django.db import connection
-from django.test import TestCase, TransactionTestCase
+from django.test import TestCase, TransactionTestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 from django_tasks_db.models import DBTaskResult
 
@@ -22,6 +22,7 @@ from tests.mailservice.helpers import T0, gateway_settings, later
 from tests.mailservice.test_delivery import DeliveryMixin
 
 SLOW = "tests.mailservice.test_batches.SlowBackend"
+BUSY = "tests.mailservice.test_batches.BusyBackend"
 
 
 class SlowBackend(LocmemBackend):
@@ -46,7 +47,7 @@ class SlowBackend(LocmemBackend):
         try:
             if SlowBackend.hook:
                 SlowBackend.hook(messages)
-            time.sleep(SlowBackend.delay)
+            time.sleep(self.delay)
             return super().send_messages(messages)
         finally:
             with SlowBackend.lock:
@@ -56,6 +57,18 @@ class SlowBackend(LocmemBackend):
     def reset(cls):
         cls.in_flight = cls.most_in_flight = cls.opened = 0
         cls.hook = None
+
+
+class BusyBackend(SlowBackend):
+    """A provider that answers at once: each send only computes (for 20 ms of this thread's CPU)."""
+
+    delay = 0
+
+    def send_messages(self, messages):
+        spent = time.thread_time() + 0.02
+        while time.thread_time() < spent:
+            pass
+        return super().send_messages(messages)
 
 
 def submit_many(case, count):
@@ -130,25 +143,27 @@ class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
         self.assertEqual(DeliveryAttempt.objects.filter(outcome="sent").count(), 12)
 
     def test_stop_releases_what_was_not_handed_to_a_provider(self):
-        """A stopping worker finishes the sends in flight and gives the rest back, due at once."""
+        """A stopping worker finishes the send in flight and gives the rest back, due at once."""
         ids = submit_many(self, 12)
         stop = threading.Event()
-        all_four_in_flight = threading.Barrier(4, timeout=5)
-
-        def stop_when_all_four_are_in_flight(messages):
-            all_four_in_flight.wait()
-            stop.set()
-
-        SlowBackend.hook = stop_when_all_four_are_in_flight
+        SlowBackend.hook = lambda messages: stop.set()  # told to stop during the first send
         messages_deliver(now=T0, stop=stop)
         statuses = dict(Message.objects.values_list("pk", "status"))
-        sent = [pk for pk in ids if statuses[pk] == "sent"]
+        self.assertEqual([statuses[pk] for pk in ids].count("sent"), 1)
         released = Message.objects.filter(status="queued")
-        self.assertEqual(len(sent), 4)  # the four sends in flight when the worker was told to stop
-        self.assertEqual(released.count(), 8)
+        self.assertEqual(released.count(), 11)
         self.assertEqual(set(released.values_list("attempt_count", "lease_owner")), {(0, "")})
         self.assertEqual(set(released.values_list("recipients__status", flat=True)), {"queued"})
-        self.assertEqual(len(messages_deliver(now=later(1))), 8)  # claimable again at once
+        SlowBackend.hook = None
+        self.assertEqual(len(messages_deliver(now=later(1))), 11)  # claimable again at once
+
+    @override_settings(FIRST_WORKING_EMAIL_BACKENDS=[BUSY])
+    def test_a_provider_that_answers_at_once_gets_no_extra_threads(self):
+        """Sends that compute rather than wait are faster from one thread: none is added."""
+        submit_many(self, 6)
+        messages_deliver(now=T0)
+        self.assertEqual(Message.objects.filter(status="sent").count(), 6)
+        self.assertEqual((SlowBackend.most_in_flight, SlowBackend.opened), (1, 1))  # counts for both
 
     def test_interrupted_worker_keeps_the_lease_of_what_it_may_have_sent(self):
         """Interrupted mid-send: recorded sends stay recorded, unstarted ones are released, and the
