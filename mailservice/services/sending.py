@@ -166,8 +166,10 @@ def send_all(
 
     The caller's thread sends first and adds threads only as far as its sends wait on the
     network rather than compute (a provider's latency): a provider that answers at once is
-    driven fastest by one thread, since more would only contend for the interpreter. Jobs not
-    started when `stop` is set are left for the caller to release."""
+    driven fastest by one thread, since more would only contend for the interpreter. Each batch
+    measures afresh (a thread waiting for the interpreter would look like one waiting on the
+    network, so a count carried over would never come down). Jobs not started when `stop` is
+    set are left for the caller to release."""
     pending: queue.SimpleQueue = queue.SimpleQueue()
     for job in jobs:
         pending.put(job)
@@ -198,7 +200,7 @@ def send_all(
             connections.close_all()  # this thread's own database connections, if any were opened
 
     def add_threads(wanted: int) -> None:
-        while len(threads) < min(wanted, pending.qsize()):
+        while len(threads) < wanted and not pending.empty():  # no thread without a job to take
             thread = threading.Thread(target=work_in_thread, name=f"mailservice-send-{len(threads)}", daemon=True)
             threads.append(thread)
             thread.start()
