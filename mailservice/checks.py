@@ -2,8 +2,10 @@
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 from mailservice.api.auth import api_rate_limit
+from mailservice.models.bulk import supports_insert_returning
 
 
 @register(Tags.security)
@@ -34,3 +36,22 @@ def check_api_rate_limit(app_configs=None, **kwargs):
     except ImproperlyConfigured as err:
         return [Error(str(err), hint="See docs/security.md.", id="mailservice.E104")]
     return []
+
+
+@register(Tags.database)
+def check_database_features(app_configs=None, databases=None, **kwargs):
+    """Webhook events and suppressions are stored with INSERT … ON CONFLICT … RETURNING, which
+    SQLite 3.35+ and PostgreSQL have: another database stops `migrate`, not the first webhook."""
+    errors = []
+    for alias in databases or []:
+        if not supports_insert_returning(alias):
+            vendor = connections[alias].vendor
+            errors.append(
+                Error(
+                    f"The database {alias!r} ({vendor}) has no INSERT … ON CONFLICT … RETURNING, which recording "
+                    "webhook events needs.",
+                    hint="Use PostgreSQL, or SQLite 3.35 or newer; see docs/configuration.md.",
+                    id="mailservice.E105",
+                )
+            )
+    return errors

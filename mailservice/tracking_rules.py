@@ -9,11 +9,13 @@ means "delivered", whether events carry ids, and where a signed timestamp is.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from anymail.signals import AnymailTrackingEvent, EventType
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
 from failover.providers import normalize_name
@@ -47,6 +49,23 @@ class TrackingRules:
         if self.delivered_events and _raw(raw).get("event") in self.delivered_events:
             return EventType.DELIVERED
         return event_type
+
+    def signature_age(self, request: HttpRequest) -> int | None:
+        """Seconds since the timestamp signed in this post; None when the ESP signs none or it
+        cannot be read (a body that is not the ESP's: Anymail refuses it). A body too large to
+        read raises RequestDataTooBig."""
+        if self.signed_timestamp is None:
+            return None
+        try:
+            signed = self.signed_timestamp(request)
+        except RequestDataTooBig:
+            raise
+        except Exception:  # not JSON, or nested past the parser's depth
+            return None
+        try:
+            return int(time.time() - float(signed))
+        except (TypeError, ValueError, OverflowError):  # none signed, or not a number
+            return None
 
 
 def _sendgrid_signed_timestamp(request: HttpRequest) -> Any:

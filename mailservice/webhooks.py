@@ -2,22 +2,16 @@
 under /anymail/, feeding one normalized event log. docs/webhooks.md describes the behaviour.
 
 - **Only where configured.** Every tracking endpoint Anymail has is routed, but each decides per
-  request whether its ESP is in use: a provider of FIRST_WORKING_EMAIL_BACKENDS (matched on its
-  backend's ESP, whatever the entry's NAME) or one listed in MAILSERVICE_WEBHOOK_PROVIDERS.
-  Any other answers 404. Deciding per request (not when the URLconf is imported) lets a change
-  of settings (`override_settings`, a reload) take effect without rebuilding the URLconf.
+  request (so that `override_settings` or a reload applies at once) whether its ESP is in use:
+  a provider of FIRST_WORKING_EMAIL_BACKENDS (by its backend's ESP, whatever the entry's NAME)
+  or one listed in MAILSERVICE_WEBHOOK_PROVIDERS. Any other answers 404.
 - **Errors the ESP can act on.** Anymail's work on the ESP's data (authentication, parsing) is
-  kept apart from ours (recording):
-  - bad credentials or signature: 400; a body that is not the ESP's at all (not JSON, no event
-    list, no event that could be read): 400. Nothing is stored; retrying cannot help.
-  - one event Anymail cannot parse, or whose data cannot be stored (`tracking_event_problem`):
-    logged with the provider and the reason, and skipped; the post's other events are recorded.
-  - anything failing on our side (a bug, the database down, a webhook our configuration
-    breaks): 5xx, nothing half-stored, so the ESP retries the whole post (deduplication makes
-    the retry safe).
-  - every answer has a JSON body.
-- **One batch.** The events of one post are collected while Anymail parses it and recorded
-  together (SendGrid posts up to 1,000 at once).
+  kept apart from ours (recording): bad credentials or a body that is not the ESP's at all are
+  a 400 and store nothing; one event that cannot be parsed or stored (`tracking_event_checked`)
+  is logged and skipped, the others recorded; a failure on our side is a 5xx with nothing
+  half-stored, so the ESP retries (deduplication makes that safe). Every answer is JSON.
+- **One batch.** The events of one post are collected, each checked once, while Anymail parses
+  it, and recorded together (SendGrid posts up to 1,000 at once).
 - **Replays.** Signed timestamps older than MAILSERVICE_WEBHOOK_MAX_AGE are refused.
 """
 from __future__ import annotations
@@ -25,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import time
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -47,7 +40,9 @@ from django.views.decorators.csrf import csrf_exempt
 from failover.providers import load_providers, normalize_name
 
 from mailservice import conf
-from mailservice.services.tracking import RecordResult, tracking_event_problem, tracking_events_record
+from mailservice.services.tracking import (
+    CheckedEvent, EventNotStorable, tracking_event_checked, tracking_events_record,
+)
 from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
@@ -61,7 +56,9 @@ ALLOWED_METHODS = "POST, HEAD, OPTIONS"
 class _Post:
     """What one webhook post has produced so far (one per request, in a context variable)."""
 
-    events: list[tuple[str, AnymailTrackingEvent]] = field(default_factory=list)
+    events: list[tuple[str, AnymailTrackingEvent | CheckedEvent]] = field(default_factory=list)
+    # Each event checked while parsing, by the identity of the object Anymail's signal will carry.
+    checked: dict[int, CheckedEvent] = field(default_factory=dict)
     parsed: int = 0  # events Anymail parsed, tracking or not
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"index", "reason"}
 
@@ -86,7 +83,7 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
     if post is None:  # sent from outside a webhook view (a test, another integration)
         tracking_events_record(provider=esp_name, events=[event])
     else:
-        post.events.append((esp_name, event))
+        post.events.append((esp_name, post.checked.get(id(event), event)))
 
 
 def error_response(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -100,12 +97,8 @@ def enabled_providers() -> frozenset[str]:
     """The ESPs (as `normalize_name` spells them) whose tracking endpoints answer: each chain entry's backend's
     ESP (a "mailgun-eu" entry with the mailgun backend enables mailgun), plus
     MAILSERVICE_WEBHOOK_PROVIDERS. Raises FailoverConfigurationError for a broken chain."""
-    names = {normalize_name(name) for name in conf.webhook_providers()}
-    for provider in load_providers():
-        esp_name = _backend_esp_name(provider.backend_path)
-        if esp_name:
-            names.add(normalize_name(esp_name))
-    return frozenset(names)
+    chain = [_backend_esp_name(provider.backend_path) for provider in load_providers()]
+    return frozenset(normalize_name(name) for name in [*conf.webhook_providers(), *chain] if name)
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,20 +156,13 @@ def checked_view_class(view_class: type) -> type:
         post = _post.get() or _Post()
         good = []
         for index, event in enumerate(parsed):
-            if isinstance(event, _Unreadable):
-                reason = event.reason
-            elif isinstance(event, AnymailTrackingEvent):
-                reason = tracking_event_problem(event)
-            else:  # an inbound event in Mandrill's combined endpoint: not ours, passed on
-                reason = None
+            reason = _problem(event, post)
             if reason:
                 post.skipped.append({"index": index, "reason": reason})
+                provider = normalize_name(self.esp_name)
                 logger.warning(
-                    "webhook event skipped provider=%s index=%s reason=%s",
-                    normalize_name(self.esp_name),
-                    index,
-                    reason,
-                    extra={"provider": normalize_name(self.esp_name), "reason": reason},
+                    "webhook event skipped provider=%s index=%s reason=%s", provider, index, reason,
+                    extra={"provider": provider, "reason": reason},
                 )
             else:
                 good.append(event)
@@ -198,17 +184,29 @@ def checked_view_class(view_class: type) -> type:
     return type(f"Checked{view_class.__name__}", (view_class,), attributes)
 
 
+def _problem(event: Any, post: _Post) -> str | None:
+    """Why Anymail's parsed `event` cannot be recorded, or None; a tracking event that can is
+    kept checked in `post`, for the recording (one check and one serialization per event)."""
+    if isinstance(event, _Unreadable):
+        return event.reason
+    if isinstance(event, AnymailTrackingEvent):
+        try:
+            post.checked[id(event)] = tracking_event_checked(event)
+        except EventNotStorable as err:
+            return str(err)
+    return None  # checked and kept, or an inbound event of Mandrill's combined endpoint (passed on)
+
+
 def tracking_view(callback: Callable) -> Callable:
     """The view of one Anymail tracking endpoint (`callback` is Anymail's own as_view())."""
     view_class = callback.view_class
     esp_name = normalize_name(view_class.esp_name)
-    key = normalize_name(view_class.esp_name)
     anymail_view = checked_view_class(view_class).as_view()
 
     @functools.wraps(callback)  # keeps Anymail's csrf_exempt and login_not_required marks
     def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
-            enabled = key in enabled_providers()
+            enabled = esp_name in enabled_providers()
         except Exception as err:  # a broken FIRST_WORKING_EMAIL_BACKENDS: ours to fix
             logger.error("webhook not available provider=%s reason=%s", esp_name, _reason(err))
             return error_response(503, "The service's provider configuration is broken; retry later.")
@@ -216,15 +214,14 @@ def tracking_view(callback: Callable) -> Callable:
             return error_response(404, f"No tracking webhook for {esp_name} here: it is not a configured provider.")
         if request.method == "HEAD":  # some ESPs check the URL with HEAD when it is configured
             return JsonResponse({})
+        if request.method == "POST":
+            return _handle_post(request, anymail_view, esp_name, args, kwargs)
         if request.method == "OPTIONS":
             response = JsonResponse({"allow": ALLOWED_METHODS.split(", ")})
-            response["Allow"] = ALLOWED_METHODS
-            return response
-        if request.method != "POST":
+        else:
             response = error_response(405, f"Method {request.method} is not allowed; the provider POSTs events.")
-            response["Allow"] = ALLOWED_METHODS
-            return response
-        return _handle_post(request, anymail_view, esp_name, args, kwargs)
+        response["Allow"] = ALLOWED_METHODS
+        return response
 
     return csrf_exempt(view)
 
@@ -233,60 +230,58 @@ def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, ar
     try:
         too_old = _stale_signature(request, esp_name)
     except RequestDataTooBig:
-        _refused(esp_name, "body too large")
-        return error_response(413, "The webhook body is larger than this service accepts.")
+        return _too_large(esp_name)
     if too_old:
-        logger.warning(
-            "webhook refused provider=%s reason=stale signed timestamp age=%ss",
-            esp_name,
-            too_old,
-            extra={"provider": esp_name, "age": too_old},
-        )
+        message = "webhook refused provider=%s reason=stale signed timestamp age=%ss"
+        logger.warning(message, esp_name, too_old, extra={"provider": esp_name, "age": too_old})
         return error_response(400, "The signed timestamp is older than the allowed webhook age.")
-
-    # 1. Anymail: authentication and parsing of the ESP's data; its signal hands us the events.
     post = _Post()
     token = _post.set(post)
+    try:
+        refusal = _parse(request, anymail_view, esp_name, args, kwargs)
+    finally:
+        _post.reset(token)
+    if refusal is not None:
+        return refusal
+    if post.skipped and not post.parsed:
+        _refused(esp_name, f"no readable event ({len(post.skipped)} skipped)")
+        message = f"No event of this {esp_name} webhook could be read."
+        return error_response(400, message, skipped=post.skipped)
+    return _record(post, esp_name)
+
+
+def _parse(request: HttpRequest, anymail_view: Callable, esp_name: str, args, kwargs) -> HttpResponse | None:
+    """Anymail: authentication and parsing of the ESP's data, its signal handing us the events
+    (into the `_post` of this request). The answer when the post is refused, else None."""
     try:
         response = anymail_view(request, *args, **kwargs)
     except AnymailWebhookValidationFailure as err:
         _refused(esp_name, _reason(err))
         return error_response(400, "Webhook authentication failed.")
     except RequestDataTooBig:
-        _refused(esp_name, "body too large")
-        return error_response(413, "The webhook body is larger than this service accepts.")
+        return _too_large(esp_name)
     except _MalformedPost as err:
         _refused(esp_name, f"malformed body ({err})")
         return error_response(400, f"Malformed {esp_name} webhook body: it is not what {esp_name} sends.")
     except ImproperlyConfigured as err:
-        logger.error(
-            "webhook not usable provider=%s reason=%s (see the system checks: manage.py check)",
-            esp_name,
-            _reason(err),
-            extra={"provider": esp_name},
-        )
+        message = "webhook not usable provider=%s reason=%s (see the system checks: manage.py check)"
+        logger.error(message, esp_name, _reason(err), extra={"provider": esp_name})
         return error_response(500, f"The {esp_name} webhook is not configured correctly on this service; retry later.")
     except Exception:
         logger.exception("webhook failed provider=%s", esp_name, extra={"provider": esp_name})
         return error_response(500, "The events could not be recorded; retry later.")
-    finally:
-        _post.reset(token)
     if response.status_code >= 300:  # Anymail's own answer (Amazon SNS's 401 challenge)
         return _as_json(response)
-    if post.skipped and not post.parsed:
-        _refused(esp_name, f"no readable event ({len(post.skipped)} skipped)")
-        return error_response(
-            400, f"No event of this {esp_name} webhook could be read.", skipped=post.skipped
-        )
+    return None
 
-    # 2. Ours: recording. A failure here is never the ESP's fault: 5xx, so it retries.
-    results: list[RecordResult] = []
+
+def _record(post: _Post, esp_name: str) -> HttpResponse:
+    """Ours: recording. A failure here is never the ESP's fault: 5xx, so it retries."""
+    by_provider: dict[str, list[AnymailTrackingEvent | CheckedEvent]] = {}
+    for provider, event in post.events:
+        by_provider.setdefault(provider, []).append(event)
     try:
-        by_provider: dict[str, list[AnymailTrackingEvent]] = {}
-        for provider, event in post.events:
-            by_provider.setdefault(provider, []).append(event)
-        for provider, provider_events in by_provider.items():
-            results.append(tracking_events_record(provider=provider, events=provider_events))
+        results = [tracking_events_record(provider=name, events=batch) for name, batch in by_provider.items()]
     except (OperationalError, InterfaceError):
         logger.exception("webhook not recorded provider=%s reason=database unavailable", esp_name)
         response = error_response(503, "The events could not be recorded now (database unavailable); retry later.")
@@ -295,14 +290,13 @@ def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, ar
     except Exception:
         logger.exception("webhook not recorded provider=%s", esp_name, extra={"provider": esp_name})
         return error_response(500, "The events could not be recorded; retry later.")
-    return JsonResponse(
-        {
-            "received": post.parsed + len(post.skipped),
-            "stored": sum(r.stored for r in results),
-            "duplicates": sum(r.duplicates for r in results),
-            "skipped": post.skipped,
-        }
-    )
+    counts = {"stored": sum(r.stored for r in results), "duplicates": sum(r.duplicates for r in results)}
+    return JsonResponse({"received": post.parsed + len(post.skipped), **counts, "skipped": post.skipped})
+
+
+def _too_large(esp_name: str) -> JsonResponse:
+    _refused(esp_name, "body too large")
+    return error_response(413, "The webhook body is larger than this service accepts.")
 
 
 def _refused(esp_name: str, reason: str) -> None:
@@ -325,19 +319,7 @@ def _stale_signature(request: HttpRequest, esp_name: str) -> int | None:
     """Age in seconds of a signed timestamp older than the limit, else None (also when the ESP
     signs no timestamp: then only deduplication protects against replays)."""
     max_age = conf.webhook_max_age()
-    read_timestamp = rules_for(esp_name).signed_timestamp
-    if not max_age or read_timestamp is None:
-        return None
-    try:
-        signed = read_timestamp(request)
-    except RequestDataTooBig:
-        raise
-    except Exception:  # not even readable (not JSON, nested past the parser's depth): Anymail refuses it
-        return None
-    try:
-        age = int(time.time() - float(signed)) if signed is not None else None
-    except (TypeError, ValueError, OverflowError):
-        return None
+    age = rules_for(esp_name).signature_age(request) if max_age else None
     return age if age is not None and age > max_age else None
 
 
@@ -386,16 +368,15 @@ def check_webhook_providers(app_configs=None, **kwargs) -> list[Error]:
     except Exception:  # the failover app's own checks report a broken chain
         return []
     views = {normalize_name(pattern.callback.view_class.esp_name): pattern.callback.view_class for pattern in tracking_patterns()}
-    errors = []
-    for name in conf.webhook_providers():
-        if normalize_name(name) not in views:
-            errors.append(
-                Error(
-                    f"MAILSERVICE_WEBHOOK_PROVIDERS names {name!r}, which has no Anymail tracking webhook.",
-                    hint=f"Use the ESP names of the URLs under /anymail/: {', '.join(sorted(views))}.",
-                    id="mailservice.E103",
-                )
-            )
+    errors = [
+        Error(
+            f"MAILSERVICE_WEBHOOK_PROVIDERS names {name!r}, which has no Anymail tracking webhook.",
+            hint=f"Use the ESP names of the URLs under /anymail/: {', '.join(sorted(views))}.",
+            id="mailservice.E103",
+        )
+        for name in conf.webhook_providers()
+        if normalize_name(name) not in views
+    ]
     for key in sorted(enabled & set(views)):
         view_class = views[key]
         try:

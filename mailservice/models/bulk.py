@@ -8,6 +8,7 @@ is one statement for the database driver: SQLite loops in C, psycopg pipelines i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connections, router
 from django.db.models import Model
@@ -57,3 +58,49 @@ def insert_rows(objs: Sequence[Model], *, using: str | None = None) -> int:
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
     return len(rows)
+
+
+def insert_new_rows(
+    model: type[Model],
+    columns: Sequence[str],
+    rows: list[list[Any]],
+    *,
+    unique: Sequence[str],
+    returning: Sequence[str],
+    using: str | None = None,
+) -> list[tuple]:
+    """INSERT … ON CONFLICT (unique) DO NOTHING RETURNING …, one multi-row statement per
+    parameter-limit chunk; returns the `returning` columns of the rows inserted now. `rows` hold
+    values as the database takes them (`get_db_prep_save`), in `columns` order.
+
+    Only a taken unique key skips a row: any other constraint (a JSON check) fails the statement,
+    unlike INSERT OR IGNORE, which drops such rows without a word. Written as SQL because
+    bulk_create adapts each value on its own, which for a 1,000-event webhook post cost more than
+    everything else together (docs/benchmarks.md). SQLite 3.35+ and PostgreSQL have this
+    statement; the system check mailservice.E105 refuses a database without it."""
+    db = using or router.db_for_write(model)
+    connection = connections[db]
+    meta, quote = model._meta, connection.ops.quote_name
+    fields = [meta.get_field(name) for name in columns]
+
+    def names(of: Sequence[str]) -> str:
+        return ", ".join(quote(meta.get_field(name).column) for name in of)
+
+    head = f"INSERT INTO {quote(meta.db_table)} ({names(columns)}) VALUES "
+    tail = f" ON CONFLICT ({names(unique)}) DO NOTHING RETURNING {names(returning)}"
+    placeholders = f"({', '.join(['%s'] * len(fields))})"
+    batch_size = max(connection.ops.bulk_batch_size(fields, rows), 1)
+    inserted: list[tuple] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            params = [value for row in chunk for value in row]
+            cursor.execute(head + ", ".join([placeholders] * len(chunk)) + tail, params)
+            inserted.extend(cursor.fetchall())
+    return inserted
+
+
+def supports_insert_returning(using: str) -> bool:
+    """INSERT … ON CONFLICT (columns) DO NOTHING RETURNING: SQLite 3.35+ and PostgreSQL."""
+    features = connections[using].features
+    return features.supports_update_conflicts_with_target and features.can_return_rows_from_bulk_insert

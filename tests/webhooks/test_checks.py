@@ -28,3 +28,19 @@ class WebhookSecretCheckTests(SimpleTestCase):
     def test_debug_without_secret_is_allowed(self):
         """Local development may run without a secret."""
         self.assertEqual(check_ids(), [])
+
+
+class DatabaseFeatureCheckTests(SimpleTestCase):
+    databases = {"default"}
+
+    def test_a_database_without_insert_returning_is_refused(self):
+        """mailservice.E105 names the database when it lacks INSERT … ON CONFLICT … RETURNING."""
+        from unittest import mock
+
+        from mailservice import checks
+
+        self.assertEqual(checks.check_database_features(databases=["default"]), [])
+        with mock.patch.object(checks, "supports_insert_returning", return_value=False):
+            [error] = checks.check_database_features(databases=["default"])
+        self.assertEqual(error.id, "mailservice.E105")
+        self.assertIn("'default'", error.msg)

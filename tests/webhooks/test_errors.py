@@ -85,7 +85,12 @@ class BadEventTests(TestCase):
     def test_rows_lost_by_the_insert_fail_the_batch(self):
         """If the insert ever drops a row that passed the checks, the post fails (5xx) and
         nothing of it is kept: the ESP retries instead of the event vanishing."""
-        with mock.patch.object(tracking_service.TrackingEvent.objects, "bulk_create", return_value=[]):
+        insert = tracking_service.insert_new_rows
+
+        def insert_dropping_one(model, columns, rows, **kwargs):
+            return insert(model, columns, rows[1:], **kwargs)
+
+        with mock.patch.object(tracking_service, "insert_new_rows", side_effect=insert_dropping_one):
             with self.assertLogs("mailservice.webhooks", "ERROR") as logs:
                 response = post_raw(self.client, json.dumps(self.batch_with({})))
         self.assertEqual(response.status_code, 500)

@@ -49,3 +49,16 @@ class TrackingRulesTests(SimpleTestCase):
         self.assertEqual(rules_for("sendgrid").signed_timestamp(sendgrid), "1700000000")
         self.assertEqual(rules_for("mailgun").signed_timestamp(mailgun), "1700000001")
         self.assertIsNone(rules_for("mandrill").signed_timestamp)
+
+    def test_signature_age_is_none_where_nothing_readable_is_signed(self):
+        """The age of a signed timestamp in seconds; None when there is none or it is no number."""
+        import time
+
+        factory = RequestFactory()
+        header = "X-Twilio-Email-Event-Webhook-Timestamp"
+        fresh = factory.post("/", headers={header: str(int(time.time()) - 5)})
+        self.assertIn(rules_for("sendgrid").signature_age(fresh), range(5, 8))
+        self.assertIsNone(rules_for("sendgrid").signature_age(factory.post("/", headers={header: "soon"})))
+        self.assertIsNone(rules_for("sendgrid").signature_age(factory.post("/")))
+        self.assertIsNone(rules_for("mailgun").signature_age(factory.post("/", data="{no", content_type="application/json")))
+        self.assertIsNone(rules_for("mandrill").signature_age(fresh))
