@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "MAILSERVICE_API_RATE_LIMIT": "600/m",
     # False removes the Django admin (its URLs) altogether.
     "MAILSERVICE_ADMIN": True,
+    # Bearer token GET /metrics requires; empty leaves it open (docs/monitoring.md).
+    "MAILSERVICE_METRICS_TOKEN": "",
 }
 
 
@@ -162,6 +164,10 @@ def api_rate_limit() -> str:
 
 def admin_enabled() -> bool:
     return bool(get_setting("MAILSERVICE_ADMIN"))
+
+
+def metrics_token() -> str:
+    return str(get_setting("MAILSERVICE_METRICS_TOKEN") or "").strip()
 
 
 def default_from_email() -> str:

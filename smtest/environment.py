@@ -44,17 +44,95 @@ def tasks_module() -> str:
     return "django.tasks" if importlib.util.find_spec("django.tasks") else "django_tasks"
 
 
+TASKS_BACKENDS = ("database", "rq", "immediate", "dummy")
+
+
+def tasks_backend_name(backend: str) -> str:
+    """The TASKS_BACKEND name, checked: `database` (default), `rq`, `immediate` or `dummy`."""
+    name = backend.strip().lower()
+    if name not in TASKS_BACKENDS:
+        raise ImproperlyConfigured(f"TASKS_BACKEND is {backend!r}; use one of: {', '.join(TASKS_BACKENDS)}")
+    return name
+
+
 def tasks_settings(backend: str) -> dict:
-    """TASKS for a TASKS_BACKEND name: `database` (default), `immediate` or `dummy`."""
+    """TASKS for a TASKS_BACKEND name: `database` (default), `rq`, `immediate` or `dummy`."""
     backends = {
         "database": "django_tasks_db.DatabaseBackend",
+        # RQ on Redis through django-tasks-rq; its queues are RQ_QUEUES (rq_queues below).
+        "rq": "django_tasks_rq.RQBackend",
         "immediate": f"{tasks_module()}.backends.immediate.ImmediateBackend",
         "dummy": f"{tasks_module()}.backends.dummy.DummyBackend",
     }
-    name = backend.strip().lower()
-    if name not in backends:
-        raise ImproperlyConfigured(f"TASKS_BACKEND is {backend!r}; use one of: {', '.join(backends)}")
-    return {"default": {"BACKEND": backends[name]}}
+    return {"default": {"BACKEND": backends[tasks_backend_name(backend)]}}
+
+
+def rq_queues(redis_url: str | None, *, job_timeout: int) -> dict:
+    """RQ_QUEUES for django-rq with TASKS_BACKEND=rq: the `default` queue (the one the delivery
+    task uses) on REDIS_URL. `job_timeout` is how long RQ lets one task run before it kills it:
+    it must exceed the longest delivery round, which stops starting sends once half a message's
+    lease is gone (docs/delivery.md, "Leases")."""
+    if not redis_url or not redis_url.strip():
+        raise ImproperlyConfigured(
+            "TASKS_BACKEND=rq needs REDIS_URL, the Redis server of the queue (e.g. redis://127.0.0.1:6379/1)"
+        )
+    url = redis_url.strip()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}")
+    return {"default": {"URL": url, "DEFAULT_TIMEOUT": job_timeout}}
+
+
+REDIS_CACHE_BACKEND = "django.core.cache.backends.redis.RedisCache"
+
+
+def cache_settings(cache: dict, *, socket_timeout: float) -> dict:
+    """A CACHE_URL's cache, with Django's own RedisCache for redis:// and rediss:// (never
+    django-redis, which django-environ would pick if it were installed) and short socket
+    timeouts, so a Redis that stops answering costs a request a second, not a hang. Options the
+    URL sets itself (`?socket_timeout=5`) win."""
+    location = cache.get("LOCATION")
+    first = location[0] if isinstance(location, list) else location or ""
+    if cache.get("BACKEND", "").endswith("RedisCache") or str(first).startswith(("redis://", "rediss://")):
+        cache["BACKEND"] = REDIS_CACHE_BACKEND
+        cache["OPTIONS"] = {
+            "socket_connect_timeout": socket_timeout,
+            "socket_timeout": socket_timeout,
+            **cache.get("OPTIONS", {}),
+        }
+    return cache
+
+
+def database_settings(
+    database: dict, *, conn_max_age: int | None, conn_health_checks: bool | None
+) -> dict:
+    """Persistent connections for a database server (PostgreSQL): each gunicorn worker and task
+    worker keeps its connection for `conn_max_age` seconds (default 60) instead of connecting per
+    request, and checks it before reuse, so a restarted server costs no failed request. SQLite
+    keeps Django's defaults unless the variables are set. Values in the URL
+    (`?conn_max_age=0`) win."""
+    server = not database.get("ENGINE", "").endswith("sqlite3")
+    if conn_max_age is None and server:
+        conn_max_age = 60
+    if conn_health_checks is None and server:
+        conn_health_checks = True
+    if conn_max_age is not None:
+        if conn_max_age < 0:
+            raise ImproperlyConfigured(f"DATABASE_CONN_MAX_AGE must be 0 or more seconds, not {conn_max_age}")
+        database.setdefault("CONN_MAX_AGE", conn_max_age)
+    if conn_health_checks is not None:
+        database.setdefault("CONN_HEALTH_CHECKS", conn_health_checks)
+    return with_sqlite_options(database)
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(value: str) -> str:
+    """LOG_FORMAT checked: `text` (default) or `json` (one JSON object per line)."""
+    name = value.strip().lower()
+    if name not in LOG_FORMATS:
+        raise ImproperlyConfigured(f"LOG_FORMAT is {value!r}; use one of: {', '.join(LOG_FORMATS)}")
+    return name
 
 
 def settings_from_environment(environ_: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,14 @@ from failover import conf as failover_conf
 from mailservice import conf as mailservice_conf
 from smtest.environment import (
     anymail_settings,
+    cache_settings,
+    database_settings,
+    log_format,
+    rq_queues,
     settings_from_environment,
+    tasks_backend_name,
     tasks_module,
     tasks_settings,
-    with_sqlite_options,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +35,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-smtest-development-k
 ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else []
 )
+# The delivery queue (Django's Tasks API, set up below): checked here, since `rq` adds an app.
+TASKS_BACKEND = tasks_backend_name(env.str("TASKS_BACKEND", default="database"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -45,6 +51,8 @@ INSTALLED_APPS = [
     "axes",
     *(["django_tasks"] if tasks_module() == "django_tasks" else []),  # the Tasks API backport (Django 5.2)
     "django_tasks_db",
+    # TASKS_BACKEND=rq: django-rq's queues and `manage.py rqworker` (docs/deployment.md).
+    *(["django_rq"] if TASKS_BACKEND == "rq" else []),
     "failover",
     "mailservice",
     # `manage.py sandbox` and the check that refuses the sandbox outside DEBUG (docs/sandbox.md).
@@ -53,7 +61,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # First after security: JSON errors and the body size limit for /api/ and the send URL.
+    # Static files (the admin's, the API docs') with DEBUG off, from STATIC_ROOT, before any
+    # other work on the request (docs/deployment.md, "Static files").
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Next: JSON errors and the body size limit for /api/ and the send URL.
     "mailservice.middleware.GatewayErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -102,28 +113,46 @@ TEMPLATES = [
     }
 ]
 
+# PostgreSQL in production (postgres://user:pass@host:5432/smtest, through psycopg 3); each
+# process keeps its connection DATABASE_CONN_MAX_AGE seconds (60 on a server, checked before reuse).
 DATABASES = {
-    "default": with_sqlite_options(
-        env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'smtest.sqlite3'}")
+    "default": database_settings(
+        env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'smtest.sqlite3'}"),
+        conn_max_age=env.int("DATABASE_CONN_MAX_AGE", default=None),
+        conn_health_checks=env.bool("DATABASE_CONN_HEALTH_CHECKS", default=None),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Web and worker processes must share the failover memory, so the default cache is one that
-# every local process sees (files under var/); use Redis in production.
-CACHES = {"default": env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}")}
+# every local process sees (files under var/); use Redis in production (redis://host:6379/0:
+# Django's own RedisCache, with CACHE_SOCKET_TIMEOUT seconds to connect and to answer).
+CACHES = {
+    "default": cache_settings(
+        env.cache_url("CACHE_URL", default=f"filecache://{VAR_DIR / 'cache'}"),
+        socket_timeout=env.float("CACHE_SOCKET_TIMEOUT", default=1.0),
+    )
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `manage.py collectstatic` gathers the admin's and the API docs' files here; gunicorn serves
+# them through WhiteNoise (docs/deployment.md, "Static files"). Compressed (gzip) copies, but
+# no hashed names: a page renders whether or not collectstatic has run.
+STATIC_ROOT = BASE_DIR / env.str("STATIC_ROOT", default="var/static")  # relative to the project
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # HTTPS (docs/security.md, "Deployment settings"): with DEBUG off every default is the secure
 # one, and `manage.py check --deploy --fail-level WARNING` passes. A plain-HTTP run with DEBUG off
 # (a local trial) sets SECURE_SSL_REDIRECT=0 and SECURE_HSTS_SECONDS=0.
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]  # plain-HTTP probes (docs/monitoring.md)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
@@ -151,10 +180,19 @@ globals().update(mailservice_conf.django_request_limits(globals()))
 ANYMAIL = anymail_settings(os.environ)
 
 # Background delivery (Django's Tasks API): `database` (default; run `manage.py db_worker`),
-# `immediate` (sends inside the request, for tests and demos), or `dummy` (enqueue nothing).
-TASKS = tasks_settings(env.str("TASKS_BACKEND", default="database"))
+# `rq` (RQ on REDIS_URL; run `manage.py rqworker --job-class django_tasks_rq.Job
+# --with-scheduler default`), `immediate` (sends inside the request, for tests and demos), or
+# `dummy` (enqueue nothing).
+TASKS = tasks_settings(TASKS_BACKEND)
+if TASKS_BACKEND == "rq":
+    # RQ kills a task running longer than its timeout: twice a message's lease, well above the
+    # longest delivery round (docs/delivery.md, "Leases").
+    _lease = globals().get("MAILSERVICE_LEASE_SECONDS") or mailservice_conf.DEFAULTS["MAILSERVICE_LEASE_SECONDS"]
+    RQ_QUEUES = rq_queues(env.str("REDIS_URL", default=""), job_timeout=int(2 * _lease))
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# `text` (default) or `json`: one JSON object per line, with the `extra=` fields (smtest/logformat.py).
+LOG_FORMAT = log_format(env.str("LOG_FORMAT", default="text"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -162,12 +200,21 @@ LOGGING = {
     "filters": {"mask_api_keys": {"()": "mailservice.logfilters.MaskApiKeys"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "smtest.logformat.JsonFormatter"},
         # Django's own, for the development server's request lines.
         "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_api_keys"]},
-        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["mask_api_keys"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["mask_api_keys"],
+        },
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "django.server",
+            "filters": ["mask_api_keys"],
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
