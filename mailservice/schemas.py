@@ -34,7 +34,8 @@ LATEST_SEND_AT = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def _utc_between(value: datetime, earliest: datetime, latest: datetime) -> datetime:
-    """The aware `value`, or ValueError when in UTC it falls outside [earliest, latest]."""
+    """The aware `value` in UTC, or ValueError when there it falls outside [earliest, latest].
+    In UTC because PostgreSQL refuses offsets beyond about ±16 h that ISO 8601 allows (±23:59)."""
     try:
         in_utc = value.astimezone(UTC)
     except OverflowError:  # the offset moves it before year 1 or after year 9999
@@ -44,7 +45,7 @@ def _utc_between(value: datetime, earliest: datetime, latest: datetime) -> datet
             f"The time must lie between {_utc_text(earliest)} and {_utc_text(latest)} (UTC); "
             f"got {value.isoformat()}."
         )
-    return value
+    return in_utc
 
 
 def _utc_text(value: datetime) -> str:

@@ -10,11 +10,14 @@ from smtest.settings import DATABASES, VAR_DIR
 
 # A file, not SQLite's shared in-memory database, so threads (the concurrency tests) get real
 # locking with the busy timeout, and the end-to-end tests' worker process can open it; one file
-# per run, so two suites (two interpreters, two checkouts) never collide.
+# per run, so two suites (two interpreters, two checkouts) never collide. On a server database
+# (DATABASE_URL=postgres://…) the test database gets the same per-run name, so two suites may
+# share one server; child processes open it through tests.e2e.processes.database_url().
+_RUN = f"py{sys.version_info[0]}{sys.version_info[1]}-{os.getpid()}"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"].setdefault(
-        "TEST", {"NAME": str(VAR_DIR / f"test-py{sys.version_info[0]}{sys.version_info[1]}-{os.getpid()}.sqlite3")}
-    )
+    DATABASES["default"].setdefault("TEST", {"NAME": str(VAR_DIR / f"test-{_RUN}.sqlite3")})
+else:
+    DATABASES["default"].setdefault("TEST", {"NAME": f"test_{DATABASES['default']['NAME']}_{_RUN}".replace("-", "_")})
 
 # Django's test runner runs the system checks with DEBUG off, where the webhook-secret check
 # would stop every run; the tests set the secrets they need (and test the check itself).

@@ -131,6 +131,14 @@ def _deferred(message: Message, error: str, attempts: list[Attempt], *, now: dat
     return SendResult(RecipientStatus.DEFERRED, error=error, next_attempt_at=next_at, attempts=attempts)
 
 
+def threads_wanted(wall: float, cpu: float, concurrency: int) -> int:
+    """How many threads keep the interpreter busy, from one send's wall time and this thread's
+    CPU time during it: one while a send mostly computes, more as it waits (1 ms of CPU and
+    49 ms of waiting for the provider: all of them), never more than `concurrency`. A CPU other
+    processes keep busy also looks like waiting: then a thread or two more than needed."""
+    return max(1, min(int(wall / max(cpu, 1e-4)), concurrency))
+
+
 class _UnavailableConnection:
     """Stands in for a connection that could not be made (no chain configured, a bad backend
     path): every send raises the error, which message_send() judges like any send error."""
@@ -186,8 +194,7 @@ def send_all(
                 wall, cpu = time.perf_counter(), time.thread_time()
                 send(connection, job)
                 if scaling and len(threads) < concurrency - 1:
-                    waited = (time.perf_counter() - wall) / max(time.thread_time() - cpu, 1e-4)
-                    add_threads(min(int(waited), concurrency) - 1)
+                    add_threads(threads_wanted(time.perf_counter() - wall, time.thread_time() - cpu, concurrency) - 1)
         finally:
             connection.close()
 

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,8 +72,34 @@ class Process:
 # What a developer's shell or .env may hold for the real service: never handed to the children,
 # which get exactly the settings each test gives them.
 FOREIGN_PREFIXES = ("SANDBOX_", "ANYMAIL_", "FIRST_WORKING_EMAIL_", "MAILSERVICE_")
-FOREIGN_NAMES = {"DATABASE_URL", "CACHE_URL", "TASKS_BACKEND", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS"}
+FOREIGN_NAMES = {
+    "DATABASE_URL", "CACHE_URL", "TASKS_BACKEND", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_FORMAT",
+}
 CONTROL_LINE = re.compile(r"control: (\S+)")
+
+
+def database_url(alias: str = "default") -> str:
+    """A DATABASE_URL for a child process that opens the database this process uses under
+    `alias`, whatever its engine: during the tests, the test database (SQLite file or
+    PostgreSQL's test_… database)."""
+    from django.db import connections
+
+    config = connections[alias].settings_dict
+    engine = config["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{config['NAME']}"
+    if "postgresql" in engine:
+        user = quote(config.get("USER") or "", safe="")
+        password = quote(config.get("PASSWORD") or "", safe="")
+        credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        host = config.get("HOST") or ""
+        if host.startswith("/"):  # a socket directory goes in the query string
+            location, query = "", "?" + urlencode({"host": host})
+        else:
+            location, query = (f"[{host}]" if ":" in host else host), ""
+        port = f":{config['PORT']}" if config.get("PORT") else ""
+        return f"postgres://{credentials}{location}{port}/{quote(config['NAME'], safe='')}{query}"
+    raise NotImplementedError(f"no DATABASE_URL for a child process on {engine}")
 
 
 def clean_environment(**extra: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ import urllib.request
 from urllib.parse import quote
 from pathlib import Path
 
-from django.conf import settings
 from django.core.cache import caches
 from django.test import LiveServerTestCase, override_settings
 
@@ -26,7 +25,7 @@ from sandbox.conf import (
     DEFAULT_WEBHOOK_KEYS,
     DEFAULT_WEBHOOK_SECRET,
 )
-from tests.e2e.processes import start_sandbox, start_worker, wait_until
+from tests.e2e.processes import database_url, start_sandbox, start_worker, wait_until
 from tests.failover.base import FAILOVER_BACKEND, sending_through
 
 CHAIN = "sendgrid,mailgun,mandrill"
@@ -73,7 +72,7 @@ class EndToEndTests(LiveServerTestCase):
         worker_env = {
             "DJANGO_SETTINGS_MODULE": "smtest.settings",
             "DEBUG": "1",
-            "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+            "DATABASE_URL": database_url(),
             "CACHE_URL": f"filecache://{cache_dir}",
             "TASKS_BACKEND": "database",
             "FIRST_WORKING_EMAIL_BACKENDS": CHAIN,

@@ -8,14 +8,13 @@ import signal
 import tempfile
 from pathlib import Path
 
-from django.conf import settings
 from django.test import TransactionTestCase, override_settings
 
 from mailservice.models import Message
 from mailservice.services.messages import message_accept
 from mailservice.validation import check_message
 from mailservice.schemas import MessageIn
-from tests.e2e.processes import start_worker, wait_until
+from tests.e2e.processes import database_url, start_worker, wait_until
 
 MESSAGES = 24
 CONCURRENCY = 2
@@ -37,7 +36,7 @@ class WorkerSignalTests(TransactionTestCase):
             message_accept(draft=check_message(MessageIn.model_validate({"to": f"r{n}@example.com", "text": "x"})))
         self.worker = start_worker(self.workdir, {
             "DJANGO_SETTINGS_MODULE": "smtest.settings",
-            "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
+            "DATABASE_URL": database_url(),
             "CACHE_URL": f"filecache://{self.workdir / 'cache'}",
             "TASKS_BACKEND": "database",
             "ANYMAIL_WEBHOOK_SECRET": "signals:test",  # DEBUG is off, as in production

@@ -3,6 +3,7 @@ nothing; the limits are checked before expensive work (docs/security.md, "Input 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 import time
 
 from django.test import TestCase, override_settings
@@ -118,6 +119,14 @@ class CalendarEdgeTests(GatewayMixin, TestCase):
         for value in ("0001-01-01T00:00:00", "9999-12-31T23:59:59Z"):
             response = self.client.get("/api/messages", {"since": value}, **self.auth)
             self.assertEqual(response.status_code, 200, response.content)
+
+    def test_wide_time_zone_offsets_are_stored_in_utc(self):
+        """ISO 8601 allows offsets up to ±23:59, PostgreSQL only about ±16 h: times are used in UTC."""
+        response = self.client.get("/api/messages", {"since": "2224-10-27T13:21:50-21:18"}, **self.auth)
+        self.assertEqual(response.status_code, 200, response.content)
+        response = self.post_message({**VALID, "send_at": "2224-10-27T13:21:50-21:18"})
+        self.assertEqual(response.status_code, 202, response.content)
+        self.assertEqual(Message.objects.get().send_at, datetime(2224, 10, 28, 10, 39, 50, tzinfo=UTC))
 
     def test_offset_beyond_64_bits(self):
         for path in ("/api/messages", "/api/suppressions"):

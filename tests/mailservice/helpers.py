@@ -25,9 +25,16 @@ ANYMAIL = {
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
+# The database task queue, whatever TASKS_BACKEND the suite runs with (rq in CI's server run):
+# tests read its rows (django_tasks_db's DBTaskResult) to see what was enqueued.
+DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+
 def gateway_settings(**extra):
-    """The failover backend over locmem, a private cache, no jitter: deterministic sends."""
+    """The failover backend over locmem, a private cache, no jitter, the database task queue:
+    deterministic sends."""
     values = {
+        "TASKS": DATABASE_TASKS,
         **sending_through(FAILOVER),
         "FIRST_WORKING_EMAIL_BACKENDS": [LOCMEM],
         "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}},

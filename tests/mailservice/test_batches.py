@@ -10,19 +10,19 @@ from django.core import mail
 from django.core.cache import cache
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from django.db import connection
-from django.test import TestCase, TransactionTestCase, override_settings
+from django.test import SimpleTestCase, TestCase, TransactionTestCase
 from django.test.utils import CaptureQueriesContext
 from django_tasks_db.models import DBTaskResult
 
 from mailservice.models import DeliveryAttempt, Message
 from mailservice.services.delivery import messages_deliver
+from mailservice.services.sending import threads_wanted
 from mailservice.services.recovery import message_recover
 from mailservice.tasks import WAKE_KEY, deliver_due, wake_delivery
 from tests.mailservice.helpers import T0, gateway_settings, later
 from tests.mailservice.test_delivery import DeliveryMixin
 
 SLOW = "tests.mailservice.test_batches.SlowBackend"
-BUSY = "tests.mailservice.test_batches.BusyBackend"
 
 
 class SlowBackend(LocmemBackend):
@@ -57,18 +57,6 @@ class SlowBackend(LocmemBackend):
     def reset(cls):
         cls.in_flight = cls.most_in_flight = cls.opened = 0
         cls.hook = None
-
-
-class BusyBackend(SlowBackend):
-    """A provider that answers at once: each send only computes (for 20 ms of this thread's CPU)."""
-
-    delay = 0
-
-    def send_messages(self, messages):
-        spent = time.thread_time() + 0.02
-        while time.thread_time() < spent:
-            pass
-        return super().send_messages(messages)
 
 
 def submit_many(case, count):
@@ -157,14 +145,6 @@ class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
         SlowBackend.hook = None
         self.assertEqual(len(messages_deliver(now=later(1))), 11)  # claimable again at once
 
-    @override_settings(FIRST_WORKING_EMAIL_BACKENDS=[BUSY])
-    def test_a_provider_that_answers_at_once_gets_no_extra_threads(self):
-        """Sends that compute rather than wait are faster from one thread: none is added."""
-        submit_many(self, 6)
-        messages_deliver(now=T0)
-        self.assertEqual(Message.objects.filter(status="sent").count(), 6)
-        self.assertEqual((SlowBackend.most_in_flight, SlowBackend.opened), (1, 1))  # counts for both
-
     def test_interrupted_worker_keeps_the_lease_of_what_it_may_have_sent(self):
         """Interrupted mid-send: recorded sends stay recorded, unstarted ones are released, and the
         one in flight keeps its lease for recovery to reclaim as a possible duplicate."""
@@ -193,6 +173,21 @@ class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
         self.assertGreaterEqual(Message.objects.filter(status="sent").count(), 1)
         self.assertGreaterEqual(Message.objects.filter(status="queued", attempt_count=0).count(), 3)
         self.assertEqual(Message.objects.filter(status="sending").count(), 0)
+
+
+class ThreadsWantedTests(SimpleTestCase):
+    def test_threads_follow_how_much_of_a_send_is_waiting(self):
+        """A send that computes wants one thread; one that mostly waits wants up to the setting."""
+        cases = [
+            ((0.003, 0.0025, 8), 1),  # loopback: almost all CPU
+            ((0.005, 0.0025, 8), 2),  # half waiting
+            ((0.051, 0.001, 8), 8),  # a 50 ms provider: capped by the setting
+            ((0.051, 0.001, 1), 1),
+            ((0.0, 0.0, 8), 1),  # too quick to measure
+        ]
+        for (wall, cpu, concurrency), wanted in cases:
+            with self.subTest(wall=wall, cpu=cpu, concurrency=concurrency):
+                self.assertEqual(threads_wanted(wall, cpu, concurrency), wanted)
 
 
 @gateway_settings(MAILSERVICE_BATCH_SIZE=2, MAILSERVICE_SEND_CONCURRENCY=1)

@@ -41,7 +41,7 @@ class HealthzTests(SimpleTestCase):
         self.assertEqual(self.client.post("/healthz").status_code, 405)
 
 
-@override_settings(CACHES=LOCMEM)
+@override_settings(CACHES=LOCMEM, TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}})
 class ReadyzTests(TestCase):
     def assert_down(self, response, down: list[str], checks: dict[str, str]) -> None:
         self.assertEqual(response.status_code, 503, response.content)

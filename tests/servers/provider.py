@@ -1,0 +1,104 @@
+"""A tiny local ESP for tests with real worker processes: answers SendGrid's and Mailgun's send
+APIs as they do (SendGrid 202 with X-Message-Id, Mailgun 200 with its JSON id), after an optional
+delay, or with a chosen error status; counts every request, per provider and per subject.
+
+It runs in the test process on a free loopback port, in threads; the workers reach it through
+ANYMAIL_SENDGRID_API_URL / ANYMAIL_MAILGUN_API_URL (see `anymail_environment`).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeProvider:
+    def __init__(self, *, delay: float = 0.0):
+        self.delay = delay
+        self.failing: dict[str, int] = {}  # provider -> HTTP status it answers with
+        self.lock = threading.Lock()
+        self.requests: list[dict] = []  # {"provider", "subject", "to", "custom_args"}
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                name = "mailgun" if self.path.startswith("/mailgun/") else "sendgrid"
+                provider.record(name, body, self.headers.get("Content-Type", ""))
+                if provider.delay:
+                    time.sleep(provider.delay)
+                status = provider.failing.get(name)
+                if status:
+                    self.answer(status, b'{"errors": [{"message": "unavailable"}]}')
+                elif name == "mailgun":
+                    self.answer(200, json.dumps({"id": f"<{uuid.uuid4().hex}@mg.example.com>", "message": "Queued"}).encode())
+                else:
+                    self.answer(202, b"", {"X-Message-Id": uuid.uuid4().hex[:22]})
+
+            def answer(self, status: int, body: bytes, headers: dict | None = None):
+                try:
+                    self.send_response(status)
+                    for key, value in (headers or {}).items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the worker was killed while we slept
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def record(self, name: str, body: bytes, content_type: str) -> None:
+        entry = {"provider": name, "subject": None, "to": []}
+        if "json" in content_type:
+            try:
+                data = json.loads(body)
+                entry["subject"] = data.get("subject")
+                entry["to"] = [to["email"] for p in data.get("personalizations", []) for to in p.get("to", [])]
+            except (ValueError, AttributeError, KeyError, TypeError):
+                pass
+        else:  # Mailgun: a multipart form; the subject is enough for the tests
+            marker = b'name="subject"\r\n\r\n'
+            if marker in body:
+                entry["subject"] = body.split(marker, 1)[1].split(b"\r\n", 1)[0].decode(errors="replace")
+        with self.lock:
+            self.requests.append(entry)
+
+    def count(self, provider: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if provider in (None, r["provider"]))
+
+    def per_subject(self, provider: str | None = None) -> Counter:
+        with self.lock:
+            return Counter(r["subject"] for r in self.requests if provider in (None, r["provider"]))
+
+    def anymail_environment(self) -> dict[str, str]:
+        """The ANYMAIL_* variables that point a process's SendGrid and Mailgun here."""
+        return {
+            "ANYMAIL_SENDGRID_API_KEY": "SG.fake-key",
+            "ANYMAIL_SENDGRID_API_URL": f"{self.url}/sendgrid/v3/",
+            "ANYMAIL_MAILGUN_API_KEY": "fake-mailgun-key",
+            "ANYMAIL_MAILGUN_API_URL": f"{self.url}/mailgun/v3",
+            "ANYMAIL_MAILGUN_SENDER_DOMAIN": "mg.example.com",
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
