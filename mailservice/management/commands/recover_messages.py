@@ -1,5 +1,6 @@
-"""`manage.py recover_messages [--loop]`: re-enqueue messages whose task was lost or whose worker
-died (expired lease). Run it once from cron, or with --loop as a service next to the workers."""
+"""`manage.py recover_messages [--loop]`: wake delivery again for messages whose wake-up was lost
+or whose worker died (expired lease). Run it once from cron, or with --loop as a service next to
+the workers."""
 import logging
 import signal
 import threading
@@ -14,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
-    help = "Enqueue delivery again for messages whose task was lost or whose worker died."
+    help = "Wake delivery again for messages whose wake-up was lost or whose worker died."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--loop", action="store_true", help="Run a pass every --interval seconds until stopped.")
