@@ -149,7 +149,7 @@ def api_key_authenticate(*, raw_key: str, now: datetime | None = None) -> ApiKey
         return None
     wanted = _hash(raw_key)
     match = None
-    for candidate in ApiKey.objects.active().filter(prefix=raw_key[:PREFIX_LENGTH]):
+    for candidate in ApiKey.objects.active().filter(prefix=raw_key[:PREFIX_LENGTH]).order_by():  # any order
         if hmac.compare_digest(candidate.key_hash, wanted):
             match = candidate
     if match is None:
