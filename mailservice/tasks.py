@@ -34,7 +34,7 @@ WAKE_PENDING_SECONDS = 10
 @task()
 def deliver_due() -> dict[str, int]:
     """Deliver one batch of whatever is due. A full batch wakes another worker before sending,
-    so idle workers join in; a partial one schedules the wake-up for the next due message."""
+    so idle workers join in; every round then schedules the wake-up for the next due message."""
     _forget(WAKE_KEY)  # from now on, an accept wakes a new round instead of counting on this one
     size = conf.batch_size()
 
@@ -43,8 +43,9 @@ def deliver_due() -> dict[str, int]:
             wake_delivery()
 
     batch = messages_deliver(limit=size, claimed=claimed)
-    if len(batch) < size:
-        wake_for_next_due()
+    # Every round leaves the next one scheduled: a full batch's woken round may end before this
+    # one records its retries or releases (at most one wake-up per second is enqueued).
+    wake_for_next_due()
     return dict(Counter(str(message.status) for message in batch))
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from mailservice import conf
@@ -75,26 +75,16 @@ def messages_deliver(
     messages not yet handed to a provider are released, due again at once; one that was handed
     over keeps its lease, so that recovery reclaims it flagged as a possible duplicate."""
     owner = worker or new_worker_id()
+    # A message is started only while half its lease remains, counted from before the claim (which
+    # may wait for the database's lock), so a slow batch never sends on an expired lease; the rest
+    # are released and claimed again at once (docs/delivery.md, "Leases").
+    start_until = time.monotonic() + conf.lease_seconds() / 2
     batch = messages_claim(
         owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id
     )
     if not batch:
         return []
-    if claimed is not None:
-        claimed(batch)
-    rounds = [
-        _Round(message, [r for r in message.recipients_loaded if r.status == RecipientStatus.SENDING])
-        for message in batch
-    ]
-    _drop_suppressed(rounds, now=_now(now))
-    for round_ in rounds:
-        if not round_.sending:
-            # Nobody left to send to (all suppressed): no provider is asked.
-            round_.started, round_.result = True, SendResult(RecipientStatus.SUPPRESSED)
-
-    # A message is started only while half its lease remains, so a slow batch never sends on an
-    # expired lease; the rest are released and claimed again at once (docs/delivery.md, "Leases").
-    start_until = time.monotonic() + conf.lease_seconds() / 2
+    rounds: list[_Round] = []
 
     def send(connection, round_: _Round) -> None:
         if time.monotonic() > start_until:
@@ -103,6 +93,17 @@ def messages_deliver(
         round_.result = message_send(round_.message, round_.sending, connection=connection, now=_now(now), rng=rng)
 
     try:
+        if claimed is not None:
+            claimed(batch)
+        rounds = [
+            _Round(message, [r for r in message.recipients_loaded if r.status == RecipientStatus.SENDING])
+            for message in batch
+        ]
+        _drop_suppressed(rounds, now=_now(now))
+        for round_ in rounds:
+            if not round_.sending:
+                # Nobody left to send to (all suppressed): no provider is asked.
+                round_.started, round_.result = True, SendResult(RecipientStatus.SUPPRESSED)
         send_all(
             [r for r in rounds if r.result is None],
             send,
@@ -110,8 +111,12 @@ def messages_deliver(
             stop=stop or threading.Event(),
         )
     finally:
-        _finish([r for r in rounds if r.result is not None], owner, now=_now(now))
-        messages_release([r.message for r in rounds if not r.started], owner=owner, now=_now(now))
+        # Whatever failed above, record what was sent and give back what was not, each on its own.
+        try:
+            _record([r for r in rounds if r.result is not None], owner, now=_now(now))
+        finally:
+            unstarted = [r.message for r in rounds if not r.started] if rounds else batch
+            messages_release(unstarted, owner=owner, now=_now(now))
     return batch
 
 
@@ -158,6 +163,28 @@ def _drop_suppressed(rounds: list[_Round], *, now: datetime) -> None:
 
 
 # Recording ---------------------------------------------------------------------------------
+
+
+def _record(rounds: list[_Round], owner: str, *, now: datetime) -> None:
+    """Record the batch in one transaction; if the database refuses (a lock timeout, a deadlock,
+    a value it cannot store), record each message on its own, so one bad row or a passing error
+    does not leave the whole batch leased, to be reclaimed and sent again as possible duplicates.
+    A message whose record fails even alone keeps its lease: recovery reclaims it, flagged."""
+    try:
+        _finish(rounds, owner, now=now)
+        return
+    except DatabaseError:
+        logger.exception("batch record failed count=%s", len(rounds), extra={"count": len(rounds)})
+    if len(rounds) == 1:
+        return  # recorded alone already
+    for round_ in rounds:
+        try:
+            _finish([round_], owner, now=now)
+        except DatabaseError:
+            logger.exception(
+                "message record failed; its lease expires and recovery reclaims it",
+                extra={"message_id": str(round_.message.pk)},
+            )
 
 
 def _finish(rounds: list[_Round], owner: str, *, now: datetime) -> None:
@@ -213,7 +240,7 @@ def _apply_to_recipients(round_: _Round, *, now: datetime) -> list[Recipient]:
     for recipient in round_.sending:
         status, provider_id = result.per_recipient.get(recipient.email, (result.recipient_status, ""))
         recipient.status = status
-        recipient.provider_message_id = provider_id or result.provider_message_id
+        recipient.provider_message_id = (provider_id or result.provider_message_id)[:255]
         recipient.error = "" if status == RecipientStatus.SENT else result.error[:MAX_ERROR]
         recipient.updated_at = now
     return round_.sending

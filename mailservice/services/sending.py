@@ -218,5 +218,20 @@ def send_all(
         stop.set()  # a second signal, or a bug: start nothing more, let sends in flight end
         raise
     finally:
-        for thread in threads:
-            thread.join()
+        _join(threads, stop)
+
+
+def _join(threads: list[threading.Thread], stop: threading.Event) -> None:
+    """Wait for every send thread, even through a signal that arrives meanwhile (it stops new
+    sends and is raised once all have ended): the caller then knows exactly which messages were
+    handed to a provider, and releases only the others."""
+    interrupted: BaseException | None = None
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                thread.join()
+            except BaseException as error:  # noqa: B036 - re-raised below, after the threads end
+                stop.set()
+                interrupted = interrupted or error
+    if interrupted is not None:
+        raise interrupted

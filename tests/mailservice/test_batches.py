@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tasks_db.models import DBTaskResult
 
 from mailservice.models import DeliveryAttempt, Message
+from mailservice.models.bulk import update_rows
 from mailservice.services.delivery import messages_deliver
 from mailservice.services.sending import threads_wanted
 from mailservice.services.recovery import message_recover
@@ -102,6 +103,59 @@ class BatchTests(DeliveryMixin, TestCase):
             [("blocked@example.com", "suppressed"), ("joe@example.com", "sent")],
         )
         self.assertEqual(DeliveryAttempt.objects.filter(message_id=suppressed).count(), 0)
+
+    def test_a_failed_batch_record_falls_back_to_one_message_at_a_time(self):
+        """A database error while recording the batch (a lock timeout, a deadlock) does not leave
+        it leased, to be sent again: each message is recorded on its own."""
+        from django.db import OperationalError
+
+        from mailservice.services import delivery
+
+        submit_many(self, 3)
+        calls = []
+
+        def fails_once(objs, fields):
+            calls.append(len(objs))
+            if len(calls) == 1:
+                raise OperationalError("database is locked")
+            return update_rows(objs, fields)
+
+        with mock.patch.object(delivery, "update_rows", side_effect=fails_once), \
+                self.assertLogs("mailservice.services.delivery", "ERROR"):
+            messages_deliver(now=T0)
+        self.assertEqual(list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")])
+        self.assertEqual(len(mail.outbox), 3)
+
+    def test_a_message_that_cannot_be_recorded_keeps_its_lease_and_the_others_are_recorded(self):
+        from django.db import OperationalError
+
+        from mailservice.services import delivery
+
+        bad, *good = submit_many(self, 3)
+
+        def refuses_one(objs, fields):
+            if any(obj.pk == bad or getattr(obj, "message_id", None) == bad for obj in objs):
+                raise OperationalError("value refused")
+            return update_rows(objs, fields)
+
+        with mock.patch.object(delivery, "update_rows", side_effect=refuses_one), \
+                self.assertLogs("mailservice.services.delivery", "ERROR"):
+            messages_deliver(now=T0)
+        self.assertEqual(Message.objects.get(pk=bad).status, "sending")  # recovery reclaims it, flagged
+        self.assertEqual(set(Message.objects.filter(pk__in=good).values_list("status", flat=True)), {"sent"})
+
+    def test_an_error_before_any_send_releases_the_whole_batch(self):
+        """Claimed, then the suppression query fails: nothing was sent, so nothing stays leased."""
+        from django.db import OperationalError
+
+        from mailservice.services import delivery
+
+        submit_many(self, 2)
+        with mock.patch.object(delivery, "_drop_suppressed", side_effect=OperationalError("gone")), \
+                self.assertRaises(OperationalError):
+            messages_deliver(now=T0)
+        self.assertEqual(list(Message.objects.values_list("status", "attempt_count").distinct()), [("queued", 0)])
+        self.assertEqual(len(mail.outbox), 0)
 
     def test_claimed_callback_sees_the_batch_before_any_send(self):
         """The task wakes another worker from here, before the batch's sends begin."""
@@ -223,6 +277,18 @@ class WakeUpTests(DeliveryMixin, TestCase):
         [(path, run_after)] = self.wakes()
         self.assertEqual(path, "mailservice.tasks.deliver_due")
         self.assertEqual(run_after, send_at)
+
+    def test_a_full_batch_also_schedules_its_own_retries(self):
+        """The round a full batch woke may end first: the full one schedules what it deferred."""
+        for _ in range(2):
+            self.post_message({"to": "jane@example.com", "text": "x"})
+        DBTaskResult.objects.all().delete()
+        cache.clear()
+        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[]):  # no provider: deferred
+            self.assertEqual(deliver_due.call(), {"deferred": 2})
+        retry = Message.objects.order_by("next_attempt_at").first().next_attempt_at
+        at_retry = [run_after for _, run_after in self.wakes() if abs((run_after - retry).total_seconds()) < 1]
+        self.assertEqual(len(at_retry), 1, self.wakes())
 
     def test_pending_wake_up_coalesces_until_its_task_starts(self):
         """While a wake-up is pending, more wake-ups enqueue nothing; once it starts, one does."""
