@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
 from django.db import connections, router
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -68,14 +68,21 @@ def messages_by_status() -> GaugeMetricFamily:
 
 
 def provider_attempts() -> CounterMetricFamily:
-    family = CounterMetricFamily(
+    return _rows_counted(
         "smtest_provider_attempts",
         "Delivery attempts by provider and outcome (recorded DeliveryAttempt rows).",
-        labels=["provider", "outcome"],
+        DeliveryAttempt.objects.all(),
+        {"provider": "provider", "outcome": "outcome"},
     )
-    rows = DeliveryAttempt.objects.order_by().values_list("provider", "outcome").annotate(count=Count("pk"))
-    for provider, outcome, count in sorted(rows):
-        family.add_metric([provider, outcome], count)
+
+
+def _rows_counted(name: str, documentation: str, rows: QuerySet, labels: dict[str, str]) -> CounterMetricFamily:
+    """A counter family with one sample per distinct value of the `labels` columns (label name:
+    field), counted by one GROUP BY query."""
+    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    grouped = rows.order_by().values_list(*labels.values()).annotate(count=Count("pk"))
+    for *values, count in sorted(grouped):
+        family.add_metric(list(values), count)
     return family
 
 
@@ -185,12 +192,9 @@ def queue(now: datetime) -> Iterator[GaugeMetricFamily]:
 
 
 def webhook_events() -> CounterMetricFamily:
-    family = CounterMetricFamily(
+    return _rows_counted(
         "smtest_webhook_events",
         "Tracking events recorded from provider webhooks, by provider and event type.",
-        labels=["provider", "type"],
+        TrackingEvent.objects.all(),
+        {"provider": "provider", "type": "event_type"},
     )
-    rows = TrackingEvent.objects.order_by().values_list("provider", "event_type").annotate(count=Count("pk"))
-    for provider, event_type, count in sorted(rows):
-        family.add_metric([provider, event_type], count)
-    return family

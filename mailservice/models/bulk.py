@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model
+from django.db.models.options import Options
 
 
 def update_rows(objs: Sequence[Model], fields: Sequence[str], *, using: str | None = None) -> int:
@@ -19,22 +21,16 @@ def update_rows(objs: Sequence[Model], fields: Sequence[str], *, using: str | No
     signals or per-row queries. Returns how many objects were written."""
     if not objs:
         return 0
-    model = type(objs[0])
-    db = using or router.db_for_write(model)
-    connection = connections[db]
-    opts = model._meta
+    connection, opts = _target(objs, using)
     columns = [opts.get_field(name) for name in fields]
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in columns)
     sql = f"UPDATE {quote(opts.db_table)} SET {assignments} WHERE {quote(opts.pk.column)} = %s"
-    rows = [
+    return _execute_many(connection, sql, [
         [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in columns]
         + [opts.pk.get_db_prep_value(obj.pk, connection)]
         for obj in objs
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
-    return len(rows)
+    ])
 
 
 def insert_rows(objs: Sequence[Model], *, using: str | None = None) -> int:
@@ -44,17 +40,25 @@ def insert_rows(objs: Sequence[Model], *, using: str | None = None) -> int:
     more than the database does for a message and its few recipients (docs/benchmarks.md)."""
     if not objs:
         return 0
-    model = type(objs[0])
-    db = using or router.db_for_write(model)
-    connection = connections[db]
-    opts = model._meta
+    connection, opts = _target(objs, using)
     fields = [field for field in opts.concrete_fields if not (field.primary_key and getattr(objs[0], field.attname) is None)]
     quote = connection.ops.quote_name
     sql = (
         f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
-    rows = [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs]
+    return _execute_many(connection, sql, [
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs
+    ])
+
+
+def _target(objs: Sequence[Model], using: str | None) -> tuple[BaseDatabaseWrapper, Options]:
+    """The connection that writes these objects' model, and the model's options."""
+    model = type(objs[0])
+    return connections[using or router.db_for_write(model)], model._meta
+
+
+def _execute_many(connection: BaseDatabaseWrapper, sql: str, rows: list[list[Any]]) -> int:
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
     return len(rows)
