@@ -52,7 +52,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.processes import clean_environment, free_port  # noqa: E402
+from tests.e2e.processes import clean_environment, free_port, wait_until  # noqa: E402
 from tests.servers.provider import FakeProvider  # noqa: E402
 from tests.servers.real import PostgresServer, RedisServer, ServerUnavailable  # noqa: E402
 
@@ -173,13 +173,11 @@ class Child:
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise Failed(f"timed out after {timeout:.0f} s waiting for {what}")
+    """tests/e2e/processes.py's wait, failing the run's way (Failed) instead of a test's."""
+    try:
+        return wait_until(condition, timeout=timeout, interval=interval, what=what)
+    except AssertionError as err:
+        raise Failed(str(err)) from None
 
 
 # HTTP ------------------------------------------------------------------------------------------

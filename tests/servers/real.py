@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG_DATABASE = "smtest"
@@ -174,6 +175,34 @@ class Server:
 
     stop_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL)
 
+    @classmethod
+    def _launch(
+        cls,
+        base: Path,
+        attempts: int,
+        spawn: Callable[[int, Path], subprocess.Popen],
+        ready: Callable[[Server], bool],
+    ) -> Server:
+        """Start the server on a free port until it answers `ready`, at most `attempts` times
+        (another process may take the port between choosing and binding it). `spawn(port, log)`
+        starts the process, its output into `log`."""
+        last_error: Exception | None = None
+        for _ in range(attempts):
+            port = free_port()
+            log = base / f"{cls.kind}-{port}.log"
+            process = spawn(port, log)
+            server = cls(base, port, process.pid, process)
+            try:
+                _wait(lambda: ready(server), process, log, cls.kind)
+            except RuntimeError as err:
+                last_error = err
+                _stop_pid(process.pid, cls.stop_signals)
+                process.wait(timeout=10)
+                atexit.unregister(server.stop)
+                continue
+            return server
+        raise RuntimeError(f"{cls.kind} did not start in {attempts} attempts: {last_error}")
+
 
 class PostgresServer(Server):
     """`initdb` into a fresh directory (trust authentication on loopback), `postgres` on a free
@@ -220,31 +249,21 @@ class PostgresServer(Server):
             )
             if initdb.returncode:
                 raise RuntimeError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
-            last_error: Exception | None = None
-            for _ in range(attempts):
-                port = free_port()
-                log = base / f"postgres-{port}.log"
+
+            def spawn(port: int, log: Path) -> subprocess.Popen:
                 with open(log, "wb") as output:
                     os.chown(log, uid, gid)
-                    process = subprocess.Popen(
+                    return subprocess.Popen(
                         [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
                          "-k", str(base), "-c", "fsync=off", "-c", "synchronous_commit=off",
                          "-c", "full_page_writes=off", "-c", "max_connections=200"],
                         cwd=base, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                         start_new_session=True, **as_user,
                     )
-                server = cls(base, port, process.pid, process)
-                try:
-                    _wait(lambda: _pg_ready(bindir, port), process, log, "postgres")
-                except RuntimeError as err:
-                    last_error = err
-                    _stop_pid(process.pid, cls.stop_signals)
-                    process.wait(timeout=10)
-                    atexit.unregister(server.stop)
-                    continue
-                server.psql(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
-                return server
-            raise RuntimeError(f"postgres did not start in {attempts} attempts: {last_error}")
+
+            server = cls._launch(base, attempts, spawn, lambda server: _pg_ready(bindir, server.port))
+            server.psql(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
+            return server
         except BaseException:
             shutil.rmtree(base, ignore_errors=True)
             raise
@@ -293,35 +312,23 @@ class RedisServer(Server):
             raise ServerUnavailable(missing("redis"))
         base = Path(tempfile.mkdtemp(prefix="smtest-redis-"))
         try:
-            last_error: Exception | None = None
-            for _ in range(attempts):
-                port = free_port()
-                log = base / f"redis-{port}.log"
+
+            def spawn(port: int, log: Path) -> subprocess.Popen:
                 with open(log, "wb") as output:
-                    process = subprocess.Popen(
+                    return subprocess.Popen(
                         [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                          "--appendonly", "no", "--dir", str(base), "--daemonize", "no", "--databases", "16"],
                         cwd=base, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                         start_new_session=True,
                     )
-                server = cls(base, port, process.pid, process)
 
-                def ready() -> bool:
-                    try:
-                        return server.command("PING") == "+PONG"
-                    except OSError:
-                        return False
-
+            def ready(server: RedisServer) -> bool:
                 try:
-                    _wait(ready, process, log, "redis-server")
-                except RuntimeError as err:
-                    last_error = err
-                    _stop_pid(process.pid, cls.stop_signals)
-                    process.wait(timeout=10)
-                    atexit.unregister(server.stop)
-                    continue
-                return server
-            raise RuntimeError(f"redis-server did not start in {attempts} attempts: {last_error}")
+                    return server.command("PING") == "+PONG"
+                except OSError:
+                    return False
+
+            return cls._launch(base, attempts, spawn, ready)
         except BaseException:
             shutil.rmtree(base, ignore_errors=True)
             raise
