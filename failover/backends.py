@@ -11,8 +11,9 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from failover import conf, errors, signals
 from failover.attempts import Attempt, Outcome
-from failover.exceptions import AllProvidersFailed, AmbiguousSendError
+from failover.exceptions import AllProvidersFailed, AmbiguousSendError, ProviderBuildError
 from failover.health import ChainState, HealthStore
+from failover.network import NetworkWatch
 from failover.providers import BackendPool, ProviderConfig, load_providers
 
 logger = logging.getLogger(__name__)
@@ -80,28 +81,38 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         return True
 
     def close(self) -> None:
-        """End the session: close every inner backend it opened."""
+        """End the session: close every inner backend it opened, those set aside after a
+        provider error included."""
         pool = self._pool
         pool.active = False
+        retired, pool.retired = pool.retired, []
+        for name, backend in retired:
+            self._close_inner(name, backend)
         for name in list(pool.instances):
-            self._discard(name)
+            backend = pool.instances.pop(name)
+            if pool.opened.pop(name, False):
+                self._close_inner(name, backend)
 
-    def _discard(self, name: str) -> None:
-        """Close (if the session opened it) and forget one inner backend; the next use builds
-        and opens it afresh."""
+    def _retire(self, name: str) -> None:
+        """Stop using one inner backend after a provider error: the next use builds and opens a
+        fresh one, and this one stays open until the session ends (a caller that opened the
+        connection decides when its sessions close, even after a send raised)."""
         pool = self._pool
         backend = pool.instances.pop(name, None)
         if backend is not None and pool.opened.pop(name, False):
-            try:
-                backend.close()
-            except Exception as err:  # a failing close must not hide the send result
-                logger.warning(
-                    "failover close failed provider=%s error=%s",
-                    name,
-                    errors.describe(err, self._by_name[name].secrets()),
-                    extra={"provider": name},
-                )
+            pool.retired.append((name, backend))
         pool.opened.pop(name, None)
+
+    def _close_inner(self, name: str, backend: BaseEmailBackend) -> None:
+        try:
+            backend.close()
+        except Exception as err:  # a failing close must not hide the send result
+            logger.warning(
+                "failover close failed provider=%s error=%s",
+                name,
+                errors.describe(err, self._by_name[name].secrets()),
+                extra={"provider": name},
+            )
 
     def _connection(self, name: str) -> BaseEmailBackend:
         pool = self._pool
@@ -167,7 +178,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 self._note_failure(state, attempt, error, probe=name == probe)
                 # A failed connection is not reused (an SMTP backend keeps a dead socket): the
                 # next message, or probe, to this provider starts afresh.
-                self._discard(name)
+                self._retire(name)
             if attempt.outcome is Outcome.AMBIGUOUS and not self.failover_on_ambiguous:
                 if self.fail_silently:
                     return False
@@ -206,6 +217,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 return False
             raise errors_by_provider[attempts[-1].provider]
         failure = AllProvidersFailed(attempts, errors_by_provider, skipped=skipped)
+        unbuildable = _first_build_error(attempts, errors_by_provider) if not skipped else None
         logger.error(
             "failover all providers failed providers=%s skipped=%s",
             ",".join(a.provider for a in attempts) or "-",
@@ -214,6 +226,11 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         )
         if self.fail_silently:
             return False
+        if unbuildable is not None:
+            # No provider could even be built: a one-provider chain misconfigured reads exactly
+            # as that provider would (AnymailConfigurationError, ImproperlyConfigured…).
+            unbuildable.failover_attempts = attempts
+            raise unbuildable
         last_error = errors_by_provider[attempts[-1].provider] if attempts else None
         raise failure from last_error
 
@@ -225,12 +242,14 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
 
     def _attempt(self, name: str, message: EmailMessage) -> tuple[Attempt, BaseException | None]:
         started = time.perf_counter()
+        watch = NetworkWatch()
         try:
-            backend = self._connection(name)
-            sent = backend.send_messages([message])
+            with watch:
+                backend = self._connection(name)
+                sent = backend.send_messages([message])
         except Exception as error:
             duration = time.perf_counter() - started
-            outcome = errors.classify(error)
+            outcome = errors.classify(error, reached_network=watch.reached)
             attempt = Attempt(
                 provider=name,
                 outcome=outcome,
@@ -327,6 +346,15 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     def provider_states(self) -> list[dict[str, Any]]:
         """Each provider with its remembered state (active / standby / failing) and last error."""
         return self.health.describe(self.health.load())
+
+
+def _first_build_error(attempts: list[Attempt], errors_by_provider: dict[str, BaseException]) -> Exception | None:
+    """The first provider's own construction error, when every provider failed to be built."""
+    found = [errors_by_provider.get(attempt.provider) for attempt in attempts]
+    if not found or not all(isinstance(error, ProviderBuildError) for error in found):
+        return None
+    original = found[0].__cause__
+    return original if isinstance(original, Exception) else None
 
 
 class _NothingSent(Exception):

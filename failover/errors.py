@@ -6,6 +6,7 @@ message itself (bad address, every recipient refused, invalid payload) says no, 
 it elsewhere would only spread the refusal. A request that went out and got no answer may have
 been sent: that is ambiguous.
 """
+import email.errors
 import json
 import smtplib
 import socket
@@ -54,12 +55,25 @@ def refuses_recipients(error: BaseException) -> bool:
     return isinstance(error, RECIPIENT_REFUSALS)
 
 
-def classify(error: BaseException) -> Outcome:
+# Errors of one message's content (building, encoding or serializing it): they say nothing
+# about the provider unless network code raised them (a non-Latin-1 API key fails in http.client).
+CONTENT_ERRORS: tuple[type[BaseException], ...] = (
+    AnymailSerializationError, email.errors.MessageError, UnicodeError, RecursionError,
+)
+# Code that talks to the provider: an error raised inside it is about the connection or the
+# provider's answer, whatever its class.
+NETWORK_MODULES = frozenset({"socket", "ssl", "http.client", "smtplib"})
+NETWORK_PACKAGES = ("urllib3.", "requests.")
+
+
+def classify(error: BaseException, *, reached_network: bool | None = None) -> Outcome:
     """Return PROVIDER_ERROR, MESSAGE_ERROR, AMBIGUOUS or LOCAL_ERROR for an exception raised
-    by a backend."""
+    by a backend. `reached_network` (failover/network.py) says whether the attempt opened a
+    connection or sent a byte; None when unknown. An error raised before the network is the
+    message's (LOCAL_ERROR): only the provider's answers, or their absence, judge a provider."""
     # Order matters: Anymail's request errors are also requests exceptions, and
     # AnymailUnsupportedFeature is also a ValueError.
-    if isinstance(error, RECIPIENT_REFUSALS) or isinstance(error, AnymailSerializationError):
+    if isinstance(error, RECIPIENT_REFUSALS):
         return Outcome.MESSAGE_ERROR
     if isinstance(error, AnymailUnsupportedFeature):
         return Outcome.LOCAL_ERROR  # this message needs what this ESP lacks; other messages are fine
@@ -77,11 +91,21 @@ def classify(error: BaseException) -> Outcome:
         return Outcome.MESSAGE_ERROR
     if isinstance(error, socket.timeout):
         return Outcome.AMBIGUOUS
-    if _raised_building_the_message(error):
+    if _in_network_code(_innermost_module(error)):
+        return Outcome.PROVIDER_ERROR  # the connection or the provider's answer failed
+    if reached_network is False or isinstance(error, CONTENT_ERRORS) or _raised_building_the_message(error):
         return Outcome.LOCAL_ERROR
-    # Anything else (a bug in a backend, an OSError) happened before the provider accepted
-    # anything we know of: let another provider try rather than drop the message.
+    # Anything else after the request went out (a backend failing to read the answer) or where
+    # we cannot tell: let another provider try rather than drop the message.
     return Outcome.PROVIDER_ERROR
+
+
+def is_content_error(error: BaseException) -> bool:
+    """True for an error about the message's content itself (it will not get better by waiting);
+    False for other errors raised before the network (a bug in a backend), which may."""
+    return isinstance(error, CONTENT_ERRORS + HEADER_ERRORS + (AnymailUnsupportedFeature,)) or (
+        _raised_building_the_message(error)
+    )
 
 
 def _classify_requests_error(error: requests.RequestException) -> Outcome:
@@ -115,16 +139,27 @@ def _not_the_esps_api(response: requests.Response | None) -> bool:
 MESSAGE_BUILDING_MODULES = ("email.", "django.core.mail.message", "django.core.mail.utils")
 
 
+def _innermost_module(error: BaseException) -> str:
+    """The module of the frame that raised `error` ("" when it carries no traceback)."""
+    traceback = error.__traceback__
+    module = ""
+    while traceback is not None:
+        module = traceback.tb_frame.f_globals.get("__name__", "")
+        traceback = traceback.tb_next
+    return module
+
+
+def _in_network_code(module: str) -> bool:
+    return module in NETWORK_MODULES or module.startswith(NETWORK_PACKAGES)
+
+
 def _raised_building_the_message(error: BaseException) -> bool:
     """True for an error (an encoding error included) raised inside the email package or
     Django's message building, before any request left; the same error raised elsewhere (a
     non-Latin-1 character in an API key, failing in http.client) is the provider's."""
-    traceback = error.__traceback__
-    module = ""
-    while traceback is not None:  # the innermost frame raised it
-        module = traceback.tb_frame.f_globals.get("__name__", "")
-        traceback = traceback.tb_next
-    return isinstance(error, (ValueError, TypeError, LookupError)) and module.startswith(MESSAGE_BUILDING_MODULES)
+    return isinstance(error, (ValueError, TypeError, LookupError)) and _innermost_module(error).startswith(
+        MESSAGE_BUILDING_MODULES
+    )
 
 
 def retry_after(error: BaseException, *, default: float, now: float | None = None) -> float | None:

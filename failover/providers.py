@@ -245,4 +245,7 @@ class BackendPool(threading.local):
     def __init__(self) -> None:
         self.instances: dict[str, BaseEmailBackend] = {}
         self.opened: dict[str, bool] = {}  # provider -> we must close it
+        # Backends set aside after a provider error: not reused (an SMTP backend keeps a dead
+        # socket), but closed only when the session ends, as their callers expect.
+        self.retired: list[tuple[str, BaseEmailBackend]] = []
         self.active = False  # a session (open(), `with`, or one batch) is in progress

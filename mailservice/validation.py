@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,9 @@ MAX_LINE = 998  # subject, header values, filenames, content ids, tags, template
 MAX_HEADER_NAME = 76  # a header name and ": " fit a 78-character line (RFC 5322)
 MAX_MIMETYPE = 255  # `type/subtype`, each at most 127 characters (RFC 6838)
 MAX_ERRORS = 100  # errors listed in one answer; one more entry counts the rest
+# Nesting levels inside one JSON field (metadata, merge data): deeper values cannot be serialized
+# for every provider (docs/api.md, "Limits").
+MAX_JSON_DEPTH = 32
 # RFC 5322 field-name: printable US-ASCII except the colon.
 HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 # RFC 6838 restricted-name for the type and the subtype.
@@ -301,11 +305,20 @@ def _attachments(data: MessageIn, errors: list[FieldError]) -> tuple[list[dict[s
             content_id = attachment.filename
         encoded = re.sub(r"\s+", "", attachment.content)
         try:
-            decoded_size = len(base64.b64decode(encoded, validate=True))
+            decoded = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             errors.append(FieldError(f"{path}.content", "The content is not valid base64."))
             continue
-        total += decoded_size
+        if attachment.inline and not _is_utf8_if_text(decoded, attachment.mimetype, attachment.filename):
+            errors.append(
+                FieldError(
+                    f"{path}.content",
+                    "An inline text attachment must be UTF-8 text; send other bytes with a non-text "
+                    "mimetype such as application/octet-stream.",
+                )
+            )
+            continue
+        total += len(decoded)
         stored.append(
             {
                 "filename": attachment.filename,
@@ -318,13 +331,33 @@ def _attachments(data: MessageIn, errors: list[FieldError]) -> tuple[list[dict[s
     return stored, total
 
 
+def _is_utf8_if_text(content: bytes, mimetype: str | None, filename: str) -> bool:
+    """Providers' backends send an inline text part as text: bytes that are not UTF-8 cannot be."""
+    kind = mimetype or mimetypes.guess_type(filename)[0] or ""
+    if not kind.lower().startswith("text/"):
+        return True
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
-    """What JSON parses but no database stores, anywhere in the body (metadata and merge data
-    included): NaN and Infinity (also a number too large for a float, such as 1e400), NUL
-    characters and lone surrogates, in values and in keys. Walked without recursion."""
-    stack: list[tuple[str, Any]] = [(name, value) for name, value in reversed(body.items())]
+    """What JSON parses but no database stores or no provider serializes, anywhere in the body
+    (metadata and merge data included): NaN and Infinity (also a number too large for a float,
+    such as 1e400), NUL characters and lone surrogates, in values and in keys, and nesting deeper
+    than MAX_JSON_DEPTH (reported once, on the top-level field). Walked without recursion."""
+    stack: list[tuple[str, Any, int]] = [(name, value, 0) for name, value in reversed(body.items())]
+    too_deep: set[str] = set()
     while stack:
-        path, value = stack.pop()
+        path, value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH and isinstance(value, (dict, list, tuple)):
+            field = re.split(r"[.\[]", path, maxsplit=1)[0]
+            if field not in too_deep:
+                too_deep.add(field)
+                errors.append(FieldError(field, f"Nested more than {MAX_JSON_DEPTH} levels deep."))
+            continue
         if isinstance(value, str):
             problem = _text_problem(value)
             if problem:
@@ -342,9 +375,11 @@ def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
                 if problem:
                     errors.append(FieldError(item_path, f"In this key: {problem}"))
                 else:
-                    stack.append((item_path, item))
+                    stack.append((item_path, item, depth + 1))
         elif isinstance(value, (list, tuple)):
-            stack.extend((f"{path}[{index}]", item) for index, item in reversed(list(enumerate(value))))
+            stack.extend(
+                (f"{path}[{index}]", item, depth + 1) for index, item in reversed(list(enumerate(value)))
+            )
 
 
 def _text_problem(value: str) -> str | None:

@@ -16,7 +16,7 @@ from django.core.mail import EmailMessage
 from django.db import connections
 
 from failover.attempts import Attempt, Outcome
-from failover.errors import refuses_recipients
+from failover.errors import is_content_error, refuses_recipients
 from failover.exceptions import AllProvidersFailed, AmbiguousSendError
 from mailservice import conf
 from mailservice.addresses import normalize_email
@@ -76,11 +76,15 @@ def message_send(
         attempts = list(getattr(email, "failover_attempts", None) or [])
         last = attempts[-1] if attempts else None
         described = last.error if last and last.error else f"{type(error).__name__}: {error}"
-        if last is not None and last.outcome in (Outcome.MESSAGE_ERROR, Outcome.LOCAL_ERROR):
+        if last is not None and (
+            last.outcome is Outcome.MESSAGE_ERROR or (last.outcome is Outcome.LOCAL_ERROR and is_content_error(error))
+        ):
             # The failover backend judged the message itself (refused, or no provider's backend
             # could encode it): final, whichever provider is asked.
             status = RecipientStatus.REJECTED if refuses_recipients(error) else RecipientStatus.FAILED
             return SendResult(status, error=described, attempts=attempts)
+        # Other errors raised before the network (a bug in a backend) blame no provider, but
+        # may not be this message's for good: retried with backoff until its maximum age.
         # Not a verdict on the message (no chain configured, a bug in a backend): try again later.
         logger.exception("message send error", extra={"message_id": str(message.pk)})
         return _deferred(message, described.splitlines()[0][:MAX_ERROR], attempts, now=now, rng=rng)

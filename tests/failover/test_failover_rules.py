@@ -157,14 +157,6 @@ class MessageErrorTests(FailoverTestCase):
         self.assert_final(AnymailInvalidAddress, self.message(to=["user@"]))
         self.assertEqual(self.esp.total_calls(), 0)
 
-    def test_unserializable_data_is_final(self):
-        """Metadata no provider can serialize is the message's fault."""
-        from anymail.exceptions import AnymailSerializationError
-
-        message = self.message()
-        message.metadata = {"when": object()}
-        self.assert_final(AnymailSerializationError, message)
-
     def test_header_with_a_newline_is_final_on_every_django(self):
         """A subject with a line break (BadHeaderError on 5.2, ValueError on 6.1) is the message's fault."""
         chain = [{"NAME": "locmem", "BACKEND": "django.core.mail.backends.locmem.EmailBackend"}, MAILGUN]
