@@ -103,6 +103,30 @@ class NotFound(RequestRejected):
     status = 404
 
 
+class ServiceUnavailable(RequestRejected):
+    """A dependency (`database`, `cache`) is out of reach for a moment: 503 with Retry-After.
+
+    Unlike a 500, it tells the client to send the same request again after `retry_after` seconds;
+    with the same Idempotency-Key that never stores a message twice (docs/api.md, "When the
+    gateway is unavailable")."""
+
+    status = 503
+
+    def __init__(self, *, dependency: str, retry_after: int):
+        self.dependency = dependency
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}
+        super().__init__(
+            [
+                FieldError(
+                    None,
+                    f"The gateway's {dependency} is unavailable for the moment; "
+                    f"retry in {self.retry_after} s.",
+                )
+            ]
+        )
+
+
 class ApiKeyError(MailserviceError):
     """An API key management command cannot do what it was asked (name taken, unknown key)."""
 

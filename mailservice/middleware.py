@@ -1,6 +1,8 @@
 """Keeps the API's promise of JSON errors outside ninja's reach: bodies over the size limit are
-refused before anything reads them, and any error page under /api/ or from the send URL
-(Django's 404 and 500 pages, a 405) is answered in the API's error format instead of HTML."""
+refused before anything reads them, any error page under /api/ or from the send URL
+(Django's 404 and 500 pages, a 405) is answered in the API's error format instead of HTML, and
+a view's error that says the database or the cache is out of reach answers 503 with Retry-After
+(api/errors.py, unavailable_response) instead of Django's 500."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +11,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from mailservice import conf
-from mailservice.api.errors import error_response, too_big_response
+from mailservice.api.errors import error_response, too_big_response, unavailable_response
 from mailservice.exceptions import FieldError
 
 logger = logging.getLogger(__name__)
@@ -46,3 +48,10 @@ class GatewayErrorsMiddleware:
                 replacement["Allow"] = response["Allow"]
             return replacement
         return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """The send URL's (and any other gateway view's) outage errors: 503, not a 500 page.
+        Ninja's routes answer theirs in api/errors.py before an error gets this far."""
+        if not is_gateway_path(request.path):
+            return None
+        return unavailable_response(request, exception)

@@ -37,6 +37,8 @@ def send(request: HttpRequest) -> JsonResponse:
     except Exception as err:
         if is_too_big(err):
             return too_big_response()
+        # GatewayErrorsMiddleware answers the rest: 503 + Retry-After when the database or the
+        # cache is out of reach (api/errors.py, unavailable_response), else a JSON 500.
         raise
     return accepted_response(request, message, replayed)
 

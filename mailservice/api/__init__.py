@@ -15,7 +15,9 @@ api = NinjaAPI(
     "--scopes send,read`). A key's scopes say what it may call: `send` (POST /api/messages), `read` "
     "(the messages it sent), `manage` (every message, suppressions, providers); a call outside "
     "them answers 403. Past `MAILSERVICE_API_RATE_LIMIT` a key gets 429 with `Retry-After`. "
-    'Errors answer `{"errors": [{"field": "to[0]", "message": "..."}]}`.',
+    'Errors answer `{"errors": [{"field": "to[0]", "message": "..."}]}`. While the database is out '
+    "of reach, every call answers 503 with `Retry-After`: retry the same request with the same "
+    "`Idempotency-Key`.",
     # An operation that names no scope of its own is for `manage` keys only.
     auth=ApiKeyAuth("manage"),
     urls_namespace="api",

@@ -11,7 +11,7 @@ from django_ratelimit.core import get_usage
 from ninja.security import HttpBearer
 
 from mailservice import conf
-from mailservice.api.errors import UNAUTHORIZED
+from mailservice.api.errors import UNAUTHORIZED, class_name
 from mailservice.exceptions import AuthenticationFailed, FieldError, Forbidden, RateLimited
 from mailservice.models import ApiKey
 from mailservice.services.keys import api_key_authenticate
@@ -64,8 +64,10 @@ def check_rate_limit(request: HttpRequest, api_key: ApiKey) -> None:
 
     django-ratelimit keeps one counter per key and period in the default cache, so every
     process sharing that cache counts together (fixed periods, atomic on Redis and memcached).
-    If the cache cannot count, the request goes through and a warning is logged: the limit
-    guards capacity, authentication does not depend on it.
+    If the cache cannot count (Redis down), the request goes through and a warning is logged:
+    it fails open, because the limit guards capacity while the key itself was checked in the
+    database, and accepting a message needs no cache; refusing every call instead would turn a
+    cache outage into an outage of the whole API (docs/api.md, "When the gateway is unavailable").
     """
     limit = api_rate_limit()
     if limit is None:
@@ -75,11 +77,22 @@ def check_rate_limit(request: HttpRequest, api_key: ApiKey) -> None:
         usage = get_usage(
             request, group=RATE_GROUP, key=lambda group, request: str(api_key.pk), rate=rate, increment=True
         )
-    except Exception:  # the cache's own errors (a Redis connection refused) vary by backend
-        logger.warning("api rate limit not checked: the cache failed", exc_info=True)
+    except Exception as err:  # the cache's own errors (a Redis connection refused) vary by backend
+        # One line, no traceback: during an outage every request logs it.
+        error_class = class_name(err)
+        logger.warning(
+            "api rate limit not checked: the cache failed path=%s error=%s",
+            request.path,
+            error_class,
+            extra={"path": request.path, "error_class": error_class, "prefix": api_key.prefix},
+        )
         return
     if not usage or not usage["limit"]:  # the cache did not count (django-ratelimit's failure value)
-        logger.warning("api rate limit not checked: the cache did not count")
+        logger.warning(
+            "api rate limit not checked: the cache did not count path=%s",
+            request.path,
+            extra={"path": request.path, "prefix": api_key.prefix},
+        )
         return
     if usage["should_limit"]:
         logger.info("api rate limited prefix=%s", api_key.prefix, extra={"prefix": api_key.prefix})

@@ -3,6 +3,9 @@
 `field` is the path of the offending value from the body's root (`to[0]`,
 `attachments[1].content`, `headers.X-Campaign`), or null for the request as a whole. At most
 validation.MAX_ERRORS errors are listed, then one entry counting the rest.
+
+An error that says the database or the cache is out of reach answers 503 with Retry-After, not
+500: the client's retry will do (mailservice/availability.py decides which errors say so).
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from django.http import Http404, HttpRequest, JsonResponse
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from mailservice import conf
-from mailservice.exceptions import FieldError, RequestRejected
+from mailservice.availability import RETRY_AFTER_SECONDS, unavailable_dependency
+from mailservice.exceptions import FieldError, RequestRejected, ServiceUnavailable
 from mailservice.validation import capped
 
 logger = logging.getLogger(__name__)
@@ -37,6 +41,37 @@ def rejected_response(error: RequestRejected) -> JsonResponse:
     for name, value in error.headers.items():
         response[name] = value
     return response
+
+
+def unavailable_response(request: HttpRequest, error: BaseException) -> JsonResponse | None:
+    """503 with Retry-After when `error` says a dependency is out of reach, else None (the
+    caller's other handling applies). One warning line per answer names the path and the error
+    classes, never the request's body or the error's text (a connection error may quote a DSN)."""
+    dependency = unavailable_dependency(error)
+    if dependency is None:
+        return None
+    cause = error.__cause__
+    logger.warning(
+        "gateway unavailable: %s out of reach path=%s error=%s",
+        dependency,
+        request.path,
+        class_name(cause if cause is not None else error),
+        extra={
+            "path": request.path,
+            "dependency": dependency,
+            "error_class": class_name(error),
+            "cause_class": class_name(cause) if cause is not None else None,
+        },
+    )
+    response = rejected_response(ServiceUnavailable(dependency=dependency, retry_after=RETRY_AFTER_SECONDS))
+    # The warning above is the one line: Django's request logger would add an ERROR for the 503
+    # (paging whoever watches errors for a restart the clients ride out); it skips logged answers.
+    response._has_been_logged = True
+    return response
+
+
+def class_name(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
 def field_path(loc: Sequence[Any]) -> str | None:
@@ -107,6 +142,11 @@ def install(api) -> None:
         return too_big_response()
 
     def on_error(request: HttpRequest, exc: Exception):
+        # Raised anywhere in an operation, API-key authentication included (ninja hands the
+        # authenticator's errors to these handlers too).
+        unavailable = unavailable_response(request, exc)
+        if unavailable is not None:
+            return unavailable
         logger.exception("api internal error path=%s", request.path, extra={"path": request.path})
         return error_response(500, [FieldError(None, "Internal error; it has been logged.")])
 

@@ -231,6 +231,39 @@ class PostgresServer(Server):
             raise RuntimeError(f"psql failed: {result.stderr}")
         return result.stdout
 
+    def restart(self, *, timeout: float = START_TIMEOUT) -> float:
+        """`pg_ctl restart -m fast` on the same data directory, port and options, as an operator
+        restarts the server: sessions are terminated ("terminating connection due to
+        administrator command"), connections are refused until it is back. Returns once it
+        accepts connections again, with the seconds it took.
+
+        The new postmaster is pg_ctl's child, not this process's: `pid` follows it (from
+        postmaster.pid), so stop() and kill() still reach the running server."""
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise ServerUnavailable(missing("postgres"))
+        user, uid, gid = _run_as()
+        as_user = {"user": uid, "group": gid, "extra_groups": []} if user else {}
+        data = self.base / "data"
+        log = self.base / f"postgres-{self.port}-restart.log"
+        log.touch()
+        os.chown(log, uid, gid)
+        started = time.monotonic()
+        # -l: the new server's output goes to a file, not to pg_ctl's pipes, which it would hold open.
+        result = subprocess.run(
+            [str(bindir / "pg_ctl"), "restart", "-D", str(data), "-m", "fast", "-w", "-t", str(int(timeout)),
+             "-l", str(log)],
+            cwd=self.base, capture_output=True, text=True, timeout=timeout + 30, **as_user,
+        )
+        if result.returncode:
+            raise RuntimeError(f"pg_ctl restart failed:\n{result.stdout}\n{result.stderr}\n{_tail(log)}")
+        took = time.monotonic() - started
+        if self.process is not None:
+            self.process.wait(timeout=10)  # the first postmaster has exited: reap it
+            self.process = None
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
+        return took
+
     @classmethod
     def start(cls, *, attempts: int = 3) -> PostgresServer:
         bindir = postgres_bindir()
@@ -305,6 +338,31 @@ class RedisServer(Server):
             sock.sendall(("*%d\r\n" % len(words) + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
             return sock.recv(65536).decode(errors="replace").split("\r\n", 1)[0]
 
+    def pause(self) -> None:
+        """Stop the server as `systemctl stop redis-server` would (SIGTERM), keeping its port and
+        directory for resume(); nothing was persisted, so it comes back empty."""
+        _stop_pid(self.pid, self.stop_signals)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def resume(self) -> None:
+        """Start the server again on the same port after pause() (or kill()), once it answers."""
+        if self.alive():
+            return
+        binary = redis_binary()
+        if binary is None:
+            raise ServerUnavailable(missing("redis"))
+        log = self.base / f"{self.kind}-{self.port}.log"
+        self.process = _spawn_redis(binary, self.base, self.port, log)
+        self.pid = self.process.pid
+        _wait(self._answers, self.process, log, self.kind)
+
+    def _answers(self) -> bool:
+        try:
+            return self.command("PING") == "+PONG"
+        except OSError:
+            return False
+
     @classmethod
     def start(cls, *, attempts: int = 3) -> RedisServer:
         binary = redis_binary()
@@ -312,26 +370,22 @@ class RedisServer(Server):
             raise ServerUnavailable(missing("redis"))
         base = Path(tempfile.mkdtemp(prefix="smtest-redis-"))
         try:
-
-            def spawn(port: int, log: Path) -> subprocess.Popen:
-                with open(log, "wb") as output:
-                    return subprocess.Popen(
-                        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", str(base), "--daemonize", "no", "--databases", "16"],
-                        cwd=base, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
-
-            def ready(server: RedisServer) -> bool:
-                try:
-                    return server.command("PING") == "+PONG"
-                except OSError:
-                    return False
-
-            return cls._launch(base, attempts, spawn, ready)
+            return cls._launch(
+                base, attempts, lambda port, log: _spawn_redis(binary, base, port, log), cls._answers
+            )
         except BaseException:
             shutil.rmtree(base, ignore_errors=True)
             raise
+
+
+def _spawn_redis(binary: Path, base: Path, port: int, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(base), "--daemonize", "no", "--databases", "16"],
+            cwd=base, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 # The command line (.ci/run) ---------------------------------------------------------------
