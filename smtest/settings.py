@@ -189,6 +189,9 @@ if TASKS_BACKEND == "rq":
     # longest delivery round (docs/delivery.md, "Leases").
     _lease = globals().get("MAILSERVICE_LEASE_SECONDS") or mailservice_conf.DEFAULTS["MAILSERVICE_LEASE_SECONDS"]
     RQ_QUEUES = rq_queues(env.str("REDIS_URL", default=""), job_timeout=int(2 * _lease))
+    # `manage.py rqworker` waits for Redis to come back instead of exiting when it goes away,
+    # also when started while it is down (docs/deployment.md, "Outages").
+    RQ = {"WORKER_CLASS": "mailservice.rq_worker.ReconnectingWorker"}
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # `text` (default) or `json`: one JSON object per line, with the `extra=` fields (smtest/logformat.py).
