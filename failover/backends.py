@@ -13,7 +13,7 @@ from failover import conf, errors, signals
 from failover.attempts import Attempt, Outcome
 from failover.exceptions import AllProvidersFailed, AmbiguousSendError, ProviderBuildError
 from failover.health import ChainState, HealthStore
-from failover.network import NetworkWatch
+from failover.network import NetworkWatch, pin_environment
 from failover.providers import BackendPool, ProviderConfig, load_providers
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             pool.instances[name] = backend
         if name not in pool.opened:
             pool.opened[name] = bool(pool.instances[name].open())
+            pin_environment(pool.instances[name])
         return pool.instances[name]
 
     # Sending -----------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
 
     def provider_states(self) -> list[dict[str, Any]]:
         """Each provider with its remembered state (active / standby / failing) and last error."""
-        return self.health.describe(self.health.load())
+        return self.health.describe(self.health.load(strict=True))
 
 
 def _first_build_error(attempts: list[Attempt], errors_by_provider: dict[str, BaseException]) -> Exception | None:

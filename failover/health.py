@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,29 @@ from django.core.cache import caches
 # memory window; the window itself is decided by the timestamps stored inside the entry.
 MIN_ENTRY_SECONDS = 86400
 KEY_PREFIX = "failover:v1:"
+# While the cache is unreachable, one warning per this many seconds (per process).
+CACHE_WARNING_EVERY = 10.0
+
+logger = logging.getLogger(__name__)
+_warned = {"at": -CACHE_WARNING_EVERY}
+_warned_lock = threading.Lock()
+
+
+def _cache_failed(action: str, error: Exception) -> None:
+    """The memory is an optimisation: a cache that cannot be reached (Redis restarting) must
+    not stop sends. Each process then sends in priority order, without probes or rate caps,
+    until the cache answers again; it says so, once in a while."""
+    moment = time.monotonic()
+    with _warned_lock:
+        if moment - _warned["at"] < CACHE_WARNING_EVERY:
+            return
+        _warned["at"] = moment
+    logger.warning(
+        "failover memory unavailable during %s (%s); sending in priority order until the cache answers",
+        action,
+        type(error).__name__,
+        extra={"action": action, "error_class": type(error).__name__},
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -74,11 +99,22 @@ class HealthStore:
         # Django hands each thread its own cache connection: look it up at use, not at init.
         return caches[self.cache_alias]
 
-    def load(self) -> ChainState:
-        return ChainState.from_cache_value(self.cache.get(self.key))
+    def load(self, *, strict: bool = False) -> ChainState:
+        """The memory; an empty one when the cache cannot be reached, unless `strict` (a report
+        of the providers' states must not pass an unknown state off as a healthy one)."""
+        try:
+            return ChainState.from_cache_value(self.cache.get(self.key))
+        except Exception as error:
+            if strict:
+                raise
+            _cache_failed("load", error)
+            return ChainState()
 
     def save(self, state: ChainState) -> None:
-        self.cache.set(self.key, state.as_cache_value(), max(self.timeout, MIN_ENTRY_SECONDS))
+        try:
+            self.cache.set(self.key, state.as_cache_value(), max(self.timeout, MIN_ENTRY_SECONDS))
+        except Exception as error:
+            _cache_failed("save", error)
 
     def forget(self) -> None:
         self.cache.delete(self.key)
@@ -138,7 +174,11 @@ class HealthStore:
         interval = self.interval(record)
         # Winner or not, this process now agrees the next probe is an interval away.
         record["next_probe"] = now() + interval
-        return bool(self.cache.add(f"{self.key}:probe:{name}:{due}", 1, timeout=max(60, int(interval) * 2)))
+        try:
+            return bool(self.cache.add(f"{self.key}:probe:{name}:{due}", 1, timeout=max(60, int(interval) * 2)))
+        except Exception as error:
+            _cache_failed("probe", error)
+            return False
 
     def interval(self, record: dict[str, Any]) -> float:
         """Seconds to the next probe: the interval, doubled per failed probe, capped by the memory."""
@@ -189,11 +229,15 @@ class HealthStore:
         process sharing the cache; False when the window's sends are spent."""
         window = int(now() // period)
         key = f"{self.key}:rate:{name}:{window}"
-        self.cache.add(key, 0, timeout=max(1, int(period * 2)))
         try:
-            return self.cache.incr(key) <= limit
-        except ValueError:  # the window's key expired between add and incr: a new window
-            self.cache.add(key, 1, timeout=max(1, int(period * 2)))
+            self.cache.add(key, 0, timeout=max(1, int(period * 2)))
+            try:
+                return self.cache.incr(key) <= limit
+            except ValueError:  # the window's key expired between add and incr: a new window
+                self.cache.add(key, 1, timeout=max(1, int(period * 2)))
+                return True
+        except Exception as error:
+            _cache_failed("rate limit", error)
             return True
 
     # Reporting -----------------------------------------------------------------------------

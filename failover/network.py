@@ -14,6 +14,8 @@ import sys
 import threading
 from types import TracebackType
 
+import requests
+
 # Audit events raised when a connection is opened or data is sent (Python's audit events table).
 NETWORK_EVENTS = frozenset({
     "socket.connect",
@@ -68,3 +70,22 @@ class NetworkWatch:
         _local.watch = self._outer
         if self._outer is not None and self.reached:
             self._outer.reached = True
+
+
+def pin_environment(backend: object) -> None:
+    """Read the proxy and CA-bundle environment once for a backend's requests session, instead
+    of on every request: requests looks up HTTP(S)_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE for
+    each call it makes (about a tenth of a send's CPU at loopback speed), and an ESP backend
+    always calls the same API URL. The outcome is the one requests would compute for that URL;
+    only a change of the environment while the process runs (or a ~/.netrc entry, which ESP
+    APIs do not use) is no longer followed."""
+    session = getattr(backend, "session", None)
+    url = getattr(backend, "api_url", None)
+    if not isinstance(session, requests.Session) or not session.trust_env or not isinstance(url, str):
+        return
+    found = session.merge_environment_settings(url, {}, None, None, None)
+    for scheme, proxy in (found.get("proxies") or {}).items():
+        session.proxies.setdefault(scheme, proxy)
+    if session.verify is True and found.get("verify") not in (None, True):
+        session.verify = found["verify"]
+    session.trust_env = False

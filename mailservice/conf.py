@@ -21,12 +21,16 @@ DEFAULTS: dict[str, Any] = {
     "MAILSERVICE_RETRY_MAX_DELAY": 3600.0,  # the backoff never waits longer than this
     "MAILSERVICE_RETRY_JITTER": 0.2,  # each delay is shortened by a random share up to this
     "MAILSERVICE_MAX_AGE": 2 * 86400.0,  # seconds after which an undelivered message fails
-    # Worker lease: longer than the slowest send through every provider (timeouts x chain).
+    # The longest a delivery round runs: no send starts after half of it (RQ's job timeout is
+    # twice this). Longer than the slowest send through every provider (timeouts x chain).
     "MAILSERVICE_LEASE_SECONDS": 300.0,
+    # A worker renews the leases of the messages it holds this often; a worker that stops
+    # renewing (it died) loses them after three periods, to be taken over (docs/delivery.md).
+    "MAILSERVICE_LEASE_RENEW_SECONDS": 5.0,
     # Delivery rounds: messages one worker claims and records together, and sends a worker
     # process has in flight at once, each on its own connection (docs/delivery.md).
-    "MAILSERVICE_BATCH_SIZE": 100,
-    "MAILSERVICE_SEND_CONCURRENCY": 8,
+    "MAILSERVICE_BATCH_SIZE": 250,
+    "MAILSERVICE_SEND_CONCURRENCY": 32,  # the ceiling: the number in flight adapts below it
     # Recovery: a due message with no delivery enqueued for this long gets a new task.
     "MAILSERVICE_RECOVERY_GRACE": 120.0,
     "MAILSERVICE_RECOVERY_INTERVAL": 30.0,  # seconds between passes of `recover_messages --loop`
@@ -109,6 +113,15 @@ def max_age() -> float:
 
 def lease_seconds() -> float:
     return get_setting("MAILSERVICE_LEASE_SECONDS")
+
+
+def lease_renew_seconds() -> float:
+    return max(float(get_setting("MAILSERVICE_LEASE_RENEW_SECONDS")), 0.1)
+
+
+def lease_hold_seconds() -> float:
+    """How long a claimed message stays with its worker without a renewal."""
+    return min(3 * lease_renew_seconds(), lease_seconds())
 
 
 def batch_size() -> int:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 
 from django.core.cache import cache
@@ -21,6 +24,7 @@ from mailservice import conf
 from mailservice.compat import task
 from mailservice.models import Message
 from mailservice.models.messages import READY_STATUSES
+from mailservice.statuses import MessageStatus
 from mailservice.services.delivery import message_deliver, messages_deliver
 
 logger = logging.getLogger(__name__)
@@ -60,10 +64,13 @@ def deliver_message(message_id: str) -> str | None:
 
 def wake_for_next_due() -> None:
     """Wake a round for the earliest message waiting for one (scheduled, a retry, or one accepted
-    while this round ran): each round leaves the next one scheduled."""
+    while this round ran), or for the earliest lease to expire (a worker that died holding
+    messages loses them then): each round leaves the next one scheduled."""
     due = Message.objects.filter(status__in=READY_STATUSES).aggregate(due=Min("next_attempt_at"))["due"]
-    if due is not None:
-        wake_delivery(at=due)
+    expires = Message.objects.filter(status=MessageStatus.SENDING).aggregate(at=Min("lease_expires_at"))["at"]
+    candidates = [at for at in (due, expires) if at is not None]
+    if candidates:
+        wake_delivery(at=min(candidates))
 
 
 def wake_delivery(*, at: datetime | None = None, force: bool = False) -> bool:
@@ -84,10 +91,56 @@ def wake_delivery(*, at: datetime | None = None, force: bool = False) -> bool:
         delivery.enqueue()
         return True
     except Exception:
-        # The messages are stored; recovery wakes a round for them after the grace period.
+        # The messages are stored; this process tries again until the queue takes it (and
+        # recovery wakes a round after the grace period whatever happens to this process).
         logger.exception("delivery wake-up failed", extra={"run_after": at.isoformat() if at else None})
         _forget(key)  # not pending after all: the next accept tries again
+        _owe_wake_up()
         return False
+
+
+_owed = threading.Event()
+_owed_lock = threading.Lock()
+_retrier: threading.Thread | None = None
+OWED_FIRST_PAUSE = 0.5
+OWED_MAX_PAUSE = 5.0
+
+
+def _owe_wake_up() -> None:
+    """Remember that a wake-up could not be enqueued, and retry it from a background thread of
+    this process with growing pauses until the queue takes one: messages accepted during a
+    queue outage are woken within seconds of its end, not at the next recovery pass."""
+    global _retrier
+    with _owed_lock:
+        _owed.set()
+        if _retrier is None:
+            _retrier = threading.Thread(target=_pay_owed_wake_ups, name="mailservice-wake-retry", daemon=True)
+            _retrier.start()
+
+
+def forget_owed_wake_up() -> None:
+    """Stop retrying an owed wake-up (tests; the recovery pass covers what is still due)."""
+    _owed.clear()
+
+
+def _pay_owed_wake_ups(sleep: Callable[[float], None] = time.sleep) -> None:
+    global _retrier
+    pause = OWED_FIRST_PAUSE
+    while True:
+        sleep(pause)
+        with _owed_lock:
+            if not _owed.is_set():
+                _retrier = None
+                return
+            _owed.clear()  # a failure from now on owes another
+        try:
+            deliver_due.enqueue()
+        except Exception as error:
+            _owed.set()
+            pause = min(pause * 2, OWED_MAX_PAUSE)
+            logger.debug("owed delivery wake-up still failing: %s", type(error).__name__)
+            continue
+        logger.warning("owed delivery wake-up enqueued: the queue is back")
 
 
 def _already_pending(key: str, ttl: float, *, force: bool) -> bool:

@@ -123,6 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Workers open many connections at once (MAILSERVICE_SEND_CONCURRENCY); a real ESP takes
+    # them all, where socketserver's backlog of 5 would reset some.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], app: App, name: str):
         self.app = app

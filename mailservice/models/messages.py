@@ -76,6 +76,9 @@ class Message(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)  # last delivery task enqueued
     lease_owner = models.CharField(max_length=64, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Set when the worker handed the message to its senders this round; a lease that expires
+    # with this set may have been sent (flagged possible_duplicate), one without it was not.
+    send_started_at = models.DateTimeField(null=True, blank=True)
     attempt_count = models.PositiveIntegerField(default=0)  # delivery rounds started
     provider = models.CharField(max_length=100, blank=True, default="")
     provider_message_id = models.CharField(max_length=255, blank=True, default="", db_index=True)

@@ -36,20 +36,24 @@ def messages_claim(
     A message whose previous lease expired may have been sent by the worker that died: it is
     flagged `possible_duplicate` and gets an ambiguous attempt for that round."""
     db = router.db_for_write(Message)
-    lease_until = now + timedelta(seconds=conf.lease_seconds())
+    lease_until = now + timedelta(seconds=conf.lease_hold_seconds())
     with transaction.atomic(using=db):
         candidates = Message.objects.using(db).claimable(now).order_by("next_attempt_at")
         if message_id is not None:
             candidates = candidates.filter(pk=message_id)
         if connections[db].features.has_select_for_update_skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
-        picked = dict(candidates.values_list("pk", "lease_owner")[:limit])
+        picked = {
+            pk: (previous_owner, started is not None)
+            for pk, previous_owner, started in candidates.values_list("pk", "lease_owner", "send_started_at")[:limit]
+        }
         if not picked:
             return []
         Message.objects.using(db).claimable(now).filter(pk__in=list(picked)).update(
             status=MessageStatus.SENDING,
             lease_owner=owner,
             lease_expires_at=lease_until,
+            send_started_at=None,
             attempt_count=F("attempt_count") + 1,
             updated_at=now,
         )
@@ -65,9 +69,13 @@ def messages_claim(
         recipients: dict[uuid.UUID, list[Recipient]] = defaultdict(list)
         for recipient in Recipient.objects.using(db).filter(message_id__in=ids):
             recipients[recipient.message_id].append(recipient)
-        abandoned = [message for message in messages if picked[message.pk]]
+        # A dead worker's message: handed to its senders (it may have been sent), or not.
+        abandoned = [message for message in messages if picked[message.pk][0] and picked[message.pk][1]]
+        untouched = [message for message in messages if picked[message.pk][0] and not picked[message.pk][1]]
         if abandoned:
-            _flag_abandoned(abandoned, {m.pk: picked[m.pk] for m in abandoned}, db=db, now=now)
+            _flag_abandoned(abandoned, {m.pk: picked[m.pk][0] for m in abandoned}, db=db, now=now)
+        if untouched:
+            _take_over_unsent(untouched, {m.pk: picked[m.pk][0] for m in untouched}, db=db)
     for message in messages:
         message.recipients_loaded = recipients[message.pk]
     messages.sort(key=lambda message: message.next_attempt_at or now)
@@ -99,6 +107,41 @@ def _flag_abandoned(messages: list[Message], previous: dict, *, db: str, now: da
         )
 
 
+def _take_over_unsent(messages: list[Message], previous: dict, *, db: str) -> None:
+    """The last round's worker died before handing these to a provider: nothing was sent, so
+    nothing is flagged, and that round does not count."""
+    Message.objects.using(db).filter(pk__in=[m.pk for m in messages]).update(attempt_count=F("attempt_count") - 1)
+    for message in messages:
+        message.attempt_count -= 1
+    logger.info(
+        "messages taken over from a stopped worker, never sent count=%s",
+        len(messages),
+        extra={"count": len(messages), "previous_workers": sorted(set(previous.values()))},
+    )
+
+
+def messages_mark_started(ids: list, *, owner: str, now: datetime) -> set:
+    """Mark claimed messages as handed to the senders, in one UPDATE; returns the ids still this
+    worker's (a message whose lease was lost meanwhile must not be sent)."""
+    if not ids:
+        return set()
+    with transaction.atomic():
+        mine = Message.objects.filter(pk__in=ids, lease_owner=owner, status=MessageStatus.SENDING)
+        marked = mine.update(send_started_at=now, lease_expires_at=now + timedelta(seconds=conf.lease_hold_seconds()))
+        if marked == len(ids):
+            return set(ids)
+        return set(mine.values_list("pk", flat=True))  # which ones: rare, so asked only then
+
+
+def messages_renew(ids: list, *, owner: str, now: datetime) -> int:
+    """Extend the leases this worker still holds among `ids`: it is alive and still working."""
+    if not ids:
+        return 0
+    return Message.objects.filter(pk__in=ids, lease_owner=owner, status=MessageStatus.SENDING).update(
+        lease_expires_at=now + timedelta(seconds=conf.lease_hold_seconds())
+    )
+
+
 def messages_release(messages: Iterable[Message], *, owner: str, now: datetime) -> int:
     """Give back claimed messages that were never handed to a provider (the worker is stopping):
     due again at once, this round not counted. Returns how many were still this worker's."""
@@ -119,6 +162,7 @@ def messages_release(messages: Iterable[Message], *, owner: str, now: datetime) 
             attempt_count=F("attempt_count") - 1,
             lease_owner="",
             lease_expires_at=None,
+            send_started_at=None,
             next_attempt_at=now,
             updated_at=now,
         )

@@ -25,9 +25,10 @@ from django.utils import timezone
 from mailservice import conf
 from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
 from mailservice.models.bulk import insert_rows, update_rows
-from mailservice.services.claiming import messages_claim, messages_release
+from mailservice.services.claiming import messages_claim, messages_mark_started, messages_release, messages_renew
+from mailservice.services.dispatch import Concurrency, Dispatch, Hooks, is_transient, with_db_retry
 from mailservice.services.linking import tracking_events_link_late
-from mailservice.services.sending import MAX_ERROR, SendResult, message_send, send_all
+from mailservice.services.sending import MAX_ERROR, SendResult, message_send
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ logger = logging.getLogger(__name__)
 SUPPRESSED_ERROR = "The address is on the suppression list."
 RECIPIENT_FIELDS = ["status", "provider_message_id", "error", "updated_at"]
 MESSAGE_FIELDS = [
-    "status", "lease_owner", "lease_expires_at", "updated_at", "last_error", "possible_duplicate", "provider",
-    "provider_message_id", "sent_at", "next_attempt_at", "enqueued_at", "finished_at",
+    "status", "lease_owner", "lease_expires_at", "send_started_at", "updated_at", "last_error", "possible_duplicate",
+    "provider", "provider_message_id", "sent_at", "next_attempt_at", "enqueued_at", "finished_at",
 ]  # fmt: skip
 
 
@@ -54,8 +55,9 @@ class _Round:
 
     message: Message
     sending: list[Recipient]  # the recipients this round sends to
-    started: bool = False  # handed to a provider (or about to be): never released after this
+    started: bool = False  # handed to the senders (marked in the database): never released after this
     result: SendResult | None = None
+    recorded: bool = False
 
 
 def messages_deliver(
@@ -71,26 +73,44 @@ def messages_deliver(
     """One batch: the messages claimed, as each ended its round (sent, deferred, failed…).
 
     `claimed` is called with the batch before anything is sent (the delivery task wakes another
-    worker from there when the batch is full). When `stop` is set, or the worker is interrupted,
-    messages not yet handed to a provider are released, due again at once; one that was handed
-    over keeps its lease, so that recovery reclaims it flagged as a possible duplicate."""
+    worker from there when the batch is full). Outcomes are recorded as sends finish, not at
+    the end of the batch (services/dispatch.py). When `stop` is set, or the worker is
+    interrupted, messages not yet handed to a provider are released, due again at once; one
+    that was handed over keeps its lease, so that recovery reclaims it flagged as a possible
+    duplicate."""
     owner = worker or new_worker_id()
-    # A message is started only while half its lease remains, counted from before the claim (which
-    # may wait for the database's lock), so a slow batch never sends on an expired lease; the rest
-    # are released and claimed again at once (docs/delivery.md, "Leases").
-    start_until = time.monotonic() + conf.lease_seconds() / 2
-    batch = messages_claim(
-        owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id
+    # A round starts sends only during the first half of MAILSERVICE_LEASE_SECONDS, counted from
+    # before the claim (which may wait for the database's lock); what is left is released and
+    # claimed again at once (docs/delivery.md, "Leases").
+    started = time.monotonic()
+    start_until = started + conf.lease_seconds() / 2
+    # A database that is restarting is waited for this long before the round gives up.
+    db_until = started + conf.lease_hold_seconds()
+    batch = with_db_retry(
+        lambda: messages_claim(owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id),
+        until=db_until,
+        what="claim",
     )
     if not batch:
         return []
     rounds: list[_Round] = []
+    dispatch: Dispatch[_Round] | None = None
 
-    def send(connection, round_: _Round) -> None:
-        if time.monotonic() > start_until:
-            return
-        round_.started = True
+    def send(connection, round_: _Round) -> bool:
         round_.result = message_send(round_.message, round_.sending, connection=connection, now=_now(now), rng=rng)
+        return any(_pushed_back(attempt) for attempt in round_.result.attempts)
+
+    def mark(chunk: list[_Round]) -> list[_Round]:
+        held = messages_mark_started([r.message.pk for r in chunk], owner=owner, now=_now(now))
+        for round_ in chunk:
+            round_.started = round_.message.pk in held
+        return [r for r in chunk if r.started]
+
+    def record(finished: list[_Round]) -> None:
+        _record(finished, owner, now=_now(now))
+
+    def renew() -> None:
+        messages_renew([r.message.pk for r in rounds if not r.recorded], owner=owner, now=_now(now))
 
     try:
         if claimed is not None:
@@ -100,24 +120,48 @@ def messages_deliver(
             for message in batch
         ]
         _drop_suppressed(rounds, now=_now(now))
-        for round_ in rounds:
-            if not round_.sending:
-                # Nobody left to send to (all suppressed): no provider is asked.
-                round_.started, round_.result = True, SendResult(RecipientStatus.SUPPRESSED)
-        send_all(
+        nobody = [r for r in rounds if not r.sending]
+        for round_ in nobody:
+            # Nobody left to send to (all suppressed): no provider is asked.
+            round_.started, round_.result = True, SendResult(RecipientStatus.SUPPRESSED)
+        if nobody:
+            record(nobody)
+        dispatch = Dispatch(
             [r for r in rounds if r.result is None],
-            send,
-            concurrency=conf.send_concurrency(),
+            Hooks(send=send, mark=mark, record=record, renew=renew, renew_every=conf.lease_renew_seconds()),
+            concurrency=_concurrency(conf.send_concurrency()),
             stop=stop or threading.Event(),
+            start_until=start_until,
+            until=db_until,
         )
+        dispatch.run()
     finally:
-        # Whatever failed above, record what was sent and give back what was not, each on its own.
-        try:
-            _record([r for r in rounds if r.result is not None], owner, now=_now(now))
-        finally:
-            unstarted = [r.message for r in rounds if not r.started] if rounds else batch
-            messages_release(unstarted, owner=owner, now=_now(now))
+        # Whatever failed above, give back what was never handed to a provider.
+        if dispatch is not None:
+            unsent = [r.message for r in dispatch.unsent()]
+        else:
+            unsent = [r.message for r in rounds if not r.started] if rounds else batch
+        with_db_retry(
+            lambda: messages_release(unsent, owner=owner, now=_now(now)), until=db_until, what="release"
+        )
     return batch
+
+
+_controllers: dict[int, Concurrency] = {}
+
+
+def _concurrency(ceiling: int) -> Concurrency:
+    """One controller per worker process (and ceiling), so what one round learned about the
+    provider's latency carries over to the next."""
+    if ceiling not in _controllers:
+        _controllers[ceiling] = Concurrency(ceiling)
+    return _controllers[ceiling]
+
+
+def _pushed_back(attempt) -> bool:
+    """A provider asking us to slow down, or failing under load."""
+    code = attempt.status_code
+    return code is not None and (code == 429 or code >= 500)
 
 
 def message_deliver(
@@ -166,21 +210,27 @@ def _drop_suppressed(rounds: list[_Round], *, now: datetime) -> None:
 
 
 def _record(rounds: list[_Round], owner: str, *, now: datetime) -> None:
-    """Record the batch in one transaction; if the database refuses (a lock timeout, a deadlock,
-    a value it cannot store), record each message on its own, so one bad row or a passing error
-    does not leave the whole batch leased, to be reclaimed and sent again as possible duplicates.
-    A message whose record fails even alone keeps its lease: recovery reclaims it, flagged."""
+    """Record finished sends in one transaction. A database that cannot be reached (restarting,
+    locked) raises, and the caller tries again with backoff (services/dispatch.py). One that
+    refuses (a value it cannot store, a deadlock) gets each message recorded on its own, so one
+    bad row does not leave the others leased, to be reclaimed and sent again as possible
+    duplicates. A message whose record fails even alone keeps its lease: recovery reclaims it,
+    flagged."""
     try:
         _finish(rounds, owner, now=now)
         return
-    except DatabaseError:
+    except DatabaseError as error:
+        if is_transient(error):
+            raise
         logger.exception("batch record failed count=%s", len(rounds), extra={"count": len(rounds)})
     if len(rounds) == 1:
         return  # recorded alone already
     for round_ in rounds:
         try:
             _finish([round_], owner, now=now)
-        except DatabaseError:
+        except DatabaseError as error:
+            if is_transient(error):
+                raise
             logger.exception(
                 "message record failed; its lease expires and recovery reclaims it",
                 extra={"message_id": str(round_.message.pk)},
@@ -209,6 +259,7 @@ def _finish(rounds: list[_Round], owner: str, *, now: datetime) -> None:
         update_rows([r.message for r in kept], MESSAGE_FIELDS)
         linked = tracking_events_link_late(messages=[r.message for r in kept if r.result.provider])
     for round_ in rounds:
+        round_.recorded = True
         if round_.message.pk not in held:
             logger.warning(
                 "message lease lost before finishing; outcome kept as attempts only",
@@ -252,7 +303,7 @@ def _apply_to_message(round_: _Round, *, now: datetime) -> None:
     message, result = round_.message, round_.result
     statuses = [recipient.status for recipient in message.recipients_loaded]
     message.status = summarize(statuses)
-    message.lease_owner, message.lease_expires_at, message.updated_at = "", None, now
+    message.lease_owner, message.lease_expires_at, message.send_started_at, message.updated_at = "", None, None, now
     message.last_error = result.error[:MAX_ERROR]
     message.possible_duplicate = message.possible_duplicate or any(a.ambiguous for a in result.attempts)
     if result.provider:

@@ -4,23 +4,17 @@ time, each thread on its own open connection (docs/delivery.md, "Batches and con
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import threading
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.mail import EmailMessage
-from django.db import connections
 
 from failover.attempts import Attempt, Outcome
 from failover.errors import is_content_error, refuses_recipients
 from failover.exceptions import AllProvidersFailed, AmbiguousSendError
 from mailservice import conf
 from mailservice.addresses import normalize_email
-from mailservice.compat import mail_connection
 from mailservice.composing import build_email
 from mailservice.models import Message, Recipient
 from mailservice.statuses import RecipientStatus
@@ -133,109 +127,3 @@ def _deferred(message: Message, error: str, attempts: list[Attempt], *, now: dat
         )
     next_at = min(now + timedelta(seconds=retry_delay(attempt=message.attempt_count, rng=rng)), deadline)
     return SendResult(RecipientStatus.DEFERRED, error=error, next_attempt_at=next_at, attempts=attempts)
-
-
-def threads_wanted(wall: float, cpu: float, concurrency: int) -> int:
-    """How many threads keep the interpreter busy, from one send's wall time and this thread's
-    CPU time during it: one while a send mostly computes, more as it waits (1 ms of CPU and
-    49 ms of waiting for the provider: all of them), never more than `concurrency`. A CPU other
-    processes keep busy also looks like waiting: then a thread or two more than needed."""
-    return max(1, min(int(wall / max(cpu, 1e-4)), concurrency))
-
-
-class _UnavailableConnection:
-    """Stands in for a connection that could not be made (no chain configured, a bad backend
-    path): every send raises the error, which message_send() judges like any send error."""
-
-    def __init__(self, error: Exception):
-        self.error = error
-
-    def send_messages(self, messages) -> int:
-        raise self.error
-
-    def close(self) -> None:
-        pass
-
-
-def _open_connection():
-    try:
-        connection = mail_connection()
-        connection.open()
-    except Exception as error:
-        return _UnavailableConnection(error)
-    return connection
-
-
-def send_all(
-    jobs: Sequence[object],
-    send: Callable[[object, object], None],
-    *,
-    concurrency: int,
-    stop: threading.Event,
-) -> None:
-    """Call `send(connection, job)` for every job, at most `concurrency` at a time, each thread
-    with one failover connection kept open for all its jobs (HTTP keep-alive to the providers).
-
-    The caller's thread sends first and adds threads only as far as its sends wait on the
-    network rather than compute (a provider's latency): a provider that answers at once is
-    driven fastest by one thread, since more would only contend for the interpreter. Each batch
-    measures afresh (a thread waiting for the interpreter would look like one waiting on the
-    network, so a count carried over would never come down). Jobs not started when `stop` is
-    set are left for the caller to release."""
-    pending: queue.SimpleQueue = queue.SimpleQueue()
-    for job in jobs:
-        pending.put(job)
-    threads: list[threading.Thread] = []
-
-    def work(*, scaling: bool) -> None:
-        connection = _open_connection()
-        try:
-            while not stop.is_set():
-                try:
-                    job = pending.get_nowait()
-                except queue.Empty:
-                    return
-                wall, cpu = time.perf_counter(), time.thread_time()
-                send(connection, job)
-                if scaling and len(threads) < concurrency - 1:
-                    add_threads(threads_wanted(time.perf_counter() - wall, time.thread_time() - cpu, concurrency) - 1)
-        finally:
-            connection.close()
-
-    def work_in_thread() -> None:
-        try:
-            work(scaling=False)
-        except Exception:  # send() never raises; this is a bug, and the lease makes it safe
-            logger.exception("send thread failed")
-        finally:
-            connections.close_all()  # this thread's own database connections, if any were opened
-
-    def add_threads(wanted: int) -> None:
-        while len(threads) < wanted and not pending.empty():  # no thread without a job to take
-            thread = threading.Thread(target=work_in_thread, name=f"mailservice-send-{len(threads)}", daemon=True)
-            threads.append(thread)
-            thread.start()
-
-    try:
-        work(scaling=concurrency > 1)
-    except BaseException:
-        stop.set()  # a second signal, or a bug: start nothing more, let sends in flight end
-        raise
-    finally:
-        _join(threads, stop)
-
-
-def _join(threads: list[threading.Thread], stop: threading.Event) -> None:
-    """Wait for every send thread, even through a signal that arrives meanwhile (it stops new
-    sends and is raised once all have ended): the caller then knows exactly which messages were
-    handed to a provider, and releases only the others."""
-    interrupted: BaseException | None = None
-    for thread in threads:
-        while thread.is_alive():
-            try:
-                thread.join()
-            except BaseException as error:  # noqa: B036 - re-raised below, after the threads end
-                stop.set()
-                interrupted = interrupted or error
-    if interrupted is not None:
-        raise interrupted

@@ -140,3 +140,28 @@ class StateSignalTests(FailoverTestCase):
         self.esp.fail("sendgrid", 503)
         self.send(self.message())
         self.assertEqual(seen, [("sendgrid", "provider_error"), ("mailgun", "sent")])
+
+
+class UnreachableCacheTests(FailoverTestCase):
+    """The memory is an optimisation: a cache that cannot be reached (Redis restarting) never stops sends."""
+
+    def test_sends_go_on_in_priority_order_while_the_cache_is_down(self):
+        """Every cache call fails: messages still go out, failing over as usual, with one warning."""
+        from unittest import mock
+
+        from django.core.cache import caches
+
+        from failover import health
+
+        health._warned["at"] = -health.CACHE_WARNING_EVERY
+        cache = caches["default"]
+        down = ConnectionError("Error 111 connecting to redis")
+        self.esp.fail("sendgrid", 503)
+        with mock.patch.object(cache, "get", side_effect=down), mock.patch.object(cache, "set", side_effect=down), \
+                mock.patch.object(cache, "add", side_effect=down), \
+                self.assertLogs("failover.health", "WARNING") as logs:
+            messages = [self.message() for _ in range(3)]
+            self.assertEqual(self.send(*messages), 3)
+        self.assertEqual([m.failover_provider for m in messages], ["mailgun"] * 3)
+        self.assertEqual(len(logs.output), 1, logs.output)
+        self.assertIn("priority order", logs.output[0])

@@ -1,0 +1,397 @@
+"""Running one round's sends: sender threads talk to the providers, and the calling thread keeps
+the books (docs/delivery.md, "Batches and concurrency").
+
+The calling thread never sends. It hands jobs out in small windows that it first marks as
+started (`mark`), so a worker that dies leaves the unmarked rest to be taken over at once; it
+records finished jobs as they arrive (`record`, grouped, at least every FLUSH_GAP seconds), so a
+send's outcome is durable within about a second whatever the batch size; it renews the batch's
+leases (`renew`) while the round lasts; and it sets how many sends are in flight (Concurrency).
+Every hook that touches the database runs in the calling thread: a sender thread never does.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from django.db import InterfaceError, OperationalError, connections
+
+from mailservice.compat import mail_connection
+
+logger = logging.getLogger(__name__)
+
+Job = TypeVar("Job")
+
+# Finished sends are recorded together, at most this long after the first of them finished.
+FLUSH_GAP = 0.05
+# Jobs are marked as started ahead of the senders by about this long at the recent send rate
+# (more at loopback speed, where a statement per few sends would cost more than the sends).
+HAND_OUT_AHEAD = 0.2
+# How often the number of sends in flight is reconsidered.
+CONTROL_GAP = 0.1
+# Provider pushback (429, 5xx) halves the sends in flight at most this often.
+CUT_GAP = 1.0
+# Below this process CPU use (share of one core) the sends mostly wait on the provider: the
+# number in flight doubles. Above it, one more or one fewer is tried, kept while it sends more.
+IDLE_BELOW = 0.3
+# A change of rate smaller than this share is noise.
+RATE_NOISE = 0.03
+# A database that is restarting is retried with growing pauses, up to this one.
+MAX_DB_PAUSE = 2.0
+
+
+class Concurrency:
+    """How many sends a worker process keeps in flight, between 1 and `ceiling`
+    (MAILSERVICE_SEND_CONCURRENCY). While the process has CPU to spare its sends wait on the
+    provider, so the number doubles; near a full core it climbs by one at a time for as long as
+    that sends more per second, and turns back when it sends fewer (threads contending for the
+    interpreter). A provider pushing back (429, 5xx) halves it. A provider answering in 200 ms
+    is driven by the ceiling within half a second; one answering at once, by two or three."""
+
+    def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.process_time):
+        self.ceiling = max(1, ceiling)
+        self.target = 1
+        self.rate = 0.0  # sends finished per second in the last round
+        self._clock, self._cpu = clock, cpu
+        self._window: tuple[float, float, int] | None = None  # (time, cpu, sends finished)
+        self._last_cut = -math.inf
+        self._pushback = False
+        self._direction = 1
+        self._last_rate: float | None = None
+
+    def pushback(self) -> None:
+        """A provider asked us to slow down (or failed under load) since the last look."""
+        self._pushback = True
+
+    def adjust(self, *, finished: int, saturated: bool) -> int:
+        """Reconsider the target. `finished`: sends finished so far in this round; `saturated`:
+        work was waiting for a sender all along (only then does the rate say anything)."""
+        now, cpu = self._clock(), self._cpu()
+        window = self._window
+        if window is None or not saturated or finished < window[2]:
+            self._window = (now, cpu, finished)  # a new round, or idle senders: start afresh
+            return self.target
+        started, cpu_started, finished_before = window
+        if now - started < CONTROL_GAP:
+            return self.target
+        self._window = (now, cpu, finished)
+        used = (cpu - cpu_started) / (now - started)
+        rate = (finished - finished_before) / (now - started)
+        if self._pushback:
+            self._pushback = False
+            if now - self._last_cut >= CUT_GAP:
+                self._last_cut, self._last_rate, self._direction = now, None, 1
+                self.target = max(1, self.target // 2)
+                return self.target
+        if now - self._last_cut < CUT_GAP:
+            return self.target
+        if used < IDLE_BELOW:
+            self._last_rate, self._direction = None, 1
+            self.target = min(self.ceiling, self.target * 2)
+            return self.target
+        if self._last_rate is not None:
+            if rate < self._last_rate * (1 - RATE_NOISE):
+                self._direction = -self._direction  # the last step made it worse: go back
+            elif rate <= self._last_rate * (1 + RATE_NOISE):
+                self._last_rate = max(rate, self._last_rate)
+                return self.target  # no better, no worse: stay
+        self._last_rate = rate
+        self.target = min(self.ceiling, max(1, self.target + self._direction))
+        return self.target
+
+
+@dataclass
+class Hooks(Generic[Job]):
+    """What a round does with its jobs. `send` runs in sender threads and never raises; the
+    others run in the calling thread and may raise database errors."""
+
+    send: Callable[[object, Job], bool]  # (connection, job) -> True when the provider pushed back
+    mark: Callable[[list[Job]], list[Job]]  # mark as started; returns those still this worker's
+    record: Callable[[list[Job]], None]
+    renew: Callable[[], None]
+    renew_every: float
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database that cannot be reached now (restarting, a dropped connection, SQLite busy)."""
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
+def with_db_retry(action: Callable[[], object], *, until: float, what: str,
+                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    """Run `action`; while the database is unreachable, retry with growing pauses until the
+    monotonic time `until`, then raise. A dropped connection is closed so the retry reconnects."""
+    pause = 0.05
+    failures = 0
+    while True:
+        try:
+            result = action()
+        except Exception as error:
+            if not is_transient(error) or clock() + pause > until:
+                raise
+            failures += 1
+            if failures == 1:
+                logger.warning("database unavailable during %s; retrying", what,
+                               extra={"action": what, "error_class": type(error).__name__})
+            for alias in connections:
+                connection = connections[alias]
+                if connection.connection is not None and not connection.in_atomic_block:
+                    connection.close()
+            sleep(pause)
+            pause = min(pause * 2, MAX_DB_PAUSE)
+            continue
+        if failures:
+            logger.warning("database back after %s failed tries during %s", failures, what,
+                           extra={"action": what, "failures": failures})
+        return result
+
+
+class _UnavailableConnection:
+    """Stands in for a connection that could not be made (no chain configured, a bad backend
+    path): every send raises the error, which message_send() judges like any send error."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def send_messages(self, messages) -> int:
+        raise self.error
+
+    def close(self) -> None:
+        pass
+
+
+def _open_connection():
+    try:
+        connection = mail_connection()
+        connection.open()
+    except Exception as error:
+        return _UnavailableConnection(error)
+    return connection
+
+
+class Dispatch(Generic[Job]):
+    """One round: hand out, send, record, renew. After `run()`, every job handed to a sender is
+    recorded (unless the database stayed unreachable past `until`), and `unsent()` lists the
+    others, for the caller to release."""
+
+    def __init__(self, jobs: Sequence[Job], hooks: Hooks[Job], *, concurrency: Concurrency,
+                 stop: threading.Event, start_until: float, until: float, window_floor: int = 4):
+        self.hooks, self.concurrency, self.stop = hooks, concurrency, stop
+        self.halt = threading.Event()  # ours: set when the round ends, whatever `stop` says
+        self.start_until, self.until = start_until, until
+        self.pending: deque[Job] = deque(jobs)  # not marked yet
+        self.ready: queue.SimpleQueue = queue.SimpleQueue()  # marked, waiting for a sender
+        self.ready_count = 0
+        self.in_flight = 0
+        self.marking = 0  # jobs the calling thread is marking now
+        # Jobs marked ahead of the senders: enough to keep them busy between two hand-outs,
+        # few enough that a worker killed meanwhile leaves little marked and unsent.
+        self.window_floor = window_floor
+        self.done: list[Job] = []
+        self.cond = threading.Condition()
+        self.threads: list[threading.Thread] = []
+        self.active = 0
+        self.first_done_at: float | None = None
+        self.finished_total = 0
+        self.began = time.monotonic()
+
+    def stopping(self) -> bool:
+        return self.stop.is_set() or self.halt.is_set()
+
+    # Sender threads -----------------------------------------------------------------------
+
+    def _take(self) -> Job | None:
+        """The next marked job, waiting while the calling thread marks more; None when this
+        thread should end (stopping, surplus, or nothing left to hand out)."""
+        with self.cond:
+            while not (
+                self.stopping()
+                or self.active > self.concurrency.target
+                or time.monotonic() > self.start_until
+            ):
+                if self.ready_count:
+                    self.ready_count -= 1
+                    self.in_flight += 1
+                    if self.ready_count < self.concurrency.target:
+                        self.cond.notify_all()  # time to hand out the next window
+                    return self.ready.get_nowait()
+                if not (self.pending or self.marking):
+                    break
+                self.cond.wait(CONTROL_GAP)
+            self.active -= 1
+            self.cond.notify_all()
+            return None
+
+    def _finish(self, job: Job, pushed_back: bool, *, sent: bool = True) -> None:
+        with self.cond:
+            self.in_flight -= 1
+            if not sent:
+                # The send raised past message_send (a bug): its outcome is unknown, so it keeps
+                # its lease and recovery takes it over, flagged as a possible duplicate.
+                self.cond.notify_all()
+                return
+            self.done.append(job)
+            self.finished_total += 1
+            if pushed_back:
+                self.concurrency.pushback()
+            if self.first_done_at is None:
+                self.first_done_at = time.monotonic()
+                self.cond.notify_all()  # the calling thread records within FLUSH_GAP
+            elif self.in_flight == 0 and not self.ready_count:
+                self.cond.notify_all()  # the round may be over
+
+    def _sender(self) -> None:
+        connection = _open_connection()
+        try:
+            while (job := self._take()) is not None:
+                try:
+                    pushed_back = self.hooks.send(connection, job)
+                except BaseException:
+                    self._finish(job, False, sent=False)
+                    raise
+                self._finish(job, pushed_back)
+        except BaseException:  # send() never raises; this is a bug, and the lease makes it safe
+            logger.exception("send thread failed")
+            with self.cond:
+                self.active -= 1
+                self.cond.notify_all()
+        finally:
+            connection.close()
+            connections.close_all()  # this thread's own database connections, if any were opened
+
+    def _start_senders(self) -> None:
+        with self.cond:
+            wanted = min(self.concurrency.target, self.ready_count + self.in_flight)
+            while self.active < wanted:
+                self.active += 1
+                thread = threading.Thread(target=self._sender, name=f"mailservice-send-{len(self.threads)}",
+                                          daemon=True)
+                self.threads.append(thread)
+                thread.start()
+
+    # The calling thread -------------------------------------------------------------------
+
+    def _hand_out(self) -> None:
+        """Mark the next window of jobs as started and put them within the senders' reach."""
+        with self.cond:
+            if self.stopping() or time.monotonic() > self.start_until or not self.pending:
+                return
+            # Enough for a few senders' sends and HAND_OUT_AHEAD seconds of the recent rate.
+            elapsed = time.monotonic() - self.began
+            rate = self.finished_total / elapsed if elapsed > 0.05 else self.concurrency.rate
+            window = self.concurrency.target + max(self.window_floor, int(rate * HAND_OUT_AHEAD))
+            need = window - self.ready_count - self.in_flight
+            if need <= 0:
+                return
+            chunk = [self.pending.popleft() for _ in range(min(need, len(self.pending)))]
+            self.marking = len(chunk)
+        try:
+            held = with_db_retry(lambda: self.hooks.mark(chunk), until=self.until, what="hand-out")
+        except BaseException:
+            with self.cond:
+                self.pending.extendleft(reversed(chunk))
+                self.marking = 0
+            raise
+        with self.cond:
+            for job in held:
+                self.ready.put(job)
+            self.ready_count += len(held)
+            self.marking = 0
+            self.cond.notify_all()
+
+    def _record(self, *, final: bool = False) -> None:
+        with self.cond:
+            due = self.done and (final or time.monotonic() - (self.first_done_at or 0) >= FLUSH_GAP)
+            if not due:
+                return
+            finished, self.done, self.first_done_at = self.done, [], None
+        try:
+            with_db_retry(lambda: self.hooks.record(finished), until=self.until, what="record")
+        except BaseException:
+            with self.cond:
+                self.done[:0] = finished  # recorded by the next try, or left to the lease
+            raise
+
+    def _wait(self, next_renew: float) -> None:
+        with self.cond:
+            now = time.monotonic()
+            if self.done:
+                timeout = FLUSH_GAP - (now - (self.first_done_at or now))
+            else:
+                timeout = CONTROL_GAP
+            timeout = min(timeout, next_renew - now)
+            hand_out_due = (
+                self.pending and self.ready_count < self.concurrency.target
+                and not self.stopping() and now <= self.start_until
+            )
+            if timeout > 0 and not hand_out_due:
+                self.cond.wait(timeout)
+
+    def _finished(self) -> bool:
+        with self.cond:
+            if self.in_flight or self.done:
+                return False
+            if self.stopping() or time.monotonic() > self.start_until:
+                return True  # what is left was never handed to a provider: unsent()
+            return self.ready_count == 0 and not self.pending
+
+    def run(self) -> None:
+        """Send and record until every job is done, or no more may start (stop, or the round's
+        time is up). Raises what interrupted it, after the sends in flight ended and were recorded."""
+        next_renew = time.monotonic() + self.hooks.renew_every
+        try:
+            while not self._finished():
+                self._hand_out()
+                self._start_senders()
+                self._wait(next_renew)
+                self._record()
+                if time.monotonic() >= next_renew:
+                    with_db_retry(self.hooks.renew, until=self.until, what="lease renewal")
+                    next_renew = time.monotonic() + self.hooks.renew_every
+                with self.cond:
+                    saturated = self.active >= self.concurrency.target and (self.ready_count > 0 or bool(self.pending))
+                self.concurrency.adjust(finished=self.finished_total, saturated=saturated)
+        finally:
+            elapsed = time.monotonic() - self.began
+            if self.finished_total and elapsed > 0.05:
+                self.concurrency.rate = self.finished_total / elapsed
+            self.halt.set()  # start nothing more; let the sends in flight end
+            with self.cond:
+                self.cond.notify_all()
+            _join(self.threads, self.halt)
+            self._record(final=True)
+
+    def unsent(self) -> list[Job]:
+        """The jobs never handed to a sender (marked or not): the caller releases them."""
+        unsent = list(self.pending)
+        while self.ready_count:
+            unsent.append(self.ready.get_nowait())
+            self.ready_count -= 1
+        return unsent
+
+    def recorded_nothing(self) -> list[Job]:
+        """Jobs that finished but could not be recorded (the database stayed unreachable)."""
+        return list(self.done)
+
+
+def _join(threads: list[threading.Thread], stop: threading.Event) -> None:
+    """Wait for every send thread, even through a signal that arrives meanwhile (it stops new
+    sends and is raised once all have ended): the caller then knows exactly which messages were
+    handed to a provider, and releases only the others."""
+    interrupted: BaseException | None = None
+    for thread in threads:
+        while thread.is_alive():
+            try:
+                thread.join()
+            except BaseException as error:  # noqa: B036 - re-raised below, after the threads end
+                stop.set()
+                interrupted = interrupted or error
+    if interrupted is not None:
+        raise interrupted
