@@ -85,10 +85,10 @@ def messages_deliver(
     started = time.monotonic()
     start_until = started + conf.lease_seconds() / 2
     # A database that is restarting is waited for this long before the round gives up.
-    db_until = started + conf.lease_hold_seconds()
+    patience = conf.lease_hold_seconds()
     batch = with_db_retry(
         lambda: messages_claim(owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id),
-        until=db_until,
+        patience=patience,
         what="claim",
     )
     if not batch:
@@ -132,7 +132,7 @@ def messages_deliver(
             concurrency=_concurrency(conf.send_concurrency()),
             stop=stop or threading.Event(),
             start_until=start_until,
-            until=db_until,
+            patience=patience,
         )
         dispatch.run()
     finally:
@@ -142,7 +142,7 @@ def messages_deliver(
         else:
             unsent = [r.message for r in rounds if not r.started] if rounds else batch
         with_db_retry(
-            lambda: messages_release(unsent, owner=owner, now=_now(now)), until=db_until, what="release"
+            lambda: messages_release(unsent, owner=owner, now=_now(now)), patience=patience, what="release"
         )
     return batch
 

@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import connections
 
+from mailservice.availability import is_database_unavailable
 from mailservice.compat import mail_connection
 
 logger = logging.getLogger(__name__)
@@ -120,20 +121,25 @@ class Hooks(Generic[Job]):
 
 
 def is_transient(error: BaseException) -> bool:
-    """A database that cannot be reached now (restarting, a dropped connection, SQLite busy)."""
-    return isinstance(error, (OperationalError, InterfaceError))
+    """A database that cannot be reached now (restarting, a dropped connection, SQLite busy),
+    as the API reads it for its 503s (mailservice/availability.py)."""
+    return is_database_unavailable(error)
 
 
-def with_db_retry(action: Callable[[], object], *, until: float, what: str,
+def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
                   clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-    """Run `action`; while the database is unreachable, retry with growing pauses until the
-    monotonic time `until`, then raise. A dropped connection is closed so the retry reconnects."""
+    """Run `action`; while the database is unreachable, retry with growing pauses for up to
+    `patience` seconds from the first failure, then raise. A dropped connection is closed so the
+    retry reconnects."""
     pause = 0.05
     failures = 0
+    until = math.inf
     while True:
         try:
             result = action()
         except Exception as error:
+            if failures == 0:
+                until = clock() + patience
             if not is_transient(error) or clock() + pause > until:
                 raise
             failures += 1
@@ -178,14 +184,14 @@ def _open_connection():
 
 class Dispatch(Generic[Job]):
     """One round: hand out, send, record, renew. After `run()`, every job handed to a sender is
-    recorded (unless the database stayed unreachable past `until`), and `unsent()` lists the
+    recorded (unless the database stayed unreachable longer than `patience`), and `unsent()` lists the
     others, for the caller to release."""
 
     def __init__(self, jobs: Sequence[Job], hooks: Hooks[Job], *, concurrency: Concurrency,
-                 stop: threading.Event, start_until: float, until: float, window_floor: int = 4):
+                 stop: threading.Event, start_until: float, patience: float, window_floor: int = 4):
         self.hooks, self.concurrency, self.stop = hooks, concurrency, stop
         self.halt = threading.Event()  # ours: set when the round ends, whatever `stop` says
-        self.start_until, self.until = start_until, until
+        self.start_until, self.patience = start_until, patience
         self.pending: deque[Job] = deque(jobs)  # not marked yet
         self.ready: queue.SimpleQueue = queue.SimpleQueue()  # marked, waiting for a sender
         self.ready_count = 0
@@ -293,7 +299,7 @@ class Dispatch(Generic[Job]):
             chunk = [self.pending.popleft() for _ in range(min(need, len(self.pending)))]
             self.marking = len(chunk)
         try:
-            held = with_db_retry(lambda: self.hooks.mark(chunk), until=self.until, what="hand-out")
+            held = with_db_retry(lambda: self.hooks.mark(chunk), patience=self.patience, what="hand-out")
         except BaseException:
             with self.cond:
                 self.pending.extendleft(reversed(chunk))
@@ -313,7 +319,7 @@ class Dispatch(Generic[Job]):
                 return
             finished, self.done, self.first_done_at = self.done, [], None
         try:
-            with_db_retry(lambda: self.hooks.record(finished), until=self.until, what="record")
+            with_db_retry(lambda: self.hooks.record(finished), patience=self.patience, what="record")
         except BaseException:
             with self.cond:
                 self.done[:0] = finished  # recorded by the next try, or left to the lease
@@ -353,7 +359,7 @@ class Dispatch(Generic[Job]):
                 self._wait(next_renew)
                 self._record()
                 if time.monotonic() >= next_renew:
-                    with_db_retry(self.hooks.renew, until=self.until, what="lease renewal")
+                    with_db_retry(self.hooks.renew, patience=self.patience, what="lease renewal")
                     next_renew = time.monotonic() + self.hooks.renew_every
                 with self.cond:
                     saturated = self.active >= self.concurrency.target and (self.ready_count > 0 or bool(self.pending))

@@ -281,6 +281,53 @@ class FakeTime:
         self.cpu += cpu
 
 
+class DatabaseRetryTests(SimpleTestCase):
+    def test_patience_counts_from_the_first_failure_not_from_the_round(self):
+        """A database that goes away late in a long round is still waited for, with growing pauses."""
+        from django.db import IntegrityError, OperationalError
+
+        from mailservice.services.dispatch import with_db_retry
+
+        clock = FakeTime()
+        clock.now = 10_000.0  # long after any round began
+        failures = [OperationalError("server closed the connection unexpectedly")] * 4
+        pauses = []
+
+        def action():
+            if failures:
+                raise failures.pop()
+            return "recorded"
+
+        def sleep(seconds):
+            pauses.append(seconds)
+            clock.now += seconds
+
+        with self.assertLogs("mailservice.services.dispatch", "WARNING"):
+            result = with_db_retry(action, patience=15, what="record", clock=lambda: clock.now, sleep=sleep)
+        self.assertEqual(result, "recorded")
+        self.assertEqual(pauses, [0.05, 0.1, 0.2, 0.4])
+        with self.assertRaises(IntegrityError):  # a refusal is not waited for
+            with_db_retry(lambda: (_ for _ in ()).throw(IntegrityError("dup")), patience=15, what="record")
+
+    def test_an_outage_longer_than_the_patience_is_raised(self):
+        """Past its patience the round gives up, and its leases expire to be taken over."""
+        from django.db import OperationalError
+
+        from mailservice.services.dispatch import with_db_retry
+
+        clock = FakeTime()
+
+        def down():
+            raise OperationalError("connection refused")
+
+        def sleep(seconds):
+            clock.now += seconds
+
+        with self.assertRaises(OperationalError), self.assertLogs("mailservice.services.dispatch", "WARNING"):
+            with_db_retry(down, patience=3, what="renewal", clock=lambda: clock.now, sleep=sleep)
+        self.assertLessEqual(clock.now - 100.0, 3)
+
+
 class ConcurrencyTests(SimpleTestCase):
     def controller(self, ceiling=32):
         self.time = FakeTime()
