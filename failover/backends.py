@@ -100,6 +100,11 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         pool = self._pool
         backend = pool.instances.pop(name, None)
         if backend is not None and pool.opened.pop(name, False):
+            # One set aside per provider: an older one is closed now, so a provider failing
+            # message after message does not pile up open connections.
+            for earlier in [entry for entry in pool.retired if entry[0] == name]:
+                pool.retired.remove(earlier)
+                self._close_inner(*earlier)
             pool.retired.append((name, backend))
         pool.opened.pop(name, None)
 
@@ -245,8 +250,8 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         started = time.perf_counter()
         watch = NetworkWatch()
         try:
+            backend = self._connection(name)  # opening it (an SMTP connection) sends nothing of this message
             with watch:
-                backend = self._connection(name)
                 sent = backend.send_messages([message])
         except Exception as error:
             duration = time.perf_counter() - started

@@ -24,7 +24,7 @@ from anymail.exceptions import (
     AnymailUnsupportedFeature,
 )
 from django.core.exceptions import ImproperlyConfigured
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import HTTPError, ProtocolError
 
 from failover.attempts import Outcome
 from failover.exceptions import ProviderBuildError
@@ -91,13 +91,33 @@ def classify(error: BaseException, *, reached_network: bool | None = None) -> Ou
         return Outcome.MESSAGE_ERROR
     if isinstance(error, socket.timeout):
         return Outcome.AMBIGUOUS
-    if _in_network_code(_innermost_module(error)):
+    if _in_network_code(_innermost_module(error)) or _about_the_connection(error):
         return Outcome.PROVIDER_ERROR  # the connection or the provider's answer failed
-    if reached_network is False or isinstance(error, CONTENT_ERRORS) or _raised_building_the_message(error):
+    if _raised_building_the_message(error):
+        return Outcome.LOCAL_ERROR
+    if reached_network is True and isinstance(error, CONTENT_ERRORS):
+        # Raised after the request went out, outside message building (reading the answer):
+        # the provider may have taken it.
+        return Outcome.AMBIGUOUS
+    if reached_network is False or isinstance(error, CONTENT_ERRORS):
         return Outcome.LOCAL_ERROR
     # Anything else after the request went out (a backend failing to read the answer) or where
     # we cannot tell: let another provider try rather than drop the message.
     return Outcome.PROVIDER_ERROR
+
+
+def _about_the_connection(error: BaseException) -> bool:
+    """An OSError (refused, unreachable, DNS), or a requests/urllib3 error, anywhere in what
+    `error` was raised from or while handling: a backend that wraps its transport's errors in
+    its own class (an ESP's SDK) still reports a provider it could not reach."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, (OSError, requests.RequestException, HTTPError)) and not isinstance(link, UnicodeError):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def is_content_error(error: BaseException) -> bool:

@@ -18,6 +18,9 @@ import requests
 
 # Audit events raised when a connection is opened or data is sent (Python's audit events table).
 NETWORK_EVENTS = frozenset({
+    "socket.getaddrinfo",  # a name looked up: the provider's host is being reached
+    "socket.gethostbyname",
+    "socket.gethostbyname_ex",
     "socket.connect",
     "socket.sendto",
     "socket.sendmsg",
@@ -34,9 +37,12 @@ _installed = False
 
 def _audit(event: str, args: tuple) -> None:
     if event in NETWORK_EVENTS:
-        watch = getattr(_local, "watch", None)
-        if watch is not None:
-            watch.reached = True
+        try:
+            watch = getattr(_local, "watch", None)
+            if watch is not None:
+                watch.reached = True
+        except Exception:  # never fail the audited operation (e.g. at interpreter shutdown)
+            pass
 
 
 def _install() -> None:

@@ -16,6 +16,17 @@ DEFAULTS: dict[str, Any] = {
     "MAILSERVICE_MAX_REQUEST_BYTES": 30 * MB,  # whole request body -> 413
     "MAILSERVICE_MAX_ATTACHMENTS_BYTES": 25 * MB,  # decoded attachments, all together -> 413
     "MAILSERVICE_MAX_RECIPIENTS": 1000,  # to + cc + bcc -> 422 on `to`
+    # Free-form JSON fields, each on its own: its size as compact UTF-8 JSON, and its keys and
+    # list items at every level (docs/security.md, "Input limits"). Metadata follows the
+    # tightest provider (SendGrid's 10,000 bytes of custom args); merge and template data feed
+    # templates and may be larger. Over a limit -> 422 on the field.
+    "MAILSERVICE_MAX_METADATA_BYTES": 10_000,
+    "MAILSERVICE_MAX_METADATA_KEYS": 100,
+    "MAILSERVICE_MAX_MERGE_DATA_BYTES": 2 * MB,  # merge_data, merge_global_data, template_data
+    "MAILSERVICE_MAX_MERGE_DATA_KEYS": 20_000,
+    # How far ahead `send_at` may lie (days; 0 = up to the year 9998): a scheduled message
+    # holds its body in the database until then -> 422 on `send_at`.
+    "MAILSERVICE_MAX_SCHEDULE_DAYS": 30,
     # Retry policy for messages that no provider took (AllProvidersFailed).
     "MAILSERVICE_RETRY_BASE_DELAY": 30.0,  # seconds before the first retry
     "MAILSERVICE_RETRY_MAX_DELAY": 3600.0,  # the backoff never waits longer than this
@@ -25,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     # twice this). Longer than the slowest send through every provider (timeouts x chain).
     "MAILSERVICE_LEASE_SECONDS": 300.0,
     # A worker renews the leases of the messages it holds this often; a worker that stops
-    # renewing (it died) loses them after three periods, to be taken over (docs/delivery.md).
+    # renewing (it died) loses them after six periods, to be taken over (docs/delivery.md).
     "MAILSERVICE_LEASE_RENEW_SECONDS": 5.0,
     # Delivery rounds: messages one worker claims and records together, and sends a worker
     # process has in flight at once, each on its own connection (docs/delivery.md).
@@ -53,8 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "MAILSERVICE_API_RATE_LIMIT": "600/m",
     # False removes the Django admin (its URLs) altogether.
     "MAILSERVICE_ADMIN": True,
-    # Bearer token GET /metrics requires; empty leaves it open (docs/monitoring.md).
+    # Bearer token GET /metrics requires. Without one, /metrics answers only with DEBUG on or
+    # when MAILSERVICE_METRICS_PUBLIC says it is meant to be open (docs/monitoring.md).
     "MAILSERVICE_METRICS_TOKEN": "",
+    "MAILSERVICE_METRICS_PUBLIC": False,
 }
 
 
@@ -95,6 +108,27 @@ def max_recipients() -> int:
     return get_setting("MAILSERVICE_MAX_RECIPIENTS")
 
 
+def max_metadata_bytes() -> int:
+    return get_setting("MAILSERVICE_MAX_METADATA_BYTES")
+
+
+def max_metadata_keys() -> int:
+    return get_setting("MAILSERVICE_MAX_METADATA_KEYS")
+
+
+def max_merge_data_bytes() -> int:
+    return get_setting("MAILSERVICE_MAX_MERGE_DATA_BYTES")
+
+
+def max_merge_data_keys() -> int:
+    return get_setting("MAILSERVICE_MAX_MERGE_DATA_KEYS")
+
+
+def max_schedule_days() -> float:
+    """0 turns the horizon off."""
+    return float(get_setting("MAILSERVICE_MAX_SCHEDULE_DAYS"))
+
+
 def retry_base_delay() -> float:
     return get_setting("MAILSERVICE_RETRY_BASE_DELAY")
 
@@ -120,8 +154,16 @@ def lease_renew_seconds() -> float:
 
 
 def lease_hold_seconds() -> float:
-    """How long a claimed message stays with its worker without a renewal."""
-    return min(3 * lease_renew_seconds(), lease_seconds())
+    """How long a claimed message stays with its worker without a renewal: six renewal
+    periods, so a worker whose database answers slowly for a while (a lock wait, a restart)
+    keeps what it holds."""
+    return min(6 * lease_renew_seconds(), lease_seconds())
+
+
+def database_patience() -> float:
+    """How long a worker waits for a database that is restarting before a round gives up:
+    half the hold, so the leases outlive the wait."""
+    return lease_hold_seconds() / 2
 
 
 def batch_size() -> int:
@@ -181,6 +223,10 @@ def admin_enabled() -> bool:
 
 def metrics_token() -> str:
     return str(get_setting("MAILSERVICE_METRICS_TOKEN") or "").strip()
+
+
+def metrics_public() -> bool:
+    return bool(get_setting("MAILSERVICE_METRICS_PUBLIC"))
 
 
 def default_from_email() -> str:

@@ -50,6 +50,9 @@ def deliver_due() -> dict[str, int]:
     # Every round leaves the next one scheduled: a full batch's woken round may end before this
     # one records its retries or releases (at most one wake-up per second is enqueued).
     wake_for_next_due()
+    # RQ runs each round in a work horse that exits when it ends, taking a background retry with
+    # it: a wake-up the queue refused is paid here, for a while, before the round returns.
+    settle_owed_wake_up(timeout=OWED_SETTLE_SECONDS)
     return dict(Counter(str(message.status) for message in batch))
 
 
@@ -104,6 +107,9 @@ _owed_lock = threading.Lock()
 _retrier: threading.Thread | None = None
 OWED_FIRST_PAUSE = 0.5
 OWED_MAX_PAUSE = 5.0
+# How long a round waits, before it returns, for a wake-up the queue refused (a Redis outage):
+# the recovery pass makes up what is still owed after that.
+OWED_SETTLE_SECONDS = 30.0
 
 
 def _owe_wake_up() -> None:
@@ -116,6 +122,14 @@ def _owe_wake_up() -> None:
         if _retrier is None:
             _retrier = threading.Thread(target=_pay_owed_wake_ups, name="mailservice-wake-retry", daemon=True)
             _retrier.start()
+
+
+def settle_owed_wake_up(*, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for an owed wake-up to be paid; True when none is owed."""
+    deadline = time.monotonic() + timeout
+    while _owed.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _owed.is_set()
 
 
 def forget_owed_wake_up() -> None:

@@ -58,6 +58,7 @@ class _Round:
     started: bool = False  # handed to the senders (marked in the database): never released after this
     result: SendResult | None = None
     recorded: bool = False
+    handed_at: float | None = None  # monotonic time it was handed to the senders
 
 
 def messages_deliver(
@@ -85,7 +86,7 @@ def messages_deliver(
     started = time.monotonic()
     start_until = started + conf.lease_seconds() / 2
     # A database that is restarting is waited for this long before the round gives up.
-    patience = conf.lease_hold_seconds()
+    patience = conf.database_patience()
     batch = with_db_retry(
         lambda: messages_claim(owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id),
         patience=patience,
@@ -102,15 +103,30 @@ def messages_deliver(
 
     def mark(chunk: list[_Round]) -> list[_Round]:
         held = messages_mark_started([r.message.pk for r in chunk], owner=owner, now=_now(now))
+        handed_at = time.monotonic()
         for round_ in chunk:
             round_.started = round_.message.pk in held
+            round_.handed_at = handed_at
         return [r for r in chunk if r.started]
 
     def record(finished: list[_Round]) -> None:
-        _record(finished, owner, now=_now(now))
+        # A retry after a failure part-way through the per-message fallback skips what was done.
+        _record([r for r in finished if not r.recorded], owner, now=_now(now))
+
+    def release(unsent: list[_Round]) -> None:
+        for round_ in unsent:
+            round_.started, round_.recorded = False, True  # given back: nothing left to renew
+        messages_release([r.message for r in unsent], owner=owner, now=_now(now))
 
     def renew() -> None:
-        messages_renew([r.message.pk for r in rounds if not r.recorded], owner=owner, now=_now(now))
+        # A send that has not returned after MAILSERVICE_LEASE_SECONDS (a backend without a
+        # timeout) is no longer renewed: its lease runs out and recovery takes it over, flagged.
+        oldest = time.monotonic() - conf.lease_seconds()
+        messages_renew(
+            [r.message.pk for r in rounds if not r.recorded and (r.handed_at is None or r.handed_at > oldest)],
+            owner=owner,
+            now=_now(now),
+        )
 
     try:
         if claimed is not None:
@@ -128,7 +144,10 @@ def messages_deliver(
             record(nobody)
         dispatch = Dispatch(
             [r for r in rounds if r.result is None],
-            Hooks(send=send, mark=mark, record=record, renew=renew, renew_every=conf.lease_renew_seconds()),
+            Hooks(
+                send=send, mark=mark, record=record, release=release, renew=renew,
+                renew_every=conf.lease_renew_seconds(),
+            ),
             concurrency=_concurrency(conf.send_concurrency()),
             stop=stop or threading.Event(),
             start_until=start_until,
@@ -153,9 +172,7 @@ _controllers: dict[int, Concurrency] = {}
 def _concurrency(ceiling: int) -> Concurrency:
     """One controller per worker process (and ceiling), so what one round learned about the
     provider's latency carries over to the next."""
-    if ceiling not in _controllers:
-        _controllers[ceiling] = Concurrency(ceiling)
-    return _controllers[ceiling]
+    return _controllers.setdefault(ceiling, Concurrency(ceiling))
 
 
 def _pushed_back(attempt) -> bool:

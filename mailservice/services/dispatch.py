@@ -34,6 +34,8 @@ FLUSH_GAP = 0.05
 # Jobs are marked as started ahead of the senders by about this long at the recent send rate
 # (more at loopback speed, where a statement per few sends would cost more than the sends).
 HAND_OUT_AHEAD = 0.2
+HAND_OUT_MIN_AHEAD = 4
+HAND_OUT_MAX_AHEAD = 32
 # How often the number of sends in flight is reconsidered.
 CONTROL_GAP = 0.1
 # Provider pushback (429, 5xx) halves the sends in flight at most this often.
@@ -66,6 +68,7 @@ class Concurrency:
         self._pushback = False
         self._direction = 1
         self._last_rate: float | None = None
+        self._lock = threading.Lock()
 
     def pushback(self) -> None:
         """A provider asked us to slow down (or failed under load) since the last look."""
@@ -74,6 +77,10 @@ class Concurrency:
     def adjust(self, *, finished: int, saturated: bool) -> int:
         """Reconsider the target. `finished`: sends finished so far in this round; `saturated`:
         work was waiting for a sender all along (only then does the rate say anything)."""
+        with self._lock:  # rounds may run in several threads of one process (the immediate queue)
+            return self._adjust(finished=finished, saturated=saturated)
+
+    def _adjust(self, *, finished: int, saturated: bool) -> int:
         now, cpu = self._clock(), self._cpu()
         window = self._window
         if window is None or not saturated or finished < window[2]:
@@ -116,6 +123,7 @@ class Hooks(Generic[Job]):
     send: Callable[[object, Job], bool]  # (connection, job) -> True when the provider pushed back
     mark: Callable[[list[Job]], list[Job]]  # mark as started; returns those still this worker's
     record: Callable[[list[Job]], None]
+    release: Callable[[list[Job]], None]  # give back jobs never handed to a sender
     renew: Callable[[], None]
     renew_every: float
 
@@ -188,7 +196,7 @@ class Dispatch(Generic[Job]):
     others, for the caller to release."""
 
     def __init__(self, jobs: Sequence[Job], hooks: Hooks[Job], *, concurrency: Concurrency,
-                 stop: threading.Event, start_until: float, patience: float, window_floor: int = 4):
+                 stop: threading.Event, start_until: float, patience: float):
         self.hooks, self.concurrency, self.stop = hooks, concurrency, stop
         self.halt = threading.Event()  # ours: set when the round ends, whatever `stop` says
         self.start_until, self.patience = start_until, patience
@@ -197,9 +205,6 @@ class Dispatch(Generic[Job]):
         self.ready_count = 0
         self.in_flight = 0
         self.marking = 0  # jobs the calling thread is marking now
-        # Jobs marked ahead of the senders: enough to keep them busy between two hand-outs,
-        # few enough that a worker killed meanwhile leaves little marked and unsent.
-        self.window_floor = window_floor
         self.done: list[Job] = []
         self.cond = threading.Condition()
         self.threads: list[threading.Thread] = []
@@ -207,6 +212,7 @@ class Dispatch(Generic[Job]):
         self.first_done_at: float | None = None
         self.finished_total = 0
         self.began = time.monotonic()
+        self.next_renew = self.began + hooks.renew_every
 
     def stopping(self) -> bool:
         return self.stop.is_set() or self.halt.is_set()
@@ -274,6 +280,8 @@ class Dispatch(Generic[Job]):
 
     def _start_senders(self) -> None:
         with self.cond:
+            if self._closed():
+                return  # a thread started now would take nothing
             wanted = min(self.concurrency.target, self.ready_count + self.in_flight)
             while self.active < wanted:
                 self.active += 1
@@ -284,19 +292,28 @@ class Dispatch(Generic[Job]):
 
     # The calling thread -------------------------------------------------------------------
 
+    def _closed(self) -> bool:
+        """No send may start any more (stopping, or past the round's start limit). Under the lock."""
+        return self.stopping() or time.monotonic() > self.start_until
+
+    def _hand_out_need(self) -> int:
+        """How many more jobs to mark now: enough for the senders in flight and HAND_OUT_AHEAD
+        seconds of the recent rate (at most HAND_OUT_MAX_AHEAD, so a worker killed meanwhile
+        leaves little marked and unsent). Under the lock."""
+        if self._closed() or not self.pending:
+            return 0
+        elapsed = time.monotonic() - self.began
+        rate = self.finished_total / elapsed if elapsed > 0.05 else self.concurrency.rate
+        ahead = min(max(HAND_OUT_MIN_AHEAD, int(rate * HAND_OUT_AHEAD)), HAND_OUT_MAX_AHEAD)
+        return min(self.concurrency.target + ahead - self.ready_count - self.in_flight, len(self.pending))
+
     def _hand_out(self) -> None:
         """Mark the next window of jobs as started and put them within the senders' reach."""
         with self.cond:
-            if self.stopping() or time.monotonic() > self.start_until or not self.pending:
-                return
-            # Enough for a few senders' sends and HAND_OUT_AHEAD seconds of the recent rate.
-            elapsed = time.monotonic() - self.began
-            rate = self.finished_total / elapsed if elapsed > 0.05 else self.concurrency.rate
-            window = self.concurrency.target + max(self.window_floor, int(rate * HAND_OUT_AHEAD))
-            need = window - self.ready_count - self.in_flight
+            need = self._hand_out_need()
             if need <= 0:
                 return
-            chunk = [self.pending.popleft() for _ in range(min(need, len(self.pending)))]
+            chunk = [self.pending.popleft() for _ in range(need)]
             self.marking = len(chunk)
         try:
             held = with_db_retry(lambda: self.hooks.mark(chunk), patience=self.patience, what="hand-out")
@@ -312,9 +329,28 @@ class Dispatch(Generic[Job]):
             self.marking = 0
             self.cond.notify_all()
 
+    def _give_back(self) -> None:
+        """Once no send may start, release what was never handed to a sender at once, rather
+        than holding it behind the slowest send in flight."""
+        with self.cond:
+            if not self._closed() or not (self.pending or self.ready_count):
+                return
+            unsent = self._take_unsent()
+        with_db_retry(lambda: self.hooks.release(unsent), patience=self.patience, what="release")
+
+    def _take_unsent(self) -> list[Job]:
+        """Remove and return every job not handed to a sender. Under the lock."""
+        unsent = list(self.pending)
+        self.pending.clear()
+        while self.ready_count:
+            unsent.append(self.ready.get_nowait())
+            self.ready_count -= 1
+        return unsent
+
     def _record(self, *, final: bool = False) -> None:
         with self.cond:
-            due = self.done and (final or time.monotonic() - (self.first_done_at or 0) >= FLUSH_GAP)
+            last = not self.in_flight and (self._closed() or not (self.ready_count or self.pending))
+            due = self.done and (final or last or time.monotonic() - (self.first_done_at or 0) >= FLUSH_GAP)
             if not due:
                 return
             finished, self.done, self.first_done_at = self.done, [], None
@@ -325,42 +361,43 @@ class Dispatch(Generic[Job]):
                 self.done[:0] = finished  # recorded by the next try, or left to the lease
             raise
 
-    def _wait(self, next_renew: float) -> None:
+    def _renew_if_due(self) -> None:
+        if time.monotonic() >= self.next_renew:
+            with_db_retry(self.hooks.renew, patience=self.patience, what="lease renewal")
+            self.next_renew = time.monotonic() + self.hooks.renew_every
+
+    def _wait(self) -> None:
         with self.cond:
             now = time.monotonic()
             if self.done:
                 timeout = FLUSH_GAP - (now - (self.first_done_at or now))
+                if not self.in_flight and (self._closed() or not (self.ready_count or self.pending)):
+                    timeout = 0  # the round's last sends: record them now
             else:
                 timeout = CONTROL_GAP
-            timeout = min(timeout, next_renew - now)
-            hand_out_due = (
-                self.pending and self.ready_count < self.concurrency.target
-                and not self.stopping() and now <= self.start_until
-            )
-            if timeout > 0 and not hand_out_due:
+            timeout = min(timeout, self.next_renew - now)
+            if timeout > 0 and self._hand_out_need() <= 0:
                 self.cond.wait(timeout)
 
     def _finished(self) -> bool:
         with self.cond:
             if self.in_flight or self.done:
                 return False
-            if self.stopping() or time.monotonic() > self.start_until:
-                return True  # what is left was never handed to a provider: unsent()
-            return self.ready_count == 0 and not self.pending
+            return self._closed() or (self.ready_count == 0 and not self.pending)
 
     def run(self) -> None:
         """Send and record until every job is done, or no more may start (stop, or the round's
-        time is up). Raises what interrupted it, after the sends in flight ended and were recorded."""
-        next_renew = time.monotonic() + self.hooks.renew_every
+        time is up). Raises what interrupted it, after the sends in flight ended and were
+        recorded; the leases are renewed meanwhile, however long those sends take."""
+        self.next_renew = time.monotonic() + self.hooks.renew_every
         try:
             while not self._finished():
                 self._hand_out()
                 self._start_senders()
-                self._wait(next_renew)
+                self._wait()
                 self._record()
-                if time.monotonic() >= next_renew:
-                    with_db_retry(self.hooks.renew, patience=self.patience, what="lease renewal")
-                    next_renew = time.monotonic() + self.hooks.renew_every
+                self._give_back()
+                self._renew_if_due()
                 with self.cond:
                     saturated = self.active >= self.concurrency.target and (self.ready_count > 0 or bool(self.pending))
                 self.concurrency.adjust(finished=self.finished_total, saturated=saturated)
@@ -371,31 +408,37 @@ class Dispatch(Generic[Job]):
             self.halt.set()  # start nothing more; let the sends in flight end
             with self.cond:
                 self.cond.notify_all()
-            _join(self.threads, self.halt)
-            self._record(final=True)
+            try:
+                _join(self.threads, self.halt, tick=self._renew_quietly)
+            finally:
+                self._record(final=True)
+
+    def _renew_quietly(self) -> None:
+        """Renew while the sends in flight end after an error: a failure here changes nothing
+        of what is being raised, and the leases then run out as for a dead worker."""
+        try:
+            self._renew_if_due()
+        except Exception:
+            logger.exception("lease renewal failed while the round ends")
 
     def unsent(self) -> list[Job]:
-        """The jobs never handed to a sender (marked or not): the caller releases them."""
-        unsent = list(self.pending)
-        while self.ready_count:
-            unsent.append(self.ready.get_nowait())
-            self.ready_count -= 1
-        return unsent
-
-    def recorded_nothing(self) -> list[Job]:
-        """Jobs that finished but could not be recorded (the database stayed unreachable)."""
-        return list(self.done)
+        """The jobs never handed to a sender (marked or not) and not given back yet: the caller
+        releases them."""
+        with self.cond:
+            return self._take_unsent()
 
 
-def _join(threads: list[threading.Thread], stop: threading.Event) -> None:
-    """Wait for every send thread, even through a signal that arrives meanwhile (it stops new
-    sends and is raised once all have ended): the caller then knows exactly which messages were
-    handed to a provider, and releases only the others."""
+def _join(threads: list[threading.Thread], stop: threading.Event, *, tick: Callable[[], None]) -> None:
+    """Wait for every send thread, calling `tick` (lease renewal) every CONTROL_GAP meanwhile,
+    even through a signal that arrives (it stops new sends and is raised once all have ended):
+    the caller then knows exactly which messages were handed to a provider, and releases only
+    the others."""
     interrupted: BaseException | None = None
     for thread in threads:
         while thread.is_alive():
             try:
-                thread.join()
+                thread.join(CONTROL_GAP)
+                tick()
             except BaseException as error:  # noqa: B036 - re-raised below, after the threads end
                 stop.set()
                 interrupted = interrupted or error

@@ -191,6 +191,31 @@ class ClassificationTests(FailoverTestCase):
             with self.subTest(error=type(error).__name__):
                 self.assertEqual(classify(error, reached_network=False), Outcome.LOCAL_ERROR)
 
+    def test_an_sdk_wrapping_its_transport_error_still_blames_the_provider(self):
+        """A DNS failure or refused connection wrapped in a backend's own class is the provider's."""
+        import requests
+
+        class SdkError(Exception):
+            pass
+
+        for transport in (requests.ConnectionError("Name or service not known"), ConnectionRefusedError(111, "refused"),
+                          socket.gaierror(-2, "Name or service not known")):
+            with self.subTest(transport=type(transport).__name__):
+                try:
+                    try:
+                        raise transport
+                    except Exception as cause:
+                        raise SdkError("could not reach the API") from cause
+                except SdkError as wrapped:
+                    self.assertEqual(classify(wrapped, reached_network=False), Outcome.PROVIDER_ERROR)
+                self.assertEqual(classify(transport, reached_network=False), Outcome.PROVIDER_ERROR)
+
+    def test_a_content_error_after_the_request_went_out_is_ambiguous(self):
+        """Failing to decode the provider's answer: it may have taken the message."""
+        error = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        self.assertEqual(classify(error, reached_network=True), Outcome.AMBIGUOUS)
+        self.assertEqual(classify(error, reached_network=False), Outcome.LOCAL_ERROR)
+
     def test_content_errors_are_told_from_other_local_errors(self):
         """Content errors will not improve by waiting; a backend's bug might."""
         self.assertTrue(is_content_error(RecursionError()))
@@ -247,6 +272,21 @@ class CallerOpenedSessionTests(FailoverTestCase):
         self.assertIsNone(first.session)
         self.assertEqual(connection._pool.retired, [])
         self.assertEqual(connection._pool.instances, {})
+
+    def test_a_provider_failing_again_and_again_keeps_one_backend_aside(self):
+        """Each failure sets the failed backend aside; an older one of the same provider is closed."""
+        self.esp.fail("sendgrid", 503)
+        connection = self.connection(backends=[SENDGRID], probe_interval=1)
+        connection.open()
+        self.addCleanup(connection.close)
+        backends = []
+        for _ in range(3):
+            connection.forget()  # so each message asks SendGrid again
+            with self.assertRaises(AllProvidersFailed):
+                connection.send_messages([self.message()])
+            backends.append(connection._pool.retired[-1][1])
+        self.assertEqual([name for name, _ in connection._pool.retired], ["sendgrid"])
+        self.assertEqual([backend.session is None for backend in backends], [True, True, False])
 
 
 

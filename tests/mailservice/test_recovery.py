@@ -29,20 +29,20 @@ def message_claim(*, message_id, owner, now):
 
 @gateway_settings(MAILSERVICE_LEASE_SECONDS=300, MAILSERVICE_LEASE_RENEW_SECONDS=5, MAILSERVICE_RECOVERY_GRACE=120)
 class LeaseTests(DeliveryMixin, TestCase):
-    """A claim holds a message for three renewal periods (15 s here) unless its worker renews it."""
+    """A claim holds a message for six renewal periods (30 s here) unless its worker renews it."""
 
     def test_claim_is_exclusive(self):
         """While one worker holds the lease, another cannot claim the message."""
         message_id = self.submit()
         self.assertIsNotNone(message_claim(message_id=message_id, owner="w1", now=T0))
-        self.assertIsNone(message_claim(message_id=message_id, owner="w2", now=later(14)))
+        self.assertIsNone(message_claim(message_id=message_id, owner="w2", now=later(29)))
         self.assertIsNone(message_deliver(message_id=message_id, worker="w2", now=later(10)))
         self.assertEqual(len(mail.outbox), 0)
 
     def test_claim_sets_sending_and_lease(self):
         """A claim marks the message and its recipients `sending` with a short lease."""
         message = message_claim(message_id=self.submit(), owner="w1", now=T0)
-        self.assertEqual((message.status, message.lease_owner, message.lease_expires_at), ("sending", "w1", later(15)))
+        self.assertEqual((message.status, message.lease_owner, message.lease_expires_at), ("sending", "w1", later(30)))
         self.assertEqual(list(message.recipients.values_list("status", flat=True)), ["sending"])
 
     def test_a_living_worker_renews_its_leases(self):
@@ -51,21 +51,21 @@ class LeaseTests(DeliveryMixin, TestCase):
         message_claim(message_id=mine, owner="w1", now=T0)
         message_claim(message_id=other, owner="w2", now=T0)
         self.assertEqual(messages_renew([mine, other], owner="w1", now=later(10)), 1)
-        self.assertEqual(Message.objects.get(pk=mine).lease_expires_at, later(25))
-        self.assertEqual(Message.objects.get(pk=other).lease_expires_at, later(15))
+        self.assertEqual(Message.objects.get(pk=mine).lease_expires_at, later(40))
+        self.assertEqual(Message.objects.get(pk=other).lease_expires_at, later(30))
 
     def test_worker_dying_after_claim_is_recovered_and_delivered_once(self):
         """A claim whose worker died before sending is re-enqueued by recovery once its short
         lease expires, then sent once, unflagged: that round never counted."""
         message_id = self.submit()
         message_claim(message_id=message_id, owner="dead-worker", now=T0)  # ...and the worker dies
-        self.assertEqual(message_recover(now=later(14)), 0)  # lease still running
+        self.assertEqual(message_recover(now=later(29)), 0)  # lease still running
         DBTaskResult.objects.all().delete()
         with self.captureOnCommitCallbacks(execute=True):
-            self.assertEqual(message_recover(now=later(15)), 1)
+            self.assertEqual(message_recover(now=later(30)), 1)
         task = DBTaskResult.objects.get()
         self.assertEqual((task.task_path, task.args_kwargs["args"]), ("mailservice.tasks.deliver_due", []))
-        message = message_deliver(message_id=message_id, worker="new-worker", now=later(16))
+        message = message_deliver(message_id=message_id, worker="new-worker", now=later(31))
         self.assertEqual((message.status, message.attempt_count, message.possible_duplicate), ("sent", 1, False))
         self.assertFalse(message.attempts.filter(outcome="ambiguous").exists())
         self.assertEqual(len(mail.outbox), 1)
@@ -78,7 +78,7 @@ class LeaseTests(DeliveryMixin, TestCase):
         message_id = self.submit()
         message_claim(message_id=message_id, owner="dead-worker", now=T0)
         self.assertEqual(messages_mark_started([message_id], owner="dead-worker", now=later(1)), {message_id})
-        message = message_deliver(message_id=message_id, worker="new-worker", now=later(17))
+        message = message_deliver(message_id=message_id, worker="new-worker", now=later(32))
         self.assertTrue(message.possible_duplicate)
         self.assertEqual(message.attempts.filter(outcome="ambiguous", round=1).count(), 1)
 
@@ -86,8 +86,8 @@ class LeaseTests(DeliveryMixin, TestCase):
         """A worker that lost its lease to another may not mark (and so send) the message."""
         message_id = self.submit()
         message_claim(message_id=message_id, owner="slow", now=T0)
-        message_claim(message_id=message_id, owner="fast", now=later(16))
-        self.assertEqual(messages_mark_started([message_id], owner="slow", now=later(17)), set())
+        message_claim(message_id=message_id, owner="fast", now=later(31))
+        self.assertEqual(messages_mark_started([message_id], owner="slow", now=later(32)), set())
 
     def test_worker_that_lost_its_lease_does_not_overwrite_the_outcome(self):
         """A worker finishing after its lease was taken over records attempts but not its outcome."""
