@@ -402,6 +402,7 @@ class Bench:
             "ANYMAIL_SENDGRID_API_KEY": "bench-key",
             "ANYMAIL_SENDGRID_API_URL": self.url,
             "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
+            "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
             # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
             "DEBUG": "0",
             "LOG_LEVEL": "INFO",

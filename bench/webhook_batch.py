@@ -40,6 +40,7 @@ def setup_django() -> None:
             "DATABASE_URL": f"sqlite:///{workdir}/bench.sqlite3",
             "CACHE_URL": "locmemcache://",
             "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
+            "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
             # Tracking endpoints answer only for configured providers (docs/webhooks.md).
             "MAILSERVICE_WEBHOOK_PROVIDERS": "sendgrid",
             "LOG_LEVEL": "WARNING",

@@ -15,14 +15,19 @@ and a `.env` file in the project root is read the same way (the environment wins
 - LOG_FORMAT=json: gunicorn's own lines as JSON objects, like the application's.
 
 The access log goes to stdout with the path only: never the query string, the referrer or the
-basic-auth user, so a credential someone put in a URL does not reach the log."""
+basic-auth user, so a credential someone put in a URL does not reach the log; its values have
+their control characters escaped, so a client cannot forge a line (EscapingLogger)."""
 import multiprocessing
 import os
 import sys
 from pathlib import Path
 
+from gunicorn.glogging import Logger, SafeAtoms
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))  # smtest.logformat and mailservice.logfilters, below
+
+from smtest.logformat import escape_controls  # noqa: E402 (needs the path above)
 
 
 def _read_dotenv() -> None:
@@ -77,7 +82,8 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat files off the disk
 
-# Logs: errors to stderr, the access log to stdout; both pass the project's key masking.
+# Logs: errors to stderr, the access log to stdout; both pass the project's masking of API keys
+# and configured secrets (mailservice/logfilters.py).
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
@@ -86,11 +92,33 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # %(u)s (the webhook's basic-auth user).
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
+
+class EscapedAtoms(SafeAtoms):
+    """The values of an access log line, each kept inside its field whatever the client sent:
+    gunicorn decodes `%0d%0a` in the path to CR LF, which would start a forged line. A backslash
+    is doubled, then every control character escaped (`\\r`, `\\n`, `\\x1b`, `\\u2028`), then
+    gunicorn's SafeAtoms escapes the quotes."""
+
+    def __init__(self, atoms: dict) -> None:
+        super().__init__({
+            name: escape_controls(value.replace("\\", "\\\\")) if isinstance(value, str) else value
+            for name, value in atoms.items()
+        })
+
+
+class EscapingLogger(Logger):
+    """gunicorn's logger, its access log lines escaped (EscapedAtoms)."""
+
+    atoms_wrapper_class = EscapedAtoms
+
+
+logger_class = EscapingLogger
+
 _json = os.environ.get("LOG_FORMAT", "text").strip().lower() == "json"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"mask_api_keys": {"()": "mailservice.logfilters.MaskApiKeys"}},
+    "filters": {"mask_secrets": {"()": "mailservice.logfilters.MaskSecrets"}},
     "formatters": {
         "access": {"format": "%(message)s"},
         "error": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"},
@@ -101,13 +129,13 @@ logconfig_dict = {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "json" if _json else "access",
-            "filters": ["mask_api_keys"],
+            "filters": ["mask_secrets"],
         },
         "error": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stderr",
             "formatter": "json" if _json else "error",
-            "filters": ["mask_api_keys"],
+            "filters": ["mask_secrets"],
         },
     },
     "root": {"level": "WARNING", "handlers": ["error"]},

@@ -1,9 +1,16 @@
 """The admin: messages with their recipients, attempts and events (read-only), retry and cancel
-actions; tracking events read-only; suppressions; API keys shown by name and prefix only."""
+actions; tracking events read-only; suppressions; API keys shown by name and prefix only; and
+change lists that refuse a query string they cannot filter by instead of failing (every
+registered ModelAdmin's, guard_changelists)."""
 from __future__ import annotations
+
+import functools
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.db import DataError
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -15,6 +22,51 @@ from mailservice.selectors import HEAVY_FIELDS
 from mailservice.services.keys import api_keys_revoke
 from mailservice.services.messages import message_cancel, message_retry
 from mailservice.services.suppressions import suppression_add, suppressions_remove
+
+
+class CheckedChangeList(ChangeList):
+    """A change list whose query string holds values Django lets through but cannot filter by
+    (`?timestamp__year=0`, a year past 9999, an integer past 64 bits, a NUL, the day after
+    9999-12-31) answers as Django does for other incorrect lookups, with the list unfiltered
+    (`?e=1`), never a 500. Such values fail only when the date hierarchy computes its bounds or
+    when the query is built or run, after Django's own checks."""
+
+    def get_filters(self, request: HttpRequest):
+        try:
+            return super().get_filters(request)
+        except OverflowError as err:  # the date hierarchy's bounds; Django catches only ValueError
+            raise IncorrectLookupParameters(err) from err
+
+    def get_results(self, request: HttpRequest) -> None:
+        # The first statement the list runs: the count, with every filter applied.
+        try:
+            super().get_results(request)
+        except (ValueError, OverflowError, DataError) as err:
+            raise IncorrectLookupParameters(err) from err
+
+
+@functools.cache
+def checked_changelist(changelist: type[ChangeList]) -> type[ChangeList]:
+    """`changelist` (Django's, or an app's own subclass) with CheckedChangeList's refusals."""
+    if issubclass(changelist, CheckedChangeList):
+        return changelist
+    return type(f"Checked{changelist.__name__}", (CheckedChangeList, changelist), {})
+
+
+def guard_changelists(site: admin.AdminSite) -> None:
+    """Give every ModelAdmin registered on `site` (other apps' too: auth, axes, the task queue)
+    CheckedChangeList's refusals. Run once every app's admin has registered
+    (MailserviceConfig.ready)."""
+    for model_admin in site._registry.values():
+        get_changelist = model_admin.get_changelist
+        if getattr(get_changelist, "checked", False):
+            continue
+
+        def checked(request: HttpRequest, _original=get_changelist, **kwargs) -> type[ChangeList]:
+            return checked_changelist(_original(request, **kwargs))
+
+        checked.checked = True
+        model_admin.get_changelist = checked
 
 
 class ViewOnlyAdmin(admin.ModelAdmin):
@@ -168,6 +220,7 @@ class MessageAdmin(ViewOnlyAdmin):
 
     @admin.action(description="Cancel the selected messages (queued or deferred only)")
     def cancel_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        # The service DELETE /api/messages/{id} calls too: the message becomes `cancelled`.
         self._apply(request, queryset, message_cancel, "cancelled")
 
     def _apply(self, request, queryset, action, done: str) -> None:
@@ -189,6 +242,9 @@ class TrackingEventAdmin(ViewOnlyAdmin):
     list_display = ("provider", "event_type", "recipient", "timestamp", "message")
     list_filter = ("provider", "event_type")
     search_fields = ("recipient", "event_id", "provider_message_id")
+    # By the provider's time of the event; its year, month and day are checked (`?timestamp__year=0`
+    # reloads the list unfiltered).
+    date_hierarchy = "timestamp"
     raw_id_fields = ("message", "message_recipient")
 
 
@@ -222,10 +278,13 @@ class ApiKeyAdmin(ViewOnlyAdmin):
     """Keys are created with `manage.py create_api_key` (the only time the key is shown); the
     admin can revoke them. The hash is never displayed."""
 
-    list_display = ("name", "masked", "scopes", "sender_domains", "created_at", "last_used_at", "revoked_at")
+    # expires_at: the end of a rotation's grace period (docs/deployment.md, "Rotation without downtime").
+    fields = (
+        "name", "masked", "scopes", "sender_domains", "created_at", "last_used_at", "expires_at", "revoked_at"
+    )
+    list_display = fields
     list_filter = ("revoked_at", "scopes")
     search_fields = ("name", "prefix")
-    fields = ("name", "masked", "scopes", "sender_domains", "created_at", "last_used_at", "revoked_at")
     readonly_fields = fields
     actions = ("revoke",)
 

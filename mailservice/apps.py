@@ -11,3 +11,10 @@ class MailserviceConfig(AppConfig):
         # which must wait for the app registry (the one kind of function-level import allowed
         # besides optional dependencies; docs/architecture.md, "Import rules").
         from mailservice import checks, webhooks  # noqa: F401
+        # Every app's admin has registered by now (the admin app comes first in INSTALLED_APPS
+        # and discovers them in its ready()): their change lists get the gateway's refusals.
+        from django.contrib import admin
+
+        from mailservice.admin import guard_changelists
+
+        guard_changelists(admin.site)

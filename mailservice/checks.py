@@ -1,11 +1,13 @@
 """System checks for the gateway's configuration."""
+from anymail.utils import get_anymail_setting
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from mailservice.api.auth import api_rate_limit
 from mailservice.models.bulk import supports_insert_returning
+from mailservice.webhooks import enabled_providers
 
 
 @register(Tags.security)
@@ -55,3 +57,52 @@ def check_database_features(app_configs=None, databases=None, **kwargs):
                 )
             )
     return errors
+
+
+def _webhook_enabled(esp: str) -> bool:
+    """Whether the tracking endpoint of `esp` answers (docs/webhooks.md, "Which endpoints answer")."""
+    try:
+        return esp in enabled_providers()
+    except Exception:  # the failover app's own checks report a broken chain
+        return False
+
+
+def _anymail_setting(name: str, esp_name: str) -> str:
+    """An ESP's webhook setting, looked up as Anymail's view looks it up (ANYMAIL["<ESP>_<NAME>"],
+    ANYMAIL_<ESP>_<NAME>, or the bare <ESP>_<NAME>)."""
+    value = get_anymail_setting(name, esp_name=esp_name, default=None, allow_bare=True)
+    return str(value or "").strip()
+
+
+@register(Tags.security)
+def check_mandrill_webhook_key(app_configs=None, **kwargs):
+    """Mandrill's endpoint cannot check a post without the webhook key, so Anymail answers every
+    post 500: outside DEBUG that stops `migrate` and `check`, like a missing webhook secret."""
+    if settings.DEBUG or not _webhook_enabled("mandrill") or _anymail_setting("webhook_key", "Mandrill"):
+        return []
+    return [
+        Error(
+            "Mandrill's tracking webhook is enabled (FIRST_WORKING_EMAIL_BACKENDS or MAILSERVICE_WEBHOOK_PROVIDERS) "
+            "without ANYMAIL_MANDRILL_WEBHOOK_KEY: every post to /anymail/mandrill/ would be answered 500.",
+            hint="Set ANYMAIL_MANDRILL_WEBHOOK_KEY to the key Mandrill shows for the webhook (Settings → Webhooks), "
+            "and ANYMAIL_MANDRILL_WEBHOOK_URL if a proxy changes the URL Mandrill signs; see docs/webhooks.md.",
+            id="mailservice.E106",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_sendgrid_verification_key(app_configs=None, **kwargs):
+    """Without the verification key SendGrid's posts are checked by the shared basic-auth secret
+    alone, not by SendGrid's signature: worth a warning under `check --deploy`, not a refusal."""
+    if not _webhook_enabled("sendgrid") or _anymail_setting("tracking_webhook_verification_key", "SendGrid"):
+        return []
+    return [
+        Warning(
+            "SendGrid's tracking webhook is enabled without ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY: "
+            "its posts are checked by the shared secret only, not by SendGrid's signature.",
+            hint="Turn on SendGrid's signed Event Webhook and set the public key it shows; see docs/webhooks.md, "
+            "\"SendGrid's signed Event Webhook\".",
+            id="mailservice.W101",
+        )
+    ]

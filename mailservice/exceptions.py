@@ -132,4 +132,9 @@ class ApiKeyError(MailserviceError):
 
 
 class MessageStateError(MailserviceError):
-    """An operator action does not apply to the message's current status (retry a sent one)."""
+    """An action does not apply to the message's current status (retry a sent one, cancel one a
+    worker is sending); `status` is that status, as the refusing statement found it."""
+
+    def __init__(self, message: str, *, status: str = ""):
+        self.status = status
+        super().__init__(message)

@@ -4,7 +4,9 @@ They answer over plain HTTP on the private network (SECURE_REDIRECT_EXEMPT) and 
 key: a prober holds none. `/healthz` touches nothing, so a slow database never gets a healthy
 process restarted. `/readyz` reaches each dependency the gateway needs to accept and deliver
 mail, each bounded by a short timeout, so a dead Redis takes the process out of rotation within
-a second or two instead of hanging the probe. `/metrics` may hold a bearer token.
+a second or two instead of hanging the probe. `/metrics` takes a bearer token; without one it is
+closed with DEBUG off unless MAILSERVICE_METRICS_PUBLIC says it is meant to be open, since its
+figures (volumes, providers, failures) are the operator's business.
 """
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ RQ_BACKEND_PREFIX = "django_tasks_rq."
 # `scheme://user:password@host`: the password of a connection URL never reaches a log line.
 URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^@\s/]*@")
 UNAUTHORIZED = "A valid metrics token is required in the header: Authorization: Bearer <token>."
+# A 403, not a 401: no token exists that could open it, so asking for one would mislead.
+METRICS_CLOSED = (
+    "/metrics is closed: set MAILSERVICE_METRICS_TOKEN and scrape with Authorization: Bearer <token>, "
+    "or set MAILSERVICE_METRICS_PUBLIC=1 to leave it open."
+)
 METRICS_UNAVAILABLE = "Metrics are unavailable: the database did not answer."
 
 
@@ -79,8 +86,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition of mailservice.metrics, computed from the tables at each scrape."""
     token = conf.metrics_token()
-    if token and not _bearer_matches(request, token):
-        return error_response(401, [FieldError(None, UNAUTHORIZED)])
+    if token:
+        if not _bearer_matches(request, token):
+            return error_response(401, [FieldError(None, UNAUTHORIZED)])
+    elif not (settings.DEBUG or conf.metrics_public()):
+        return error_response(403, [FieldError(None, METRICS_CLOSED)])
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     try:
         body = encoder(metrics.registry())

@@ -5,7 +5,7 @@ validation.py."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from django.http import HttpRequest
@@ -15,7 +15,9 @@ from ninja import Schema
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, field_validator
 
 from mailservice import conf
-from mailservice.models import Message, Recipient, Suppression
+from mailservice.jsonlimits import cap_problem, field_caps, text_problem
+from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
+from mailservice.reasons import delivery_attempt_reason, delivery_error_reason
 from mailservice.statuses import MessageStatus, RecipientStatus
 
 # How many items a request's lists and objects may hold (docs/security.md, "Input limits").
@@ -52,8 +54,32 @@ def _utc_text(value: datetime) -> str:
     return value.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _storable_send_at(value: datetime | None) -> datetime | None:
-    return None if value is None else _utc_between(value, EARLIEST, LATEST_SEND_AT)
+def _schedulable_send_at(value: datetime | None) -> datetime | None:
+    """`send_at` in UTC, storable, and at most MAILSERVICE_MAX_SCHEDULE_DAYS ahead: a scheduled
+    message keeps its body (attachments included) in the database until then."""
+    if value is None:
+        return None
+    in_utc = _utc_between(value, EARLIEST, LATEST_SEND_AT)
+    days = conf.max_schedule_days()
+    if days:
+        try:
+            horizon = timezone.now() + timedelta(days=days)
+        except OverflowError:  # a horizon past the year 9999 is no horizon
+            return in_utc
+        if in_utc > horizon:
+            raise ValueError(
+                f"At most {days:g} days ahead (MAILSERVICE_MAX_SCHEDULE_DAYS), until {_utc_text(horizon)}; "
+                f"got {value.isoformat()}."
+            )
+    return in_utc
+
+
+def _text(value: str) -> str:
+    """Refuse what JSON parses but is not storable text: NUL, a lone surrogate (`\\ud800`)."""
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _without_nul(value: str | None) -> str | None:
@@ -70,6 +96,19 @@ def _at_most(limit: int | Callable[[], int], items: str) -> BeforeValidator:
         maximum = limit() if callable(limit) else limit
         if isinstance(value, (list, dict)) and len(value) > maximum:
             raise ValueError(f"At most {maximum} {items}; got {len(value)}.")
+        return value
+
+    return BeforeValidator(check)
+
+
+def capped_json(name: str) -> BeforeValidator:
+    """The caps of the free-form JSON field `name` (jsonlimits.FREE_FORM_FIELDS: its bytes, keys,
+    depth and strings), checked on the value as parsed, before its items are validated."""
+
+    def check(value: Any) -> Any:
+        problem = cap_problem(value, field_caps(name), name)
+        if problem:
+            raise ValueError(problem)
         return value
 
     return BeforeValidator(check)
@@ -164,15 +203,30 @@ class MessageIn(Schema):
     tags: Annotated[
         Annotated[list[str], Field(max_length=MAX_TAGS)] | None, _at_most(MAX_TAGS, "tags")
     ] = Field(None, description=f"At most {MAX_TAGS}.")
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any] | None, capped_json("metadata")] = Field(
+        None,
+        description="Passed to the provider. At most MAILSERVICE_MAX_METADATA_BYTES (10,000) bytes as "
+        "JSON, MAILSERVICE_MAX_METADATA_KEYS (100) keys and list items at every level, 32 levels "
+        "deep, 1,000 characters per string.",
+    )
     template_id: str | None = None
     merge_data: Annotated[
-        dict[str, dict[str, Any]] | None, _at_most(conf.max_recipients, "entries (one per recipient)")
-    ] = Field(None, description="Per-recipient merge data, keyed by address.")
-    merge_global_data: dict[str, Any] | None = None
-    send_at: Annotated[AwareDatetime | None, AfterValidator(_storable_send_at)] = Field(
+        dict[str, dict[str, Any]] | None,
+        capped_json("merge_data"),
+        _at_most(conf.max_recipients, "entries (one per recipient)"),
+    ] = Field(
         None,
-        description="ISO 8601 with a time zone; delivery waits until then. Before year 9999 in UTC.",
+        description="Per-recipient merge data, keyed by address. At most MAILSERVICE_MAX_MERGE_DATA_BYTES "
+        "(2 MB) as JSON, MAILSERVICE_MAX_MERGE_DATA_KEYS (20,000) keys and list items at every level, "
+        "32 levels deep, 100,000 characters per string.",
+    )
+    merge_global_data: Annotated[dict[str, Any] | None, capped_json("merge_global_data")] = Field(
+        None, description="Merge data for every recipient; capped as merge_data."
+    )
+    send_at: Annotated[AwareDatetime | None, AfterValidator(_schedulable_send_at)] = Field(
+        None,
+        description="ISO 8601 with a time zone; delivery waits until then. At most "
+        "MAILSERVICE_MAX_SCHEDULE_DAYS (30) days ahead.",
     )
 
 
@@ -205,13 +259,27 @@ def message_accepted(request: HttpRequest, message: Message) -> dict[str, Any]:
     return MessageAccepted.model_validate(message, context={"request": request}).model_dump(mode="json")
 
 
+# A tenant sees why delivery failed in the gateway's words, never a provider's own answer, which
+# stays in the database, the admin and the logs (mailservice/reasons.py).
+DELIVERY_ERROR_DESCRIPTION = (
+    "Why delivery failed, in one line: the gateway's own sentence (\"Cancelled by an operator.\"), or "
+    "the reasons of the latest failed attempts, \"<provider>: <reason>\" each "
+    "(\"sendgrid: provider unavailable (HTTP 503); mailgun: timed out connecting to provider\"); "
+    "empty when nothing failed."
+)
+
+
 class RecipientOut(Schema):
     address: str
     email: str
     kind: str
     status: RecipientStatus
     provider_message_id: str
-    error: str
+    error: str = Field(description=DELIVERY_ERROR_DESCRIPTION)
+
+    @staticmethod
+    def resolve_error(recipient: Recipient) -> str:
+        return delivery_error_reason(recipient.error, recipient.message)
 
 
 class AttemptOut(Schema):
@@ -220,10 +288,18 @@ class AttemptOut(Schema):
     outcome: str
     ambiguous: bool
     error_class: str
-    error: str
+    error: str = Field(
+        description="Why this attempt failed, in one line derived from its outcome, HTTP status and "
+        "error class (\"provider unavailable (HTTP 503)\", \"timed out connecting to provider\"); "
+        "empty when it was sent. Never the provider's own answer (docs/api.md)."
+    )
     status_code: int | None
     duration: float
     created_at: datetime
+
+    @staticmethod
+    def resolve_error(attempt: DeliveryAttempt) -> str:
+        return delivery_attempt_reason(attempt)
 
 
 class EventOut(Schema):
@@ -263,7 +339,7 @@ class MessageOut(MessageSummaryOut):
     attempt_count: int
     next_attempt_at: datetime | None
     possible_duplicate: bool
-    last_error: str
+    last_error: str = Field(description=DELIVERY_ERROR_DESCRIPTION)
     sent_at: datetime | None
     finished_at: datetime | None
     recipients: list[RecipientOut]
@@ -281,6 +357,10 @@ class MessageOut(MessageSummaryOut):
     @staticmethod
     def resolve_tags(message: Message) -> list[str]:
         return list(message.tags or [])
+
+    @staticmethod
+    def resolve_last_error(message: Message) -> str:
+        return delivery_error_reason(message.last_error, message)
 
 
 class ProviderOut(Schema):
@@ -302,7 +382,7 @@ class SuppressionIn(Schema):
         extra="forbid", json_schema_extra={"example": SUPPRESSION_EXAMPLE, "examples": [SUPPRESSION_EXAMPLE]}
     )
 
-    address: str
+    address: Annotated[str, AfterValidator(_text)]
     reason: Suppression.Reason = Suppression.Reason.MANUAL
 
 

@@ -16,6 +16,7 @@ class RecipientStatus(models.TextChoices):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     SUPPRESSED = "suppressed"  # dropped before sending: the address is on the suppression list
+    CANCELLED = "cancelled"  # called back before any provider took it (API or operator)
 
 
 class MessageStatus(models.TextChoices):
@@ -29,6 +30,7 @@ class MessageStatus(models.TextChoices):
     BOUNCED = "bounced"
     COMPLAINED = "complained"
     SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
     PARTIALLY_DELIVERED = "partially_delivered"  # all recipients final, with different outcomes
 
 
@@ -40,6 +42,7 @@ FINAL_RECIPIENT_STATUSES = frozenset(
         RecipientStatus.BOUNCED,
         RecipientStatus.COMPLAINED,
         RecipientStatus.SUPPRESSED,
+        RecipientStatus.CANCELLED,
     }
 )
 # How far a recipient that is not final has come: the message shows the least advanced one.
@@ -83,6 +86,7 @@ _RANK = {
     RecipientStatus.BOUNCED: 4,
     RecipientStatus.COMPLAINED: 4,
     RecipientStatus.SUPPRESSED: 4,
+    RecipientStatus.CANCELLED: 4,
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ from typing import Any
 
 from mailservice import conf
 from mailservice.addresses import AddressError, ParsedAddress, parse_address
-from mailservice.exceptions import FieldError, InvalidRequest, PayloadTooLarge
+from mailservice.exceptions import FieldError, InvalidRequest, MalformedRequest, PayloadTooLarge
+from mailservice.jsonlimits import (
+    FREE_FORM_FIELDS,
+    MAX_JSON_DEPTH,
+    body_shape,
+    deepest_member,
+    field_caps,
+    text_problem,
+)
 from mailservice.schemas import MessageIn
 from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS  # noqa: F401 (re-exported limits)
 
@@ -25,9 +34,11 @@ MAX_LINE = 998  # subject, header values, filenames, content ids, tags, template
 MAX_HEADER_NAME = 76  # a header name and ": " fit a 78-character line (RFC 5322)
 MAX_MIMETYPE = 255  # `type/subtype`, each at most 127 characters (RFC 6838)
 MAX_ERRORS = 100  # errors listed in one answer; one more entry counts the rest
-# Nesting levels inside one JSON field (metadata, merge data): deeper values cannot be serialized
-# for every provider (docs/api.md, "Limits").
-MAX_JSON_DEPTH = 32
+# The free-form JSON fields' caps (MAX_JSON_DEPTH among them) live in jsonlimits.py, which
+# schemas.py checks them with before pydantic validates the fields' items.
+# Members of a message body besides its lists and free-form fields: its top-level fields, with
+# room for more (body_values_limit).
+BODY_MEMBERS = 50
 # RFC 5322 field-name: printable US-ASCII except the colon.
 HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 # RFC 6838 restricted-name for the type and the subtype.
@@ -35,8 +46,6 @@ MIMETYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za
 # Control characters (C0 but tab, DEL, C1) and the Unicode line and paragraph separators: in a
 # header the email library may break the line on them or fail to encode it, at send time.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-# A lone UTF-16 surrogate (JSON allows the escape "\ud800") is not text: it cannot be encoded.
-SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Headers with a field of their own, or that the gateway (or the provider) writes.
 OWNED_HEADERS = {
     "from": "use the `from` field",
@@ -346,20 +355,13 @@ def _is_utf8_if_text(content: bytes, mimetype: str | None, filename: str) -> boo
 def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
     """What JSON parses but no database stores or no provider serializes, anywhere in the body
     (metadata and merge data included): NaN and Infinity (also a number too large for a float,
-    such as 1e400), NUL characters and lone surrogates, in values and in keys, and nesting deeper
-    than MAX_JSON_DEPTH (reported once, on the top-level field). Walked without recursion."""
-    stack: list[tuple[str, Any, int]] = [(name, value, 0) for name, value in reversed(body.items())]
-    too_deep: set[str] = set()
+    such as 1e400), NUL characters and lone surrogates, in values and in keys. Walked without
+    recursion; the free-form fields were capped (depth and size) before (schemas.capped_json)."""
+    stack: list[tuple[str, Any]] = [(name, value) for name, value in reversed(body.items())]
     while stack:
-        path, value, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH and isinstance(value, (dict, list, tuple)):
-            field = re.split(r"[.\[]", path, maxsplit=1)[0]
-            if field not in too_deep:
-                too_deep.add(field)
-                errors.append(FieldError(field, f"Nested more than {MAX_JSON_DEPTH} levels deep."))
-            continue
+        path, value = stack.pop()
         if isinstance(value, str):
-            problem = _text_problem(value)
+            problem = text_problem(value)
             if problem:
                 errors.append(FieldError(path, problem))
         elif isinstance(value, float):
@@ -371,23 +373,59 @@ def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
         elif isinstance(value, dict):
             for key, item in reversed(value.items()):
                 item_path = f"{path}.{key}"
-                problem = _text_problem(key) if isinstance(key, str) else None
+                problem = text_problem(key) if isinstance(key, str) else None
                 if problem:
                     errors.append(FieldError(item_path, f"In this key: {problem}"))
                 else:
-                    stack.append((item_path, item, depth + 1))
+                    stack.append((item_path, item))
         elif isinstance(value, (list, tuple)):
-            stack.extend(
-                (f"{path}[{index}]", item, depth + 1) for index, item in reversed(list(enumerate(value)))
-            )
+            stack.extend((f"{path}[{index}]", item) for index, item in reversed(list(enumerate(value))))
 
 
-def _text_problem(value: str) -> str | None:
-    if value.isascii():
-        return "The NUL character (U+0000) is not allowed." if "\x00" in value else None
-    if "\x00" in value:
-        return "The NUL character (U+0000) is not allowed."
-    match = SURROGATE.search(value)
-    if match:
-        return f"A lone UTF-16 surrogate (U+{ord(match.group()):04X}) is not text; send valid Unicode."
-    return None
+def body_values_limit() -> int:
+    """The most JSON values a body may hold, counted on its bytes (jsonlimits.body_shape): four
+    times what a message within every other limit can hold. The count reaches up to twice the
+    real one; the other half is room, so that a body some way over one limit (200,000
+    recipients) is parsed and answered on its field. A body over it breaks some limit whatever
+    it holds, and is refused before it is parsed: parsing is what costs (two million metadata
+    keys take seconds)."""
+    members = (
+        BODY_MEMBERS
+        + 2 * conf.max_recipients()  # to, cc and bcc together; reply_to
+        + MAX_TAGS
+        + MAX_HEADERS
+        + 6 * MAX_ATTACHMENTS  # each attachment and its five fields
+        + sum(field_caps(name).keys for name in FREE_FORM_FIELDS)
+    )
+    return 4 * members
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The parsed JSON body of a request to the API or the send URL, measured on its bytes first
+    (docs/security.md, "Input limits"): PayloadTooLarge (413) over body_values_limit(),
+    InvalidRequest (422) on the top-level field that nests deeper than a free-form field may
+    (MAX_JSON_DEPTH inside the field), MalformedRequest (400) when it is not JSON (its brackets
+    do not balance, or the parser says so). No object is built for a body refused on its shape."""
+    limit = body_values_limit()
+    shape = body_shape(raw, max_values=limit)
+    if not shape.balanced:  # a bracket left open (or closed twice) is not JSON, however long
+        raise MalformedRequest([FieldError(None, "The request body is not valid JSON.")])
+    if shape.values > limit:
+        raise PayloadTooLarge(
+            [
+                FieldError(
+                    None,
+                    f"The body holds too many JSON values for any message within the limits "
+                    f"({shape.values} counted; at most {limit}).",
+                )
+            ]
+        )
+    max_depth = MAX_JSON_DEPTH + 2  # the body's object and the field's own value
+    if shape.depth > max_depth:
+        raise InvalidRequest(
+            [FieldError(deepest_member(raw, max_depth), f"Nested more than {MAX_JSON_DEPTH} levels deep.")]
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: a body the measure misread (not JSON)
+        raise MalformedRequest([FieldError(None, "The request body is not valid JSON.")]) from None

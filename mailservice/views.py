@@ -2,7 +2,6 @@
 the API's fields). Same path, same API key, same answers and errors as POST /api/messages."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pydantic
@@ -14,8 +13,9 @@ from mailservice import conf
 from mailservice.api.auth import authenticate_request
 from mailservice.api.errors import is_too_big, pydantic_errors, rejected_response, too_big_response
 from mailservice.api.submit import accepted_response, submit_message
-from mailservice.exceptions import FieldError, InvalidRequest, MalformedRequest, RequestRejected
+from mailservice.exceptions import FieldError, InvalidRequest, RequestRejected
 from mailservice.schemas import MessageIn
+from mailservice.validation import parse_json_body
 
 LIST_FIELDS = frozenset({"to", "cc", "bcc", "reply_to", "tags"})
 JSON_ONLY_FIELDS = frozenset({"headers", "attachments", "metadata", "merge_data", "merge_global_data"})
@@ -56,10 +56,8 @@ def _read(request: HttpRequest) -> dict[str, Any]:
             [FieldError(name, "Send the parameters of a POST in its body.") for name in request.GET]
         )
     if request.content_type == "application/json":
-        try:
-            data = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the parser's depth
-            raise MalformedRequest([FieldError(None, "The request body is not valid JSON.")]) from None
+        # Measured on its bytes before it is parsed, as the API's bodies are (api/parsing.py).
+        data = parse_json_body(request.body or b"null")
         if not isinstance(data, dict):
             raise InvalidRequest([FieldError(None, "The request body must be a JSON object.")])
         return data

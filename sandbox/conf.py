@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -35,6 +36,8 @@ CONFLICTING_VARIABLES = tuple(
     f"ANYMAIL_{setting}" for spec in PROVIDERS for setting in spec.conflicting_settings
 )
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+# Seconds the production check waits for a provider URL's host name to resolve.
+RESOLVE_TIMEOUT = 2.0
 # The SANDBOX_* variables of the settings that are not per provider, with their types.
 VARIABLES: dict[str, tuple[str, type]] = {
     "host": ("SANDBOX_HOST", str),
@@ -224,15 +227,61 @@ def is_loopback_host(host: str | None) -> bool:
 _PREFIX_SEGMENTS = frozenset(spec.api_prefix.strip("/").split("/", 1)[0].lower() for spec in PROVIDERS)
 
 
-def is_sandbox_url(url: str) -> bool:
-    """True for a loopback URL under one of the sandbox's provider paths (what checks refuse)."""
+def is_sandbox_url(url: str, *, timeout: float = RESOLVE_TIMEOUT) -> bool:
+    """True for a URL under one of the sandbox's provider paths whose host reaches this machine
+    (what checks refuse). The host is resolved, not compared as a string: the sandbox binds only
+    loopback, so any name that leads there (`127.1`, `2130706433`, `[::ffff:127.0.0.1]`,
+    `0.0.0.0`, a DNS or /etc/hosts name for 127.0.0.1) may be the sandbox under another name.
+    Only URLs under the sandbox's paths are resolved: real provider URLs cost no lookup."""
     try:
         parts = urlsplit(str(url))
         hostname = parts.hostname
     except ValueError:
         return False
     first_segment = parts.path.lstrip("/").split("/", 1)[0].lower()
-    return is_loopback_host(hostname) and first_segment in _PREFIX_SEGMENTS
+    return first_segment in _PREFIX_SEGMENTS and reaches_this_host(hostname, timeout=timeout)
+
+
+def reaches_this_host(host: str | None, *, timeout: float = RESOLVE_TIMEOUT) -> bool:
+    """Whether a connection to `host` may land on this machine's loopback, where a sandbox
+    listens: one of the addresses it resolves to is loopback (IPv4-mapped too) or unspecified
+    (`0.0.0.0` and `::` connect to this host). A name that does not resolve within `timeout`
+    seconds reaches nothing, so a slow resolver never holds a system check for long."""
+    if not host:
+        return False
+    addresses = resolve(host.strip("[]"), timeout=timeout)
+    return any(_is_local(address) for address in addresses)
+
+
+def resolve(host: str, *, timeout: float = RESOLVE_TIMEOUT) -> set[str]:
+    """The addresses `host` resolves to (getaddrinfo, which also reads numeric forms such as
+    `127.1`), or none if it fails or takes longer than `timeout`; a literal address at once."""
+    try:
+        return {str(ipaddress.ip_address(host.split("%")[0]))}
+    except ValueError:
+        pass
+    found: list[set[str]] = []
+
+    def lookup() -> None:
+        try:
+            found.append({info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
+        except (OSError, UnicodeError):
+            found.append(set())
+
+    # getaddrinfo takes no timeout: the lookup runs in a daemon thread that is left behind if late.
+    thread = threading.Thread(target=lookup, name="sandbox-resolve", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return found[0] if found else set()
+
+
+def _is_local(address: str) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    parsed = getattr(parsed, "ipv4_mapped", None) or parsed
+    return parsed.is_loopback or parsed.is_unspecified
 
 
 def split_words(value: str) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """Helpers that turn environment variables into Django settings (kept apart so tests can call them)."""
 import importlib.util
+import ipaddress
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -18,13 +19,36 @@ SQLITE_OPTIONS = {
 }
 
 
-def anymail_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """Every `ANYMAIL_<SETTING>` variable becomes `ANYMAIL["<SETTING>"]`, so any ESP is configured alike."""
-    return {
-        name[len(ANYMAIL_PREFIX):]: value
-        for name, value in environ.items()
-        if name.startswith(ANYMAIL_PREFIX) and len(name) > len(ANYMAIL_PREFIX) and value != ""
-    }
+def anymail_settings(environ: Mapping[str, str]) -> dict[str, str | list[str]]:
+    """Every `ANYMAIL_<SETTING>` variable becomes `ANYMAIL["<SETTING>"]`, so any ESP is configured
+    alike; `ANYMAIL_WEBHOOK_SECRET` may hold several secrets (`webhook_secrets`)."""
+    found: dict[str, str | list[str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ANYMAIL_PREFIX) or len(name) == len(ANYMAIL_PREFIX) or value == "":
+            continue
+        setting = name[len(ANYMAIL_PREFIX):]
+        if setting == "WEBHOOK_SECRET":
+            secrets = webhook_secrets(value)
+            if secrets:
+                found[setting] = secrets[0] if len(secrets) == 1 else secrets
+        else:
+            found[setting] = value
+    return found
+
+
+def webhook_secrets(value: str) -> list[str]:
+    """`ANYMAIL_WEBHOOK_SECRET` as the `user:password` secrets it lists, comma-separated: while a
+    secret is rotated, the old and the new one both authenticate (Anymail's WEBHOOK_SECRET takes a
+    list; docs/deployment.md, "Rotation without downtime"). One secret stays a string, as before.
+    A secret cannot contain a comma: a part without `:` is refused, without showing it."""
+    secrets = list(dict.fromkeys(split_list(value)))
+    for position, secret in enumerate(secrets, start=1):
+        if ":" not in secret:
+            raise ImproperlyConfigured(
+                f"ANYMAIL_WEBHOOK_SECRET: secret {position} of {len(secrets)} is not user:password (it has "
+                "no ':'). Separate several secrets with commas; a secret cannot contain a comma."
+            )
+    return secrets
 
 
 def with_sqlite_options(database: dict) -> dict:
@@ -133,6 +157,38 @@ def log_format(value: str) -> str:
     if name not in LOG_FORMATS:
         raise ImproperlyConfigured(f"LOG_FORMAT is {value!r}; use one of: {', '.join(LOG_FORMATS)}")
     return name
+
+
+# Signs sessions, CSRF tokens and password-reset links: published here, so fit only for DEBUG on.
+DEVELOPMENT_SECRET_KEY = "django-insecure-smtest-development-key-change-me"
+
+
+def secret_key(value: str | None, *, debug: bool) -> str:
+    """SECRET_KEY from the environment. With DEBUG on an unset key falls back to the development
+    key; with DEBUG off it stops startup naming the variable, since a published key would let
+    anyone forge an admin session."""
+    if value and value.strip():
+        return value
+    if debug:
+        return DEVELOPMENT_SECRET_KEY
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set and DEBUG is off: set SECRET_KEY to a long random value "
+        "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 for development."
+    )
+
+
+def trusted_proxies(values: list[str]) -> list[str]:
+    """TRUSTED_PROXIES checked: addresses or networks (`127.0.0.1`, `::1`, `10.0.0.0/8`) of the
+    proxies whose X-Forwarded-For is believed, each normalized; a typo stops startup."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"TRUSTED_PROXIES holds {value!r}, which is not an IP address or network (10.0.0.0/8)"
+            ) from None
+    return networks
 
 
 def settings_from_environment(environ_: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:

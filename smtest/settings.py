@@ -16,10 +16,13 @@ from smtest.environment import (
     database_settings,
     log_format,
     rq_queues,
+    secret_key,
     settings_from_environment,
+    split_list,
     tasks_backend_name,
     tasks_module,
     tasks_settings,
+    trusted_proxies,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -30,8 +33,12 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
 DEBUG = env.bool("DEBUG", default=False)
-# The default key is only fit for development and tests; `manage.py check --deploy` flags it.
-SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-smtest-development-key-change-me")
+# Required with DEBUG off (startup stops naming it); with DEBUG on a development key stands in.
+SECRET_KEY = secret_key(env.str("SECRET_KEY", default=""), debug=DEBUG)
+# Previous keys, comma-separated, still accepted for what they signed (admin logins,
+# password-reset links, signed cookies) while a new SECRET_KEY takes over (docs/deployment.md,
+# "Rotation without downtime").
+SECRET_KEY_FALLBACKS = split_list(env.str("SECRET_KEY_FALLBACKS", default=""))
 ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else []
 )
@@ -87,13 +94,17 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 # Hours (a fraction for less: 0.25 is 15 minutes) until a lockout lifts by itself; 0: until
 # `manage.py axes_reset`.
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_TIME", default=1.0) or None
-# What is locked: `ip_address` (default), `username`, or a combination joined by "+"
-# (`username+ip_address`); several comma-separated are each counted.
+# What is locked, each counted on its own: by default an account (whatever address tries it)
+# and a client address (whatever account it tries); `username+ip_address` joins two into one count.
 AXES_LOCKOUT_PARAMETERS = [
     item.split("+") if "+" in item else item
-    for item in env.list("AXES_LOCKOUT_PARAMETERS", default=["ip_address"])
+    for item in env.list("AXES_LOCKOUT_PARAMETERS", default=["username", "ip_address"])
 ]
 AXES_RESET_ON_SUCCESS = True  # a successful login clears the failures counted before it
+# The client's address: REMOTE_ADDR, or, from a proxy named in TRUSTED_PROXIES (addresses or
+# networks), the address it appended to X-Forwarded-For; nobody else's header is believed.
+TRUSTED_PROXIES = trusted_proxies(env.list("TRUSTED_PROXIES", default=[]))
+AXES_CLIENT_IP_CALLABLE = "smtest.proxies.client_ip"
 
 ROOT_URLCONF = "smtest.urls"
 WSGI_APPLICATION = "smtest.wsgi.application"
@@ -178,6 +189,9 @@ globals().update(settings_from_environment(os.environ, failover_conf.DEFAULTS))
 globals().update(settings_from_environment(os.environ, mailservice_conf.DEFAULTS))
 globals().update(mailservice_conf.django_request_limits(globals()))
 ANYMAIL = anymail_settings(os.environ)
+# A production-like trial with the provider sandbox (DEBUG off): its checks stop no command, but
+# `manage.py check --deploy` still refuses the settings (docs/sandbox.md, "Never in production").
+SANDBOX_PRODUCTION_TRIAL = env.bool("SANDBOX_PRODUCTION_TRIAL", default=False)
 
 # Background delivery (Django's Tasks API): `database` (default; run `manage.py db_worker`),
 # `rq` (RQ on REDIS_URL; run `manage.py rqworker --job-class django_tasks_rq.Job
@@ -196,11 +210,14 @@ if TASKS_BACKEND == "rq":
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # `text` (default) or `json`: one JSON object per line, with the `extra=` fields (smtest/logformat.py).
 LOG_FORMAT = log_format(env.str("LOG_FORMAT", default="text"))
+# LOGGING below, then Python warnings (a library's notices) as one log record each, once per process.
+LOGGING_CONFIG = "smtest.logformat.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # API keys are masked in whatever is logged, whoever logs it (docs/security.md, "Secrets").
-    "filters": {"mask_api_keys": {"()": "mailservice.logfilters.MaskApiKeys"}},
+    # API keys and every configured secret are masked in whatever is logged, whoever logs it
+    # (docs/security.md, "Secrets").
+    "filters": {"mask_secrets": {"()": "mailservice.logfilters.MaskSecrets"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "smtest.logformat.JsonFormatter"},
@@ -211,12 +228,12 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["mask_api_keys"],
+            "filters": ["mask_secrets"],
         },
         "django.server": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "django.server",
-            "filters": ["mask_api_keys"],
+            "filters": ["mask_secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},

@@ -5,8 +5,11 @@ pytest uses them (pyproject.toml) and so does `python manage.py test` (manage.py
 import os
 import sys
 
-from smtest.settings import *  # noqa: F403
-from smtest.settings import DATABASES, VAR_DIR
+# The suite runs with DEBUG off, where the project's settings refuse to start without a key.
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-" + "x" * 40)
+
+from smtest.settings import *  # noqa: E402, F403
+from smtest.settings import DATABASES, VAR_DIR  # noqa: E402
 
 # A file, not SQLite's shared in-memory database, so threads (the concurrency tests) get real
 # locking with the busy timeout, and the end-to-end tests' worker process can open it; one file
@@ -26,3 +29,7 @@ SILENCED_SYSTEM_CHECKS = ["mailservice.E101"]
 # The test client speaks plain HTTP, as a local run with DEBUG off does with SECURE_SSL_REDIRECT=0
 # (tests/project/test_security_settings.py checks the production defaults in a subprocess).
 SECURE_SSL_REDIRECT = False
+
+# The suite scrapes /metrics as a deployment that opened it does; with DEBUG off it is closed
+# otherwise (tests/ops/test_metrics.py checks that default).
+MAILSERVICE_METRICS_PUBLIC = True

@@ -132,6 +132,8 @@ def install(api) -> None:
     def on_http(request: HttpRequest, exc: HttpError):
         if is_too_big(exc):
             return too_big_response()
+        if isinstance(exc.__cause__, RequestRejected):  # the body parser's refusal (api/parsing.py)
+            return rejected_response(exc.__cause__)
         message = "The request body is not valid JSON." if exc.status_code == 400 else str(exc)
         return error_response(exc.status_code, [FieldError(None, message)])
 

@@ -1,4 +1,4 @@
-"""POST /api/messages, GET /api/messages/{id}, GET /api/messages."""
+"""POST /api/messages, GET /api/messages/{id}, DELETE /api/messages/{id} (cancel), GET /api/messages."""
 # No `from __future__ import annotations` here: ninja reads the paginated views' annotations
 # through @paginate's wrapper, whose module cannot resolve names given as strings.
 from django.http import HttpRequest
@@ -8,7 +8,7 @@ from ninja.pagination import paginate
 from mailservice import selectors
 from mailservice.api.auth import ApiKeyAuth, messages_owner
 from mailservice.api.submit import accepted_response, submit_message
-from mailservice.exceptions import FieldError, NotFound
+from mailservice.exceptions import FieldError, MessageStateError, NotFound, RequestRejected
 from mailservice.api.pagination import Pagination
 from mailservice.schemas import (
     ErrorsOut,
@@ -18,12 +18,15 @@ from mailservice.schemas import (
     MessageOut,
     MessageSummaryOut,
 )
+from mailservice.services.messages import message_cancel
 
 # by_alias: a message's sender is answered as `from` (MessageSummaryOut.from_email).
 router = Router(tags=["messages"], by_alias=True)
 ERRORS = {code: ErrorsOut for code in (400, 401, 403, 404, 409, 413, 422, 429)}
 # A key reads the messages it sent (`read`), or every message (`manage`); docs/api.md.
 READ = ApiKeyAuth("read", "manage")
+# A key cancels the messages it sent (`send`), or every message (`manage`).
+CANCEL = ApiKeyAuth("send", "manage")
 
 
 @router.post(
@@ -52,6 +55,37 @@ def get_message(request: HttpRequest, message_id: str):
     if message is None:
         raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
     return message
+
+
+@router.delete(
+    "/messages/{message_id}",
+    response={200: MessageOut, **ERRORS},
+    url_name="message_cancel",
+    auth=CANCEL,
+    summary="Cancel a message no provider has taken yet",
+    description="A queued or deferred message (one waiting for its `send_at` included) becomes "
+    "`cancelled` and is never sent; the answer is the message. Once a worker is handing it to a "
+    "provider (`sending`) or it is done, the answer is 409 naming its status.",
+)
+def cancel_message(request: HttpRequest, message_id: str):
+    owner = messages_owner(request.auth)
+    message = selectors.message_get(message_id=message_id, sent_by=owner)
+    if message is None:
+        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
+    try:
+        message_cancel(message=message, by="api")
+    except MessageStateError as err:
+        raise RequestRejected(
+            [
+                FieldError(
+                    None,
+                    f"Too late to cancel: the message is {err.status or 'gone'}. Only a queued or deferred "
+                    "message, which no provider has taken yet, can be cancelled.",
+                )
+            ],
+            status=409,
+        ) from None
+    return selectors.message_get(message_id=message_id, sent_by=owner)
 
 
 @router.get(

@@ -1,7 +1,10 @@
 """API keys (only a hash is stored) and the idempotency keys requests carry."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 # What a key may do (docs/api.md, "Authentication"): `send` posts messages (the API and the send
@@ -12,8 +15,10 @@ DEFAULT_SCOPES = ("send", "read")
 
 
 class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
-    def active(self) -> ApiKeyQuerySet:
-        return self.filter(revoked_at__isnull=True)
+    def active(self, now: datetime | None = None) -> ApiKeyQuerySet:
+        """Keys that authenticate at `now`: not revoked, and not past the end of a rotation's grace."""
+        now = now or timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
 
 
 class ApiKey(models.Model):
@@ -23,6 +28,9 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set when the key is rotated (`create_api_key NAME --rotate --grace 24h`): the key keeps
+    # working until then, so its clients can move to the new key without downtime.
+    expires_at = models.DateTimeField(null=True, blank=True)
     # Comma-separated, in the order of SCOPES ("send,read"); set by services.keys.api_key_create.
     scopes = models.CharField(max_length=100, default=",".join(DEFAULT_SCOPES))
     # Comma-separated sender domains, lowercased and in ASCII (punycode) form; empty: any sender.
@@ -39,7 +47,7 @@ class ApiKey(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
 
     @property
     def scope_set(self) -> frozenset[str]:

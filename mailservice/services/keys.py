@@ -76,38 +76,29 @@ def api_key_create(
     *,
     name: str,
     rotate: bool = False,
-    scopes: Iterable[str] = DEFAULT_SCOPES,
-    from_domains: Iterable[str] = (),
+    scopes: Iterable[str] | None = None,
+    from_domains: Iterable[str] | None = None,
     now: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key named `name`; return it with the raw key, which is never stored or shown again.
 
-    With `rotate`, the active keys of that name are revoked first (used by `make run` for "dev").
-    Without it, an active key of that name is an error: names tell keys apart in the admin.
-    `scopes` (docs/api.md: send, read, manage) default to send and read; `from_domains`, when
-    given, are the only sender domains the key may use.
+    Without `rotate`, an active key of that name is an error: names tell keys apart in the admin.
+    With it, this is `api_key_rotate` with no grace: the active keys of that name stop working at
+    once (what `make run` does for "dev" on every start). `scopes` (docs/api.md: send, read,
+    manage) default to send and read; `from_domains`, when given, are the only sender domains the
+    key may use.
     """
-    name = name.strip()
-    if not name:
-        raise ApiKeyError("An API key needs a name.")
-    scope_text = clean_scopes(scopes)
-    domain_text = clean_domains(from_domains)
+    if rotate:
+        api_key, raw_key, _ = api_key_rotate(name=name, scopes=scopes, from_domains=from_domains, now=now)
+        return api_key, raw_key
+    name = _clean_name(name)
+    scope_text = clean_scopes(DEFAULT_SCOPES if scopes is None else scopes)
+    domain_text = clean_domains(from_domains or ())
     now = now or timezone.now()
-    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
-        active = ApiKey.objects.active().filter(name=name)
-        if active.exists():
-            if not rotate:
-                raise ApiKeyError(f"An active API key named {name!r} exists; revoke it or use --rotate.")
-            api_keys_revoke(keys=active, now=now)
-        api_key = ApiKey.objects.create(
-            name=name,
-            prefix=raw_key[:PREFIX_LENGTH],
-            key_hash=_hash(raw_key),
-            created_at=now,
-            scopes=scope_text,
-            from_domains=domain_text,
-        )
+        if ApiKey.objects.active(now).filter(name=name).exists():
+            raise ApiKeyError(f"An active API key named {name!r} exists; revoke it or use --rotate.")
+        api_key, raw_key = _insert(name=name, scopes=scope_text, from_domains=domain_text, now=now)
     logger.info(
         "api key created name=%s prefix=%s scopes=%s",
         name,
@@ -116,6 +107,102 @@ def api_key_create(
         extra={"api_key_name": name, "prefix": api_key.prefix},
     )
     return api_key, raw_key
+
+
+def api_key_rotate(
+    *,
+    name: str,
+    grace: timedelta = timedelta(0),
+    scopes: Iterable[str] | None = None,
+    from_domains: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> tuple[ApiKey, str, list[ApiKey]]:
+    """Replace the active keys named `name` by a new one; return it, the raw key (shown once), and
+    the replaced keys with their expiry.
+
+    The replaced keys keep working, with their own scopes and sender domains, for `grace` (zero:
+    they stop at once), so clients can move to the new key without a failed request; then they
+    authenticate no more (401, as a revoked key). An expiry already closer is kept: rotating
+    again never extends an old key's life. The new key has the newest replaced key's scopes and
+    sender domains unless `scopes` or `from_domains` are given. Without an active key of that
+    name, this simply creates one (so setup scripts may rotate on every run).
+    """
+    name = _clean_name(name)
+    if grace < timedelta(0):
+        raise ApiKeyError("The grace period cannot be negative.")
+    now = now or timezone.now()
+    expires_at = now + grace
+    with transaction.atomic():
+        active = ApiKey.objects.active(now).filter(name=name).select_for_update()
+        replaced = list(active.order_by("-created_at"))
+        model = replaced[0] if replaced else None
+        if scopes is None:
+            scopes = model.scope_set if model else DEFAULT_SCOPES
+        if from_domains is None:
+            from_domains = model.from_domain_list if model else ()
+        scope_text, domain_text = clean_scopes(scopes), clean_domains(from_domains)
+        ApiKey.objects.filter(pk__in=[key.pk for key in replaced]).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=expires_at)
+        ).update(expires_at=expires_at)
+        for key in replaced:
+            key.expires_at = min(key.expires_at or expires_at, expires_at)
+        api_key, raw_key = _insert(name=name, scopes=scope_text, from_domains=domain_text, now=now)
+    old_prefixes = ",".join(key.prefix for key in replaced)
+    logger.info(
+        "api key rotated name=%s prefix=%s scopes=%s replaced=%s old_keys_expire_at=%s",
+        name,
+        api_key.prefix,
+        scope_text,
+        old_prefixes or "none",
+        expires_at.isoformat() if replaced else "-",
+        extra={
+            "api_key_name": name,
+            "prefix": api_key.prefix,
+            "replaced_prefixes": old_prefixes,
+            "expires_at": expires_at.isoformat() if replaced else None,
+        },
+    )
+    return api_key, raw_key, replaced
+
+
+def _clean_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ApiKeyError("An API key needs a name.")
+    return name
+
+
+def _insert(*, name: str, scopes: str, from_domains: str, now: datetime) -> tuple[ApiKey, str]:
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        name=name,
+        prefix=raw_key[:PREFIX_LENGTH],
+        key_hash=_hash(raw_key),
+        created_at=now,
+        scopes=scopes,
+        from_domains=from_domains,
+    )
+    return api_key, raw_key
+
+
+GRACE = re.compile(r"^(\d{1,6})([smhd])$")
+GRACE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_GRACE = timedelta(days=365)
+
+
+def parse_grace(value: str) -> timedelta:
+    """`24h`, `30m`, `7d`, `90s` or `0` (at once) as a timedelta; ApiKeyError for anything else,
+    or for more than a year (a key that lives on that long was not rotated)."""
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    match = GRACE.match(text)
+    if not match:
+        raise ApiKeyError(f"Grace period {value!r}: use a number and a unit (24h, 30m, 7d, 90s), or 0.")
+    grace = timedelta(**{GRACE_UNITS[match.group(2)]: int(match.group(1))})
+    if grace > MAX_GRACE:
+        raise ApiKeyError(f"Grace period {value!r} is longer than a year; rotate with a shorter one.")
+    return grace
 
 
 def api_key_revoke(*, name_or_prefix: str, now: datetime | None = None) -> int:
@@ -135,7 +222,7 @@ def api_keys_revoke(*, keys: QuerySet[ApiKey], now: datetime | None = None) -> i
     many. Every revocation goes through here, so each logs the same line."""
     now = now or timezone.now()
     with transaction.atomic():
-        active = keys.filter(revoked_at__isnull=True)
+        active = keys.active(now)  # a key in a rotation's grace period included: revoked at once
         names = ",".join(sorted(set(active.values_list("name", flat=True))))
         count = active.update(revoked_at=now)
     if count:
@@ -148,13 +235,15 @@ def api_key_authenticate(*, raw_key: str, now: datetime | None = None) -> ApiKey
     if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
         return None
     wanted = _hash(raw_key)
+    now = now or timezone.now()
     match = None
-    for candidate in ApiKey.objects.active().filter(prefix=raw_key[:PREFIX_LENGTH]).order_by():  # any order
+    # A rotated key past its grace period is no longer active: refused like a revoked one.
+    candidates = ApiKey.objects.active(now).filter(prefix=raw_key[:PREFIX_LENGTH]).order_by()  # any order
+    for candidate in candidates:
         if hmac.compare_digest(candidate.key_hash, wanted):
             match = candidate
     if match is None:
         return None
-    now = now or timezone.now()
     stale = now - timedelta(seconds=conf.api_key_touch_interval())
     if match.last_used_at is None or match.last_used_at <= stale:
         # Conditional, so concurrent requests write once; skipped while recent to spare writes.

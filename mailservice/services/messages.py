@@ -1,4 +1,5 @@
-"""Accepting messages into the outbox (with idempotency), and the operator's retry and cancel."""
+"""Accepting messages into the outbox (with idempotency), the operator's retry, and cancelling
+(the API's DELETE and the operator's action)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ from mailservice import conf
 from mailservice.exceptions import IdempotencyConflict, MessageStateError
 from mailservice.models import ApiKey, IdempotencyKey, Message, Recipient
 from mailservice.models.bulk import insert_rows
-from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus
+from mailservice.statuses import MessageStatus, RecipientStatus
 from mailservice.tasks import wake_delivery_on_commit
 from mailservice.validation import Draft
 
@@ -142,7 +143,12 @@ def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
 
 
 RETRYABLE = frozenset({MessageStatus.DEFERRED, MessageStatus.FAILED, MessageStatus.REJECTED})
+# No provider has taken a message in these: the ready statuses a worker claims from. Once a
+# worker holds it (`sending`) a provider may be taking it; after that it is done.
 CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.DEFERRED})
+CANCELLED_RECIPIENTS = frozenset({RecipientStatus.QUEUED, RecipientStatus.DEFERRED})
+# Who cancelled, as `last_error` and each cancelled recipient's `error` say it.
+CANCEL_REASONS = {"operator": "Cancelled by an operator.", "api": "Cancelled through the API."}
 REQUEUED_RECIPIENTS = frozenset({RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED})
 
 
@@ -172,23 +178,28 @@ def message_retry(*, message: Message, now: datetime | None = None) -> Message:
     )
 
 
-def message_cancel(*, message: Message, now: datetime | None = None) -> Message:
-    """Stop a queued or deferred message: it fails with the reason "cancelled by an operator".
+def message_cancel(*, message: Message, by: str = "operator", now: datetime | None = None) -> Message:
+    """Call back a message no provider has taken yet (queued or deferred, `send_at` included):
+    it and its waiting recipients become `cancelled`, and no worker claims it again. `by` is
+    "operator" (the admin) or "api" (DELETE /api/messages/{id}).
 
-    A message a worker is sending now cannot be called back.
+    Too late once a worker holds it (`sending`: a provider may be taking it this instant) or
+    it is done: MessageStateError with its status. A worker's claim is a conditional UPDATE on
+    the same ready statuses (services/claiming.py), so whichever commits first wins.
     """
     now = now or timezone.now()
-    reason = "Cancelled by an operator."
+    reason = CANCEL_REASONS[by]
     return _operator_transition(
         message,
         allowed=CANCELLABLE,
-        refusal="Only queued or deferred messages can be cancelled",
-        changes={"status": MessageStatus.FAILED, "next_attempt_at": None, "last_error": reason, "finished_at": now},
-        recipients=message.recipients.exclude(status__in=FINAL_RECIPIENT_STATUSES),
-        recipient_changes={"status": RecipientStatus.FAILED, "error": reason},
+        refusal="Only a queued or deferred message can be cancelled: no provider has taken it yet",
+        changes={"status": MessageStatus.CANCELLED, "next_attempt_at": None, "last_error": reason, "finished_at": now},
+        recipients=message.recipients.filter(status__in=CANCELLED_RECIPIENTS),
+        recipient_changes={"status": RecipientStatus.CANCELLED, "error": reason},
         now=now,
         deliver=False,
         done="message cancelled",
+        by=by,
     )
 
 
@@ -203,16 +214,19 @@ def _operator_transition(
     now: datetime,
     deliver: bool,
     done: str,
+    by: str = "operator",
 ) -> Message:
-    """Apply an operator's action to a message and its recipients in one transaction, only if
-    the message is still in an `allowed` status: the check and the write are one statement, so
-    a worker claiming it meanwhile wins and the action is refused (MessageStateError)."""
+    """Apply an action to a message and its recipients in one transaction, only if the message
+    is still in an `allowed` status: the check and the write are one statement, so a worker
+    claiming it meanwhile wins and the action is refused (MessageStateError, with the status
+    that statement found)."""
     with transaction.atomic():
         if not Message.objects.filter(pk=message.pk, status__in=allowed).update(**changes, updated_at=now):
-            raise MessageStateError(f"{refusal}, not {message.status}.")
+            current = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first() or ""
+            raise MessageStateError(f"{refusal}, not {current}.", status=current)
         recipients.update(**recipient_changes, updated_at=now)
         if deliver:
             wake_delivery_on_commit()
-    logger.info(done, extra={"message_id": str(message.pk), "status": str(changes["status"])})
+    logger.info(done, extra={"message_id": str(message.pk), "status": str(changes["status"]), "reason": by})
     message.refresh_from_db()
     return message

@@ -39,7 +39,9 @@ class WorkerSignalTests(TransactionTestCase):
             "DATABASE_URL": database_url(),
             "CACHE_URL": f"filecache://{self.workdir / 'cache'}",
             "TASKS_BACKEND": "database",
-            "ANYMAIL_WEBHOOK_SECRET": "signals:test",  # DEBUG is off, as in production
+            # DEBUG is off, as in production: a webhook secret and a SECRET_KEY are required.
+            "ANYMAIL_WEBHOOK_SECRET": "signals:test",
+            "SECRET_KEY": "worker-signals-test-" + "k" * 40,
             "FIRST_WORKING_EMAIL_BACKENDS": "tests.e2e.slow_backend.SlowBackend",
             "SLOW_BACKEND_SECONDS": str(SEND_SECONDS),
             "SLOW_BACKEND_LOG": str(self.sends_log),

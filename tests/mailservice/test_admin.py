@@ -7,7 +7,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.test import SimpleTestCase, TestCase
 
-from mailservice.models import ApiKey, DeliveryAttempt, Message, Suppression
+from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression
 from mailservice.services.keys import api_key_create
 from mailservice.services.delivery import message_deliver
 from mailservice.services.messages import message_cancel, message_retry
@@ -44,18 +44,35 @@ class AdminTests(LoggedInAdminMixin, TestCase):
         self.assertContains(page, "jane@example.com")
         self.assertContains(page, "locmem")
 
-    def test_cancel_action_fails_a_queued_message(self):
-        """Cancelling a queued message fails it with the operator's reason."""
+    def test_cancel_action_cancels_a_queued_message(self):
+        """Cancelling a queued message makes it and its recipients `cancelled`, with the operator's reason."""
         message_id = self.post_message(VALID).json()["id"]
         self.action("cancel_messages", message_id)
         message = Message.objects.get(pk=message_id)
-        self.assertEqual((message.status, message.last_error), ("failed", "Cancelled by an operator."))
+        self.assertEqual((message.status, message.last_error), ("cancelled", "Cancelled by an operator."))
+        self.assertEqual(list(message.recipients.values_list("status", flat=True)), ["cancelled"])
         self.assertIsNone(message_deliver(message_id=message_id))
+
+    def test_cancel_action_leaves_a_message_being_sent_alone(self):
+        """A message a worker holds (`sending`) is skipped by the cancel action, with a warning."""
+        message_id = self.post_message(VALID).json()["id"]
+        Message.objects.filter(pk=message_id).update(status="sending")
+        page = self.action("cancel_messages", message_id)
+        self.assertContains(page, "1 message(s) skipped")
+        self.assertEqual(Message.objects.get(pk=message_id).status, "sending")
+
+    def test_a_cancelled_message_is_not_retried(self):
+        """Cancelling is final: the retry action skips a cancelled message."""
+        message_id = self.post_message(VALID).json()["id"]
+        message_cancel(message=Message.objects.get(pk=message_id))
+        self.action("retry_messages", message_id)
+        self.assertEqual(Message.objects.get(pk=message_id).status, "cancelled")
 
     def test_retry_action_queues_a_failed_message_again(self):
         """Retrying a failed message queues it and the worker sends it."""
         message_id = self.post_message(VALID).json()["id"]
-        message_cancel(message=Message.objects.get(pk=message_id))
+        Message.objects.filter(pk=message_id).update(status="failed")
+        Recipient.objects.filter(message_id=message_id).update(status="failed")
         self.action("retry_messages", message_id)
         self.assertEqual(Message.objects.get(pk=message_id).status, "queued")
         self.assertEqual(message_deliver(message_id=message_id).status, "sent")

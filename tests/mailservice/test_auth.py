@@ -203,14 +203,14 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
         line of `?api_key=...`), keeping the displayed prefix."""
         from django.conf import settings
 
-        from mailservice.logfilters import MaskApiKeys
+        from mailservice.logfilters import MaskSecrets
 
         for name in ("console", "django.server"):
-            self.assertIn("mask_api_keys", settings.LOGGING["handlers"][name]["filters"])
+            self.assertIn("mask_secrets", settings.LOGGING["handlers"][name]["filters"])
         record = logging.LogRecord(
             "django.server", logging.INFO, __file__, 1, '"GET /api/messages?api_key=%s HTTP/1.1" 401', (self.raw_key,), None
         )
-        self.assertTrue(MaskApiKeys().filter(record))
+        self.assertTrue(MaskSecrets().filter(record))
         self.assertNotIn(self.raw_key, record.getMessage())
         self.assertIn("api_key=***", record.getMessage())
 
@@ -240,12 +240,12 @@ class TracebackMaskingTests(SimpleTestCase):
         """Tracebacks are formatted after filters run: the filter masks them itself."""
         import sys
 
-        from mailservice.logfilters import MaskApiKeys
+        from mailservice.logfilters import MaskSecrets
 
         key = "smt_ABCDEFGHsecretpart0123456789"
         try:
             raise ValueError(f"bad key {key}")
         except ValueError:
             record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
-        MaskApiKeys().filter(record)
+        MaskSecrets().filter(record)
         self.assertNotIn("secretpart", logging.Formatter().format(record))

@@ -108,6 +108,8 @@ class LocmemDeliveryTests(DeliveryMixin, TestCase):
         self.assertFalse(message.attempts.exists())
         self.assertIsNotNone(message.finished_at)
 
+    # T0 lies years ahead of the real clock, past the scheduling horizon.
+    @override_settings(MAILSERVICE_MAX_SCHEDULE_DAYS=0)
     def test_send_at_waits_until_due(self):
         """A message with send_at is not sent before that time, and is sent after."""
         message_id = self.submit(send_at=later(3600).isoformat())

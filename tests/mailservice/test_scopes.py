@@ -19,6 +19,7 @@ OPERATIONS = [
     ("post", "/api/messages", {"send"}),
     ("get", "/api/messages", {"read", "manage"}),
     ("get", f"/api/messages/{MESSAGE_ID}", {"read", "manage"}),
+    ("delete", f"/api/messages/{MESSAGE_ID}", {"send", "manage"}),
     ("get", "/api/providers", {"manage"}),
     ("get", "/api/suppressions", {"manage"}),
     ("post", "/api/suppressions", {"manage"}),

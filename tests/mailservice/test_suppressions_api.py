@@ -33,6 +33,15 @@ class SuppressionApiTests(GatewayMixin, TestCase):
         self.assertEqual((response.status_code, response.json()["errors"][0]["field"]), (422, "address"))
         self.assertFalse(Suppression.objects.exists())
 
+    def test_post_address_with_a_lone_surrogate_is_422(self):
+        """`a@\\ud800.example` (once a 500) is refused on `address`, as POST /api/messages refuses it."""
+        for address in ("a@\\ud800.example", "\\udfff@example.com", "a\\u0000@example.com"):
+            with self.subTest(address=address):
+                body = '{"address": "' + address + '"}'
+                response = self.client.post("/api/suppressions", body, content_type="application/json", **self.auth)
+                self.assertEqual((response.status_code, response.json()["errors"][0]["field"]), (422, "address"))
+        self.assertFalse(Suppression.objects.exists())
+
     def test_post_unknown_reason_is_422(self):
         """A reason outside the list is refused on `reason`."""
         response = self.post({"address": "jane@example.com", "reason": "dislike"})

@@ -262,11 +262,50 @@ class MetricsTokenTests(TestCase):
             self.assertEqual(self.client.get("/metrics", HTTP_AUTHORIZATION="Bearer guess").status_code, 200)
         compare.assert_called_once_with(b"guess", b"metrics-token-0123456789")
 
-    @override_settings(MAILSERVICE_METRICS_TOKEN="")
-    def test_open_when_unset(self):
+    @override_settings(MAILSERVICE_METRICS_TOKEN="", MAILSERVICE_METRICS_PUBLIC=True)
+    def test_open_without_a_token_when_declared_public(self):
+        """No token and MAILSERVICE_METRICS_PUBLIC=1: anyone may scrape."""
         self.assertEqual(self.client.get("/metrics").status_code, 200)
 
+    @override_settings(MAILSERVICE_METRICS_PUBLIC=True)
+    def test_a_set_token_is_required_even_when_declared_public(self):
+        """The token wins over MAILSERVICE_METRICS_PUBLIC: set, it is always required."""
+        self.assertEqual(self.client.get("/metrics").status_code, 401)
+
     def test_probes_need_no_token(self):
+        self.assertEqual(self.client.get("/healthz").status_code, 200)
+        self.assertEqual(self.client.get("/readyz").status_code, 200)
+
+
+@override_settings(CACHES=LOCMEM, MAILSERVICE_METRICS_TOKEN="", MAILSERVICE_METRICS_PUBLIC=False)
+class MetricsClosedByDefaultTests(TestCase):
+    """With DEBUG off /metrics needs a token, or MAILSERVICE_METRICS_PUBLIC=1 to be open."""
+
+    def test_closed_with_debug_off_and_no_token(self):
+        """DEBUG off, no token, not declared public: 403 naming both settings, nothing computed."""
+        with mock.patch.object(metrics, "registry") as registry:
+            response = self.client.get("/metrics")
+        self.assertEqual(response.status_code, 403)
+        self.assertEqual(response["Content-Type"], "application/json")
+        message = response.json()["errors"][0]["message"]
+        self.assertIn("MAILSERVICE_METRICS_TOKEN", message)
+        self.assertIn("MAILSERVICE_METRICS_PUBLIC=1", message)
+        self.assertFalse(response.has_header("WWW-Authenticate"))  # no token could open it
+        registry.assert_not_called()
+
+    def test_a_token_opens_it(self):
+        """With MAILSERVICE_METRICS_TOKEN set, a scrape carrying it is answered."""
+        with override_settings(MAILSERVICE_METRICS_TOKEN="metrics-token-0123456789"):
+            response = self.client.get("/metrics", HTTP_AUTHORIZATION="Bearer metrics-token-0123456789")
+        self.assertEqual(response.status_code, 200)
+
+    @override_settings(DEBUG=True)
+    def test_open_with_debug_on(self):
+        """In development (DEBUG on) /metrics stays open without a token."""
+        self.assertEqual(self.client.get("/metrics").status_code, 200)
+
+    def test_the_probes_stay_open(self):
+        """/healthz and /readyz never need a token: load balancers hold none."""
         self.assertEqual(self.client.get("/healthz").status_code, 200)
         self.assertEqual(self.client.get("/readyz").status_code, 200)
 

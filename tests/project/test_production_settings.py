@@ -16,7 +16,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 from django.test import SimpleTestCase
 
-from mailservice.logfilters import MaskApiKeys
+from mailservice.logfilters import MaskSecrets
 from smtest.environment import cache_settings, database_settings, log_format, rq_queues, tasks_settings
 from smtest.logformat import JsonFormatter
 
@@ -57,8 +57,12 @@ logging.getLogger("mailservice.probe").warning(
 
 
 def clean_environment(**values: str) -> dict[str, str]:
+    """Nothing of this shell's configuration; DEBUG is off, so a SECRET_KEY (required there)."""
     keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "SYSTEMROOT") if name in os.environ}
-    return {**keep, "DJANGO_SETTINGS_MODULE": "smtest.settings", "PYTHONDONTWRITEBYTECODE": "1", **values}
+    return {
+        **keep, "DJANGO_SETTINGS_MODULE": "smtest.settings", "PYTHONDONTWRITEBYTECODE": "1",
+        "SECRET_KEY": "production-settings-test-" + "k" * 40, **values,
+    }
 
 
 def run(code: str, **values: str) -> subprocess.CompletedProcess:
@@ -228,7 +232,7 @@ class EnvironmentHelperTests(SimpleTestCase):
         stream = io.StringIO()
         handler = logging.StreamHandler(stream)
         handler.setFormatter(JsonFormatter())
-        handler.addFilter(MaskApiKeys())
+        handler.addFilter(MaskSecrets())
         logger = logging.getLogger("smtest.tests.jsonformat")
         logger.addHandler(handler)
         logger.propagate = False

@@ -126,3 +126,22 @@ class DeploySecurityTests(SimpleTestCase):
         found = probe(DEBUG="1")
         self.assertEqual(found["status"], 200)
         self.assertFalse(any(found["settings"][name] for name in SECURITY_SETTINGS))
+
+
+class SecretKeyTests(SimpleTestCase):
+    """SECRET_KEY signs admin sessions: with DEBUG off there is no published fallback."""
+
+    def test_debug_off_without_secret_key_refuses_to_start(self):
+        """DEBUG off and no SECRET_KEY (unset or blank): every command stops, naming SECRET_KEY."""
+        settings = {name: value for name, value in REQUIRED.items() if name != "SECRET_KEY"}
+        for value in (None, "", "  "):
+            with self.subTest(SECRET_KEY=value):
+                extra = {} if value is None else {"SECRET_KEY": value}
+                result = run(["manage.py", "check"], **settings, **extra)
+                self.assertNotEqual(result.returncode, 0, result.stdout)
+                self.assertIn("ImproperlyConfigured: SECRET_KEY is not set and DEBUG is off", result.stderr)
+
+    def test_debug_on_runs_on_the_development_key(self):
+        """`make run` (DEBUG=1) needs no SECRET_KEY: the development key stands in."""
+        result = run(["manage.py", "check"], DEBUG="1")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

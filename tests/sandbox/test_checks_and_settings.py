@@ -1,5 +1,8 @@
 """The production guard (sandbox.E001), the sandbox's settings, and the pure rules behind faults
 and address conventions."""
+import socket
+from unittest import mock
+
 from django.core.checks.registry import registry
 from django.test import SimpleTestCase, override_settings
 
@@ -61,7 +64,9 @@ class ProductionCheckTests(SimpleTestCase):
     def test_sandbox_url_recognition(self):
         """Loopback host plus a provider path is the sandbox; a public host is not."""
         self.assertTrue(is_sandbox_url("http://127.0.0.2:1/mailgun/v3"))
-        self.assertFalse(is_sandbox_url("https://sandbox.example.com/sendgrid/v3/"))
+        public = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.5", 0))]
+        with mock.patch("sandbox.conf.socket.getaddrinfo", return_value=public):  # no DNS in tests
+            self.assertFalse(is_sandbox_url("https://sandbox.example.com/sendgrid/v3/"))
         self.assertFalse(is_sandbox_url("not a url"))
 
 
