@@ -39,9 +39,10 @@ from rq.worker import Worker, WorkerStatus
 
 logger = logging.getLogger(__name__)
 
-# The backoff between attempts to reach Redis: FIRST_DELAY seconds, doubling up to MAX_DELAY.
+# The backoff between attempts to reach Redis: FIRST_DELAY seconds, doubling up to MAX_DELAY,
+# short enough that a worker is back at work within seconds of Redis (one PING per attempt).
 FIRST_DELAY = 1.0
-MAX_DELAY = 15.0
+MAX_DELAY = 5.0
 # While Redis stays away, one "still unreachable" line every REPORT_EVERY seconds.
 REPORT_EVERY = 60.0
 # A wait checks this often whether the process was told to stop.

@@ -92,14 +92,54 @@ def wake_delivery(*, at: datetime | None = None, force: bool = False) -> bool:
         if _already_pending(key, ttl, force=force):
             return False
         delivery.enqueue()
+        _back("queue")
         return True
-    except Exception:
+    except Exception as error:
         # The messages are stored; this process tries again until the queue takes it (and
         # recovery wakes a round after the grace period whatever happens to this process).
-        logger.exception("delivery wake-up failed", extra={"run_after": at.isoformat() if at else None})
+        _outage("queue", error, extra={"run_after": at.isoformat() if at else None})
         _forget(key)  # not pending after all: the next accept tries again
         _owe_wake_up()
         return False
+
+
+# What is out of reach now, as far as this process has seen: one WARNING when it goes, one when
+# it is back, however many accepts meet it meanwhile (each would otherwise log a traceback).
+_down: dict[str, float] = {}
+_down_lock = threading.Lock()
+
+
+def _outage(what: str, error: Exception, *, extra: dict | None = None) -> None:
+    with _down_lock:
+        first = what not in _down
+        _down.setdefault(what, time.monotonic())
+    if first:
+        logger.warning(
+            "delivery wake-up: the %s is out of reach (%s); messages are stored and woken once it is back",
+            what,
+            type(error).__name__,
+            extra={"dependency": what, "error_class": type(error).__name__, **(extra or {})},
+            exc_info=not _is_unreachable(error),  # a traceback only for what looks like a bug
+        )
+    else:
+        logger.debug("delivery wake-up: the %s is still out of reach", what)
+
+
+def _back(what: str) -> None:
+    with _down_lock:
+        since = _down.pop(what, None)
+    if since is not None:
+        logger.warning(
+            "delivery wake-up: the %s is back after %.1f s",
+            what,
+            time.monotonic() - since,
+            extra={"dependency": what, "down_seconds": round(time.monotonic() - since, 1)},
+        )
+
+
+def _is_unreachable(error: Exception) -> bool:
+    """A connection refused, cut or timed out (Redis's own errors included)."""
+    return isinstance(error, OSError) or type(error).__module__.startswith("redis")
 
 
 _owed = threading.Event()
@@ -133,8 +173,11 @@ def settle_owed_wake_up(*, timeout: float) -> bool:
 
 
 def forget_owed_wake_up() -> None:
-    """Stop retrying an owed wake-up (tests; the recovery pass covers what is still due)."""
+    """Stop retrying an owed wake-up, and forget outages seen (tests; the recovery pass covers
+    what is still due)."""
     _owed.clear()
+    with _down_lock:
+        _down.clear()
 
 
 def _pay_owed_wake_ups(sleep: Callable[[float], None] = time.sleep) -> None:
@@ -154,7 +197,8 @@ def _pay_owed_wake_ups(sleep: Callable[[float], None] = time.sleep) -> None:
             pause = min(pause * 2, OWED_MAX_PAUSE)
             logger.debug("owed delivery wake-up still failing: %s", type(error).__name__)
             continue
-        logger.warning("owed delivery wake-up enqueued: the queue is back")
+        logger.info("owed delivery wake-up enqueued")
+        _back("queue")
 
 
 def _already_pending(key: str, ttl: float, *, force: bool) -> bool:
@@ -162,18 +206,21 @@ def _already_pending(key: str, ttl: float, *, force: bool) -> bool:
     try:
         if force:
             cache.set(key, 1, ttl)
-            return False
-        return not cache.add(key, 1, ttl)
-    except Exception:
-        logger.exception("delivery wake-up: the cache failed; waking anyway")
+            pending = False
+        else:
+            pending = not cache.add(key, 1, ttl)
+    except Exception as error:
+        _outage("cache", error)  # waking anyway: the cache only coalesces
         return False
+    _back("cache")
+    return pending
 
 
 def _forget(key: str) -> None:
     try:
         cache.delete(key)
-    except Exception:
-        logger.exception("delivery wake-up: the cache failed")
+    except Exception as error:
+        _outage("cache", error)
 
 
 def wake_delivery_on_commit(*, at: datetime | None = None, force: bool = False) -> None:

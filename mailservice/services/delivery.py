@@ -26,7 +26,7 @@ from mailservice import conf
 from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
 from mailservice.models.bulk import insert_rows, update_rows
 from mailservice.services.claiming import messages_claim, messages_mark_started, messages_release, messages_renew
-from mailservice.services.dispatch import Concurrency, Dispatch, Hooks, is_transient, with_db_retry
+from mailservice.services.dispatch import FAILING, THROTTLED, Concurrency, Dispatch, Hooks, is_transient, with_db_retry
 from mailservice.services.linking import tracking_events_link_late
 from mailservice.services.sending import MAX_ERROR, SendResult, message_send
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
@@ -97,9 +97,9 @@ def messages_deliver(
     rounds: list[_Round] = []
     dispatch: Dispatch[_Round] | None = None
 
-    def send(connection, round_: _Round) -> bool:
+    def send(connection, round_: _Round) -> str | None:
         round_.result = message_send(round_.message, round_.sending, connection=connection, now=_now(now), rng=rng)
-        return any(_pushed_back(attempt) for attempt in round_.result.attempts)
+        return _pushback(round_.result.attempts)
 
     def mark(chunk: list[_Round]) -> list[_Round]:
         held = messages_mark_started([r.message.pk for r in chunk], owner=owner, now=_now(now))
@@ -175,10 +175,14 @@ def _concurrency(ceiling: int) -> Concurrency:
     return _controllers.setdefault(ceiling, Concurrency(ceiling))
 
 
-def _pushed_back(attempt) -> bool:
-    """A provider asking us to slow down, or failing under load."""
-    code = attempt.status_code
-    return code is not None and (code == 429 or code >= 500)
+def _pushback(attempts) -> str | None:
+    """Whether a provider asked us to slow down (429) or failed (5xx) during this send."""
+    codes = [attempt.status_code for attempt in attempts if attempt.status_code is not None]
+    if 429 in codes:
+        return THROTTLED
+    if any(code >= 500 for code in codes):
+        return FAILING
+    return None
 
 
 def message_deliver(

@@ -38,8 +38,11 @@ HAND_OUT_MIN_AHEAD = 4
 HAND_OUT_MAX_AHEAD = 32
 # How often the number of sends in flight is reconsidered.
 CONTROL_GAP = 0.1
-# Provider pushback (429, 5xx) halves the sends in flight at most this often.
+# Provider pushback (a 429, or 5xx for OVERLOAD_SHARE of the sends) halves the sends in flight
+# at most this often.
 CUT_GAP = 1.0
+OVERLOAD_SHARE = 0.3
+THROTTLED, FAILING = "throttled", "failing"
 # Below this process CPU use (share of one core) the sends mostly wait on the provider: the
 # number in flight doubles. Above it, one more or one fewer is tried, kept while it sends more.
 IDLE_BELOW = 0.3
@@ -54,7 +57,7 @@ class Concurrency:
     (MAILSERVICE_SEND_CONCURRENCY). While the process has CPU to spare its sends wait on the
     provider, so the number doubles; near a full core it climbs by one at a time for as long as
     that sends more per second, and turns back when it sends fewer (threads contending for the
-    interpreter). A provider pushing back (429, 5xx) halves it. A provider answering in 200 ms
+    interpreter). A provider pushing back (a 429, or 5xx for a large share of the sends) halves it. A provider answering in 200 ms
     is driven by the ceiling within half a second; one answering at once, by two or three."""
 
     def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic,
@@ -65,14 +68,20 @@ class Concurrency:
         self._clock, self._cpu = clock, cpu
         self._window: tuple[float, float, int] | None = None  # (time, cpu, sends finished)
         self._last_cut = -math.inf
-        self._pushback = False
+        self._throttled = False  # a 429 since the last look
+        self._answers = 0  # sends finished since the last look…
+        self._failing = 0  # …and how many of them met a 5xx
         self._direction = 1
         self._last_rate: float | None = None
         self._lock = threading.Lock()
 
-    def pushback(self) -> None:
-        """A provider asked us to slow down (or failed under load) since the last look."""
-        self._pushback = True
+    def answered(self, pushback: str | None) -> None:
+        """One send finished; `pushback` is THROTTLED (a 429), FAILING (a 5xx) or None."""
+        self._answers += 1
+        if pushback == THROTTLED:
+            self._throttled = True
+        elif pushback == FAILING:
+            self._failing += 1
 
     def adjust(self, *, finished: int, saturated: bool) -> int:
         """Reconsider the target. `finished`: sends finished so far in this round; `saturated`:
@@ -92,8 +101,11 @@ class Concurrency:
         self._window = (now, cpu, finished)
         used = (cpu - cpu_started) / (now - started)
         rate = (finished - finished_before) / (now - started)
-        if self._pushback:
-            self._pushback = False
+        throttled, failing, answers = self._throttled, self._failing, self._answers
+        self._throttled, self._failing, self._answers = False, 0, 0
+        # A 429 is a request to slow down; a few 5xx among many answers are the provider's
+        # everyday errors (the next provider takes those messages), a large share is overload.
+        if throttled or (answers and failing / answers >= OVERLOAD_SHARE):
             if now - self._last_cut >= CUT_GAP:
                 self._last_cut, self._last_rate, self._direction = now, None, 1
                 self.target = max(1, self.target // 2)
@@ -120,7 +132,7 @@ class Hooks(Generic[Job]):
     """What a round does with its jobs. `send` runs in sender threads and never raises; the
     others run in the calling thread and may raise database errors."""
 
-    send: Callable[[object, Job], bool]  # (connection, job) -> True when the provider pushed back
+    send: Callable[[object, Job], str | None]  # (connection, job) -> THROTTLED, FAILING or None
     mark: Callable[[list[Job]], list[Job]]  # mark as started; returns those still this worker's
     record: Callable[[list[Job]], None]
     release: Callable[[list[Job]], None]  # give back jobs never handed to a sender
@@ -241,7 +253,7 @@ class Dispatch(Generic[Job]):
             self.cond.notify_all()
             return None
 
-    def _finish(self, job: Job, pushed_back: bool, *, sent: bool = True) -> None:
+    def _finish(self, job: Job, pushed_back: str | None, *, sent: bool = True) -> None:
         with self.cond:
             self.in_flight -= 1
             if not sent:
@@ -251,8 +263,7 @@ class Dispatch(Generic[Job]):
                 return
             self.done.append(job)
             self.finished_total += 1
-            if pushed_back:
-                self.concurrency.pushback()
+            self.concurrency.answered(pushed_back)
             if self.first_done_at is None:
                 self.first_done_at = time.monotonic()
                 self.cond.notify_all()  # the calling thread records within FLUSH_GAP
@@ -266,7 +277,7 @@ class Dispatch(Generic[Job]):
                 try:
                     pushed_back = self.hooks.send(connection, job)
                 except BaseException:
-                    self._finish(job, False, sent=False)
+                    self._finish(job, None, sent=False)
                     raise
                 self._finish(job, pushed_back)
         except BaseException:  # send() never raises; this is a bug, and the lease makes it safe

@@ -426,15 +426,30 @@ class ConcurrencyTests(SimpleTestCase):
         self.assertEqual(self.step(control, sends=110, cpu=0.19), 2)  # worse: back
         self.assertEqual(self.step(control, sends=111, cpu=0.19), 2)  # the same: stay
 
-    def test_provider_pushback_halves_once_per_second(self):
-        """429s and 5xx halve the target, at most once a second, and growth waits a second."""
+    def test_a_429_halves_once_per_second(self):
+        """A request to slow down halves the target, at most once a second; growth waits a second."""
+        from mailservice.services.dispatch import THROTTLED
+
         control = self.controller()
         control.target = 16
-        control.pushback()
+        control.answered(THROTTLED)
         self.assertEqual(self.step(control, sends=10, cpu=0.01), 8)
-        control.pushback()
+        control.answered(THROTTLED)
         self.assertEqual(self.step(control, sends=10, cpu=0.01), 8)
         self.assertEqual(self.step(control, sends=10, cpu=0.01, wall=1.0), 16)
+
+    def test_a_provider_failing_a_few_sends_is_no_reason_to_slow_down(self):
+        """10 % of 5xx (the next provider takes those) keeps the target; a large share halves it."""
+        from mailservice.services.dispatch import FAILING
+
+        control = self.controller()
+        control.target = 16
+        for n in range(20):
+            control.answered(FAILING if n % 10 == 0 else None)
+        self.assertEqual(self.step(control, sends=20, cpu=0.01), 32)
+        for n in range(20):
+            control.answered(FAILING if n % 2 == 0 else None)
+        self.assertEqual(self.step(control, sends=20, cpu=0.01), 16)
 
     def test_no_judgement_without_work_waiting(self):
         """Idle senders say nothing about the provider: the target stays."""
@@ -512,7 +527,7 @@ class WakeUpTests(DeliveryMixin, TestCase):
     def test_a_failed_enqueue_is_not_left_pending(self):
         """When the queue refuses the task, the next accept tries again instead of waiting."""
         with mock.patch.object(type(deliver_due), "enqueue", side_effect=RuntimeError("queue down")):
-            with self.assertLogs("mailservice.tasks", "ERROR"):
+            with self.assertLogs("mailservice.tasks", "WARNING"):
                 self.assertFalse(wake_delivery())
         self.assertIsNone(cache.get(WAKE_KEY))
         self.assertTrue(wake_delivery())
@@ -532,7 +547,7 @@ class WakeUpTests(DeliveryMixin, TestCase):
         pauses = []
         with mock.patch.object(type(deliver_due), "enqueue", flaky), \
                 mock.patch.object(tasks, "_retrier", object()):  # no background thread in this test
-            with self.assertLogs("mailservice.tasks", "ERROR"):
+            with self.assertLogs("mailservice.tasks", "WARNING"):
                 self.assertFalse(wake_delivery())
             with self.assertLogs("mailservice.tasks", "WARNING") as logs:
                 tasks._pay_owed_wake_ups(sleep=pauses.append)
@@ -567,10 +582,24 @@ class WakeUpTests(DeliveryMixin, TestCase):
         expires = Message.objects.get(pk=message_id).lease_expires_at
         self.assertLess(abs((run_after - expires).total_seconds()), 1)
 
+    def test_an_outage_is_one_warning_not_one_per_accept(self):
+        """Accepts meeting a cache outage log one WARNING when it goes and one when it is back."""
+        from mailservice import tasks
+
+        with mock.patch.object(tasks, "_retrier", object()), self.assertLogs("mailservice.tasks", "DEBUG") as logs:
+            with mock.patch.object(cache, "add", side_effect=ConnectionError("cache down")):
+                for _ in range(5):
+                    tasks._already_pending("key", 10, force=False)
+            tasks._already_pending("key", 10, force=False)
+        warnings = [record.getMessage() for record in logs.records if record.levelname == "WARNING"]
+        self.assertEqual(len(warnings), 2, warnings)
+        self.assertIn("cache is out of reach", warnings[0])
+        self.assertIn("cache is back", warnings[1])
+
     def test_a_failing_cache_still_wakes(self):
         """The cache only coalesces: when it fails, the wake-up is enqueued anyway."""
         with mock.patch.object(cache, "add", side_effect=ConnectionError("cache down")):
-            with self.assertLogs("mailservice.tasks", "ERROR"):
+            with self.assertLogs("mailservice.tasks", "WARNING"):
                 self.assertTrue(wake_delivery())
         self.assertEqual(len(self.wakes()), 1)
 

@@ -61,8 +61,8 @@ def waiting(clock: FakeClock) -> RedisWait:
 
 class BackoffTests(SimpleTestCase):
     def test_backoff_doubles_from_one_second_up_to_its_cap(self):
-        """Attempts wait 1, 2, 4, 8 s, then the cap, however long Redis stays away."""
-        self.assertEqual([backoff_delay(n) for n in range(7)], [1, 2, 4, 8, MAX_DELAY, MAX_DELAY, MAX_DELAY])
+        """Attempts wait 1, 2, 4 s, then the cap (5 s), however long Redis stays away."""
+        self.assertEqual([backoff_delay(n) for n in range(7)], [1, 2, 4, MAX_DELAY, MAX_DELAY, MAX_DELAY, MAX_DELAY])
         self.assertEqual(backoff_delay(10_000), MAX_DELAY)
 
 
@@ -72,7 +72,7 @@ class RedisWaitTests(SimpleTestCase):
         clock = FakeClock()
         probe = FailingProbe(3, clock=clock)
         self.assertTrue(waiting(clock).wait(redis.exceptions.ConnectionError("gone"), probe))
-        self.assertEqual([call - 1000.0 for call in probe.calls], [1, 3, 7, 15])
+        self.assertEqual([call - 1000.0 for call in probe.calls], [1, 3, 7, 12])
 
     def test_wait_logs_lost_and_back_once_each(self):
         """A short outage is two log lines, whatever the number of attempts: lost, then back."""
@@ -81,19 +81,19 @@ class RedisWaitTests(SimpleTestCase):
             waiting(clock).wait(redis.exceptions.ConnectionError("gone"), FailingProbe(3))
         self.assertEqual(len(logs.records), 2, logs.output)
         self.assertIn("Redis unreachable (gone)", logs.records[0].getMessage())
-        self.assertIn("Redis reachable again after 15.0 s", logs.records[1].getMessage())
-        self.assertEqual((logs.records[0].rq_worker, logs.records[1].redis_down_seconds), ("w1", 15.0))
+        self.assertIn("Redis reachable again after 12.0 s", logs.records[1].getMessage())
+        self.assertEqual((logs.records[0].rq_worker, logs.records[1].redis_down_seconds), ("w1", 12.0))
 
     def test_wait_reports_a_long_outage_once_a_minute(self):
         """While Redis stays away, one "still unreachable" line per REPORT_EVERY seconds."""
         clock = FakeClock()
         with self.assertLogs(LOGGER, "INFO") as logs:
-            waiting(clock).wait(redis.exceptions.ConnectionError("gone"), FailingProbe(20))
+            waiting(clock).wait(redis.exceptions.ConnectionError("gone"), FailingProbe(52))
         still = [record.getMessage() for record in logs.records if "still unreachable" in record.getMessage()]
         self.assertEqual(REPORT_EVERY, 60)
-        # Attempts fail at 1, 3, 7, 15, 30, 45, 60 … 255 s; Redis answers at 270 s.
+        # Attempts fail at 1, 3, 7, 12, 17 … 252 s; Redis answers at 257 s.
         seconds = [line.split(" after ")[1].split(" ")[0] for line in still]
-        self.assertEqual(seconds, ["60", "120", "180", "240"])
+        self.assertEqual(seconds, ["62", "122", "182", "242"])  # the first failed attempt past each minute
         self.assertEqual(len(logs.records), 2 + len(still))
 
     def test_wait_ends_as_soon_as_the_process_is_told_to_stop(self):
