@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv migrate clean
+.PHONY: run test test-fast venv migrate clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ run: migrate
 ## Run the whole test suite.
 test: venv
 	$(BIN)/python -m pytest
+
+## The suite without the tests marked slow (real servers, the chaos run, fuzzing): the quick loop.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,6 +1,8 @@
 """A tiny local ESP for tests with real worker processes: answers SendGrid's and Mailgun's send
 APIs as they do (SendGrid 202 with X-Message-Id, Mailgun 200 with its JSON id), after an optional
-delay, or with a chosen error status; counts every request, per provider and per subject.
+delay, or with a chosen error status, or with a 500 on a random share of requests (each provider
+drawing from its own seeded generator); counts every request, per provider and per subject, and
+remembers which it accepted (a 2xx answer).
 
 It runs in the test process on a free loopback port, in threads; the workers reach it through
 ANYMAIL_SENDGRID_API_URL / ANYMAIL_MAILGUN_API_URL (see `anymail_environment`).
@@ -8,19 +10,26 @@ ANYMAIL_SENDGRID_API_URL / ANYMAIL_MAILGUN_API_URL (see `anymail_environment`).
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 
 class FakeProvider:
-    def __init__(self, *, delay: float = 0.0):
+    def __init__(self, *, delay: float = 0.0, error_rate: float = 0.0, seed: int = 0):
         self.delay = delay
         self.failing: dict[str, int] = {}  # provider -> HTTP status it answers with
+        # Share of requests (0–1) each provider answers with a 500, drawn when a request arrives.
+        self.error_rate = error_rate
+        self.error_status = 500  # what those requests are answered with
+        self.random = {name: random.Random(f"{seed}-{name}") for name in ("sendgrid", "mailgun")}
         self.lock = threading.Lock()
-        self.requests: list[dict] = []  # {"provider", "subject", "to", "custom_args"}
+        self.requests: list[dict] = []  # {"provider", "subject", "to", "status"}: the status answered
+        self.in_flight = 0  # requests being answered now
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,11 +41,23 @@ class FakeProvider:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                name = "mailgun" if self.path.startswith("/mailgun/") else "sendgrid"
-                provider.record(name, body, self.headers.get("Content-Type", ""))
-                if provider.delay:
-                    time.sleep(provider.delay)
-                status = provider.failing.get(name)
+                name = "mailgun" if "/mailgun/" in self.path else "sendgrid"
+                if len(body) < length:  # the sender died mid-request: nothing to take, nobody to answer
+                    provider.record(name, body, self.headers.get("Content-Type", ""), None)
+                    self.close_connection = True
+                    return
+                # Decided on arrival: a request whose sender dies while we sleep was still taken.
+                status = provider.failing.get(name) or provider.random_error(name)
+                provider.record(name, body, self.headers.get("Content-Type", ""),
+                                status or (200 if name == "mailgun" else 202))
+                with provider.lock:
+                    provider.in_flight += 1
+                try:
+                    if provider.delay:
+                        time.sleep(provider.delay)
+                finally:
+                    with provider.lock:
+                        provider.in_flight -= 1
                 if status:
                     self.answer(status, b'{"errors": [{"message": "unavailable"}]}')
                 elif name == "mailgun":
@@ -68,8 +89,15 @@ class FakeProvider:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def record(self, name: str, body: bytes, content_type: str) -> None:
-        entry = {"provider": name, "subject": None, "to": []}
+    def random_error(self, name: str) -> int | None:
+        """`error_status` for a random `error_rate` share of `name`'s requests, else None."""
+        if not self.error_rate:
+            return None
+        with self.lock:
+            return self.error_status if self.random[name].random() < self.error_rate else None
+
+    def record(self, name: str, body: bytes, content_type: str, status: int | None = None) -> None:
+        entry = {"provider": name, "subject": None, "to": [], "status": status}
         if "json" in content_type:
             try:
                 data = json.loads(body)
@@ -77,6 +105,10 @@ class FakeProvider:
                 entry["to"] = [to["email"] for p in data.get("personalizations", []) for to in p.get("to", [])]
             except (ValueError, AttributeError, KeyError, TypeError):
                 pass
+        elif "x-www-form-urlencoded" in content_type:  # Mailgun without attachments
+            form = parse_qs(body.decode(errors="replace"))
+            entry["subject"] = (form.get("subject") or [None])[0]
+            entry["to"] = form.get("to", [])
         else:  # Mailgun: a multipart form; the subject is enough for the tests
             marker = b'name="subject"\r\n\r\n'
             if marker in body:
@@ -92,13 +124,23 @@ class FakeProvider:
         with self.lock:
             return Counter(r["subject"] for r in self.requests if provider in (None, r["provider"]))
 
-    def anymail_environment(self) -> dict[str, str]:
-        """The ANYMAIL_* variables that point a process's SendGrid and Mailgun here."""
+    def accepted_per_subject(self, provider: str | None = None) -> Counter:
+        """Requests answered with a 2xx (the provider took the message), per subject."""
+        with self.lock:
+            return Counter(
+                r["subject"] for r in self.requests
+                if provider in (None, r["provider"]) and r["status"] is not None and 200 <= r["status"] < 300
+            )
+
+    def anymail_environment(self, prefix: str = "") -> dict[str, str]:
+        """The ANYMAIL_* variables that point a process's SendGrid and Mailgun here. A `prefix`
+        ("/esp") keeps the URLs off the sandbox's paths, which the system check sandbox.E001
+        refuses with DEBUG off."""
         return {
             "ANYMAIL_SENDGRID_API_KEY": "SG.fake-key",
-            "ANYMAIL_SENDGRID_API_URL": f"{self.url}/sendgrid/v3/",
+            "ANYMAIL_SENDGRID_API_URL": f"{self.url}{prefix}/sendgrid/v3/",
             "ANYMAIL_MAILGUN_API_KEY": "fake-mailgun-key",
-            "ANYMAIL_MAILGUN_API_URL": f"{self.url}/mailgun/v3",
+            "ANYMAIL_MAILGUN_API_URL": f"{self.url}{prefix}/mailgun/v3",
             "ANYMAIL_MAILGUN_SENDER_DOMAIN": "mg.example.com",
         }
 
