@@ -3,10 +3,8 @@ DEBUG off, static files gathered by collectstatic and served through WhiteNoise,
 log without query strings.
 
 Nothing here needs a database server: the pages fetched touch no table."""
-import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,14 +15,7 @@ from pathlib import Path
 
 from django.test import SimpleTestCase
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.project.gunicorn_process import ROOT, Gunicorn, free_port, production_environment
 
 
 def fetch(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -44,60 +35,17 @@ class GunicornStaticFilesTests(SimpleTestCase):
         cls.addClassCleanup(cls.tmp.cleanup)
         tmp = Path(cls.tmp.name)
         cls.port = free_port()
-        keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-        cls.env = {
-            **keep,
-            "DJANGO_SETTINGS_MODULE": "smtest.settings",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "ANYMAIL_WEBHOOK_SECRET": "esp:" + secrets.token_urlsafe(24),
-            "SECURE_SSL_REDIRECT": "0",
-            "SECURE_HSTS_SECONDS": "0",
-            "STATIC_ROOT": str(tmp / "static"),
-            "DATABASE_URL": f"sqlite:///{tmp / 'unused.sqlite3'}",
-            "CACHE_URL": "locmemcache://",
-            "BIND": f"127.0.0.1:{cls.port}",
-            "WEB_CONCURRENCY": "2",
-        }
+        cls.env = production_environment(tmp, cls.port, STATIC_ROOT=str(tmp / "static"), WEB_CONCURRENCY="2")
         collected = subprocess.run(
             [sys.executable, "manage.py", "collectstatic", "--no-input"],
             cwd=ROOT, env=cls.env, capture_output=True, text=True, timeout=300,
         )
         if collected.returncode:
             raise AssertionError(collected.stdout + collected.stderr)
-        cls.access_log = tmp / "access.log"
-        cls.error_log = tmp / "error.log"
-        with open(cls.access_log, "wb") as out, open(cls.error_log, "wb") as err:
-            cls.server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
-                cwd=ROOT, env=cls.env, stdout=out, stderr=err,
-            )
-        cls.addClassCleanup(cls.stop_server)
+        cls.server = Gunicorn(cls.env, tmp, cls.port)
+        cls.addClassCleanup(cls.server.stop)
+        cls.access_log = cls.server.access_log
         cls.base = f"http://127.0.0.1:{cls.port}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if cls.server.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {cls.server.returncode}:\n{cls.error_log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", cls.port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not listen in {START_TIMEOUT}s:\n{cls.error_log.read_text()}")
-                time.sleep(0.2)
-
-    @classmethod
-    def stop_server(cls):
-        """SIGTERM (gunicorn's graceful stop), SIGKILL if it hangs: never left running."""
-        if cls.server.poll() is None:
-            cls.server.terminate()
-            try:
-                cls.server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                cls.server.kill()
-                cls.server.wait(timeout=10)
 
     def assert_served(self, path: str, content_type: str) -> dict[str, str]:
         status, headers, body = fetch(self.base + path)

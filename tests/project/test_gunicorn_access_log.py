@@ -2,12 +2,9 @@
 the client puts in the path or a header, and configured secrets masked there too.
 
 Real gunicorn, requests written byte for byte on a socket (an HTTP client would encode them)."""
-import os
 import re
 import secrets
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,9 +12,8 @@ from urllib.parse import quote
 
 from django.test import SimpleTestCase
 
-from tests.project.test_gunicorn import START_TIMEOUT, free_port
+from tests.project.gunicorn_process import Gunicorn, free_port, production_environment
 
-ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "esp user:pa/ss w@rd-" + secrets.token_hex(4)
 # The configured format (remote address, time, "method path protocol", status, bytes, duration,
 # "user agent"), each quoted field holding only escaped quotes and backslashes.
@@ -33,52 +29,10 @@ class GunicornAccessLogTests(SimpleTestCase):
         cls.addClassCleanup(cls.tmp.cleanup)
         tmp = Path(cls.tmp.name)
         cls.port = free_port()
-        keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-        env = {
-            **keep,
-            "DJANGO_SETTINGS_MODULE": "smtest.settings",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "ANYMAIL_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SECURE_SSL_REDIRECT": "0",
-            "SECURE_HSTS_SECONDS": "0",
-            "DATABASE_URL": f"sqlite:///{tmp / 'unused.sqlite3'}",
-            "CACHE_URL": "locmemcache://",
-            "BIND": f"127.0.0.1:{cls.port}",
-            "WEB_CONCURRENCY": "1",
-        }
-        cls.access_log = tmp / "access.log"
-        cls.error_log = tmp / "error.log"
-        with open(cls.access_log, "wb") as out, open(cls.error_log, "wb") as err:
-            cls.server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
-                cwd=ROOT, env=env, stdout=out, stderr=err,
-            )
-        cls.addClassCleanup(cls.stop_server)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if cls.server.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {cls.server.returncode}:\n{cls.error_log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", cls.port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not listen in {START_TIMEOUT}s:\n{cls.error_log.read_text()}")
-                time.sleep(0.2)
-
-    @classmethod
-    def stop_server(cls):
-        """SIGTERM (gunicorn's graceful stop), SIGKILL if it hangs: never left running."""
-        if cls.server.poll() is None:
-            cls.server.terminate()
-            try:
-                cls.server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                cls.server.kill()
-                cls.server.wait(timeout=10)
+        env = production_environment(tmp, cls.port, ANYMAIL_WEBHOOK_SECRET=WEBHOOK_SECRET, WEB_CONCURRENCY="1")
+        cls.server = Gunicorn(env, tmp, cls.port)
+        cls.addClassCleanup(cls.server.stop)
+        cls.access_log, cls.error_log = cls.server.access_log, cls.server.error_log
 
     def send(self, request_line: bytes, *headers: bytes) -> bytes:
         """One raw request; the status line of the answer."""

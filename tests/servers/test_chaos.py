@@ -32,8 +32,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,8 @@ from django.db.models import Count
 
 from mailservice.models import Message
 from tests.e2e.processes import ROOT, Process, wait_until
-from tests.servers.base import ALIAS, OPENER, RealServersTestCase
+from tests.servers.base import ALIAS, RealServersTestCase
+from tests.servers.clients import post_message
 from tests.servers.provider import FakeProvider
 
 MESSAGES = int(os.environ.get("SMTEST_CHAOS_MESSAGES", "5000"))
@@ -64,30 +63,6 @@ RETRY_FOR = 120.0  # how long a client keeps retrying one message before it give
 UNFINISHED = ("queued", "sending", "deferred")
 WORKER_COMMAND = ["rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "default"]
 TEXT = "A message of the chaos run (tests/servers/test_chaos.py). " * 3
-
-
-@dataclass
-class Answer:
-    status: int  # 0: no HTTP answer at all (connection refused or reset, timeout)
-    retry_after: str | None
-    body: bytes
-
-
-def post(url: str, api_key: str, idempotency_key: str, body: bytes) -> Answer:
-    request = urllib.request.Request(
-        url + "/api/messages",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}",
-                 "Idempotency-Key": idempotency_key},
-    )
-    try:
-        with OPENER.open(request, timeout=30) as response:
-            return Answer(response.status, response.headers.get("Retry-After"), response.read())
-    except urllib.error.HTTPError as err:
-        return Answer(err.code, err.headers.get("Retry-After"), err.read())
-    except OSError as err:
-        return Answer(0, None, repr(err).encode())
 
 
 class Burst:
@@ -133,7 +108,7 @@ class Burst:
     def send(self, i: int, body: bytes) -> None:
         deadline = time.monotonic() + RETRY_FOR
         while True:
-            answer = post(self.url, self.api_key, f"chaos-{i}", body)
+            answer = post_message(self.url, self.api_key, f"chaos-{i}", body)
             with self.lock:
                 self.statuses[answer.status] += 1
                 if answer.status == 503 and not answer.retry_after:

@@ -13,16 +13,14 @@ import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from dataclasses import dataclass
 
 from django.db import connections
 
 from mailservice.models import IdempotencyKey, Message
 from tests.e2e.processes import wait_until
-from tests.servers.base import ALIAS, OPENER, RealServersTestCase
+from tests.servers.base import ALIAS, RealServersTestCase
+from tests.servers.clients import Answer, post_message
 
 CLIENTS = 4
 # Messages accepted before the restart, and again after it, so both sides of it are exercised.
@@ -33,33 +31,6 @@ AFTER = 40
 RETRY_PAUSE = 0.05
 # How long one message may keep answering 503 before the test gives up on it.
 RETRY_FOR = 20.0
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int  # 0: no HTTP answer at all (connection refused or reset)
-    retry_after: str | None
-    body: bytes
-
-
-def post(url: str, api_key: str, idempotency_key: str, body: bytes) -> Answer:
-    request = urllib.request.Request(
-        url + "/api/messages",
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {api_key}",
-            "Idempotency-Key": idempotency_key,
-        },
-    )
-    try:
-        with OPENER.open(request, timeout=30) as response:
-            return Answer(response.status, response.headers.get("Retry-After"), response.read())
-    except urllib.error.HTTPError as err:
-        return Answer(err.code, err.headers.get("Retry-After"), err.read())
-    except OSError as err:
-        return Answer(0, None, repr(err).encode())
 
 
 class Burst:
@@ -99,7 +70,7 @@ class Burst:
     def send_until_accepted(self, key: str, body: bytes) -> None:
         deadline = time.monotonic() + RETRY_FOR
         while True:
-            answer = post(self.url, self.api_key, key, body)
+            answer = post_message(self.url, self.api_key, key, body)
             with self.lock:
                 self.answers.append(answer)
                 if answer.status == 202:
