@@ -21,6 +21,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from mailservice import conf
+from mailservice.availability import unavailable_dependency
 from mailservice.compat import task
 from mailservice.models import Message
 from mailservice.models.messages import READY_STATUSES
@@ -119,7 +120,7 @@ def _outage(what: str, error: Exception, *, extra: dict | None = None) -> None:
             what,
             type(error).__name__,
             extra={"dependency": what, "error_class": type(error).__name__, **(extra or {})},
-            exc_info=not _is_unreachable(error),  # a traceback only for what looks like a bug
+            exc_info=unavailable_dependency(error) is None,  # a traceback only for what looks like a bug
         )
     else:
         logger.debug("delivery wake-up: the %s is still out of reach", what)
@@ -135,11 +136,6 @@ def _back(what: str) -> None:
             time.monotonic() - since,
             extra={"dependency": what, "down_seconds": round(time.monotonic() - since, 1)},
         )
-
-
-def _is_unreachable(error: Exception) -> bool:
-    """A connection refused, cut or timed out (Redis's own errors included)."""
-    return isinstance(error, OSError) or type(error).__module__.startswith("redis")
 
 
 _owed = threading.Event()

@@ -1,11 +1,12 @@
 """Delivery rounds, a batch at a time: claim up to MAILSERVICE_BATCH_SIZE due messages, drop
-suppressed recipients, send outside any transaction (MAILSERVICE_SEND_CONCURRENCY at a time), and
-record every outcome with bulk writes (docs/delivery.md, "Batches and concurrency").
+suppressed recipients, hand them to sender threads (services/dispatch.py: at most
+MAILSERVICE_SEND_CONCURRENCY in flight, outside any transaction), and record outcomes with bulk
+writes as the sends finish (docs/delivery.md, "Batches and concurrency").
 
-The Message row is the source of truth. Each message keeps its own lease (services/claiming.py);
-a worker that dies leaves its leases to expire and the recovery pass wakes a new round. Outcomes
-are recorded only for the messages whose lease this worker still holds, so the number of queries
-per batch is fixed, whatever its size.
+The Message row is the source of truth. Each message keeps its own lease (services/claiming.py),
+renewed while the round lasts; a worker that dies stops renewing, and the next round takes its
+messages over. Outcomes are recorded only for the messages whose lease this worker still holds,
+with a fixed number of statements per record, however many sends it holds.
 """
 from __future__ import annotations
 
