@@ -12,7 +12,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from failover import conf, errors, signals
 from failover.attempts import Attempt, Outcome
 from failover.exceptions import AllProvidersFailed, AmbiguousSendError, ProviderBuildError
-from failover.health import ChainState, HealthStore
+from failover.memory import ChainMemory, ChainState
 from failover.network import NetworkWatch, pin_environment
 from failover.providers import BackendPool, ProviderConfig, load_providers
 
@@ -58,7 +58,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         self.failover_on_ambiguous = (
             conf.failover_on_ambiguous() if failover_on_ambiguous is None else bool(failover_on_ambiguous)
         )
-        self.health = HealthStore(
+        self.memory = ChainMemory(
             [provider.name for provider in self.providers],
             cache_alias=cache_alias or conf.cache_alias(),
             timeout=conf.cache_timeout() if cache_timeout is None else float(cache_timeout),
@@ -138,7 +138,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         # closes the inner backends; otherwise this batch is a session of its own.
         created = self.open()
         try:
-            state = self.health.load()  # the one cache read of this batch
+            state = self.memory.load()  # the one cache read of this batch
             sent = 0
             for message in email_messages:
                 if self._send_one(message, state):
@@ -193,19 +193,19 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
 
     def _plan(self, state: ChainState) -> tuple[list[str], str | None]:
         """The providers to try for one message, and the one probed first if a probe is due."""
-        order = self.health.order(state)
-        probe = self.health.probe_due(state)
-        if probe is None or not self.health.claim_probe(state, probe):
+        order = self.memory.order(state)
+        probe = self.memory.probe_due(state)
+        if probe is None or not self.memory.claim_probe(state, probe):
             return order, None
         logger.info("failover probe provider=%s", probe, extra={"provider": probe})
         return [probe, *(name for name in order if name != probe)], probe
 
     def _skip_reason(self, state: ChainState, name: str) -> str | None:
         """Why the provider is passed over for this message without being asked, if it is."""
-        if self.health.waiting(state, name):
+        if self.memory.waiting(state, name):
             return "retry_after"
         limit = self._by_name[name].rate_limit
-        if limit is not None and not self.health.take_send(name, limit.sends, limit.period):
+        if limit is not None and not self.memory.take_send(name, limit.sends, limit.period):
             return "rate_limited"
         return None
 
@@ -298,9 +298,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     # Memory ------------------------------------------------------------------------------
 
     def _note_success(self, state: ChainState, name: str) -> None:
-        changed, recovered = self.health.record_success(state, name)
+        changed, recovered = self.memory.record_success(state, name)
         if changed:
-            self.health.save(state)
+            self.memory.save(state)
         if recovered:
             logger.info("failover provider recovered provider=%s", name, extra={"provider": name})
             signals.provider_recovered.send(type(self), provider=name)
@@ -308,7 +308,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             logger.info(
                 "failover sends now start at provider=%s for %ss",
                 name,
-                int(self.health.timeout),
+                int(self.memory.timeout),
                 extra={"provider": name, "until": state.until},
             )
 
@@ -316,23 +316,23 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         """A provider error: a request to slow down (429, 503 with Retry-After) makes the provider
         wait that long; anything else marks it failing (and, after a probe, backs the probes off)."""
         name = attempt.provider
-        seconds = errors.retry_after(error, default=self.health.probe_interval, now=self.health.now())
+        seconds = errors.retry_after(error, default=self.memory.probe_interval, now=self.memory.now())
         if seconds is not None:
-            wait = self.health.record_wait(state, name, seconds)
-            self.health.save(state)
+            wait = self.memory.record_wait(state, name, seconds)
+            self.memory.save(state)
             logger.warning(
                 "failover provider asked to wait provider=%s seconds=%s", name, int(wait), extra={"provider": name}
             )
             return
-        news = self.health.record_failure(
+        news = self.memory.record_failure(
             state, name, error=attempt.error or "", error_class=attempt.error_class or "", probe=probe
         )
-        self.health.save(state)
+        self.memory.save(state)
         if probe:
             logger.warning(
                 "failover probe failed provider=%s next_probe_in=%ss",
                 name,
-                int(self.health.interval(state.failures[name])),
+                int(self.memory.interval(state.failures[name])),
                 extra={"provider": name, "error_class": attempt.error_class},
             )
         if news:
@@ -346,12 +346,12 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
 
     def forget(self) -> None:
         """Drop the chain's memory (detour and failure records), as if no provider had failed."""
-        self.health.forget()
+        self.memory.forget()
         logger.info("failover memory cleared", extra={"providers": [p.name for p in self.providers]})
 
     def provider_states(self) -> list[dict[str, Any]]:
         """Each provider with its remembered state (active / standby / failing) and last error."""
-        return self.health.describe(self.health.load(strict=True))
+        return self.memory.describe(self.memory.load(strict=True))
 
 
 def _first_build_error(attempts: list[Attempt], errors_by_provider: dict[str, BaseException]) -> Exception | None:

@@ -62,7 +62,7 @@ class FailoverTestCase(SimpleTestCase):
         self.esp.start()
         self.addCleanup(self.esp.stop)
         self.clock = FakeClock()
-        patcher = mock.patch("failover.health.now", self.clock)
+        patcher = mock.patch("failover.memory.now", self.clock)
         patcher.start()
         self.addCleanup(patcher.stop)
 

@@ -151,15 +151,15 @@ class UnreachableCacheTests(FailoverTestCase):
 
         from django.core.cache import caches
 
-        from failover import health
+        from failover import memory
 
-        health._warned["at"] = -health.CACHE_WARNING_EVERY
+        memory._warned["at"] = -memory.CACHE_WARNING_EVERY
         cache = caches["default"]
         down = ConnectionError("Error 111 connecting to redis")
         self.esp.fail("sendgrid", 503)
         with mock.patch.object(cache, "get", side_effect=down), mock.patch.object(cache, "set", side_effect=down), \
                 mock.patch.object(cache, "add", side_effect=down), \
-                self.assertLogs("failover.health", "WARNING") as logs:
+                self.assertLogs("failover.memory", "WARNING") as logs:
             messages = [self.message() for _ in range(3)]
             self.assertEqual(self.send(*messages), 3)
         self.assertEqual([m.failover_provider for m in messages], ["mailgun"] * 3)

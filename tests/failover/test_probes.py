@@ -65,11 +65,11 @@ class ProbeTests(FailoverTestCase):
         self.detour_to_mailgun()
         self.clock.advance(60)
         first, second = FirstWorkingEmailBackend(), FirstWorkingEmailBackend()
-        state_one, state_two = first.health.load(), second.health.load()
-        self.assertEqual(first.health.probe_due(state_one), "sendgrid")
-        self.assertEqual(second.health.probe_due(state_two), "sendgrid")
-        self.assertTrue(first.health.claim_probe(state_one, "sendgrid"))
-        self.assertFalse(second.health.claim_probe(state_two, "sendgrid"))
+        state_one, state_two = first.memory.load(), second.memory.load()
+        self.assertEqual(first.memory.probe_due(state_one), "sendgrid")
+        self.assertEqual(second.memory.probe_due(state_two), "sendgrid")
+        self.assertTrue(first.memory.claim_probe(state_one, "sendgrid"))
+        self.assertFalse(second.memory.claim_probe(state_two, "sendgrid"))
 
     def test_probe_is_logged_with_its_finding(self):
         """The logs say that a probe happened and what it found."""

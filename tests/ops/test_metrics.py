@@ -37,6 +37,13 @@ def event(provider: str, event_type: str) -> TrackingEvent:
     return TrackingEvent.objects.create(provider=provider, event_id=f"ev-{next(_event_ids)}", event_type=event_type)
 
 
+class ProbesOpenMixin:
+    def test_the_probes_stay_open(self):
+        """/healthz and /readyz never need a token: load balancers hold none."""
+        self.assertEqual(self.client.get("/healthz").status_code, 200)
+        self.assertEqual(self.client.get("/readyz").status_code, 200)
+
+
 class ScrapeMixin:
     def scrape(self, **headers) -> dict[str, dict[tuple, float]]:
         """{family name: {((label, value), ...) with the sample's name first: value}}."""
@@ -152,7 +159,7 @@ class MetricValuesTests(ScrapeMixin, TestCase):
     @override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun", "mandrill"], FIRST_WORKING_EMAIL_CACHE_TIMEOUT=600)
     def test_provider_state_from_the_failover_memory(self):
         caches["default"].clear()
-        store = FirstWorkingEmailBackend().health
+        store = FirstWorkingEmailBackend().memory
         state = store.load()
         store.record_failure(state, "sendgrid", error="HTTP 503", error_class="x.Error", probe=False)
         store.record_success(state, "mailgun")
@@ -235,7 +242,7 @@ class MetricsCostTests(TestCase):
 
 
 @override_settings(CACHES=LOCMEM, MAILSERVICE_METRICS_TOKEN="metrics-token-0123456789")
-class MetricsTokenTests(TestCase):
+class MetricsTokenTests(ProbesOpenMixin, TestCase):
     def test_required_when_set(self):
         response = self.client.get("/metrics")
         self.assertEqual(response.status_code, 401)
@@ -272,13 +279,9 @@ class MetricsTokenTests(TestCase):
         """The token wins over MAILSERVICE_METRICS_PUBLIC: set, it is always required."""
         self.assertEqual(self.client.get("/metrics").status_code, 401)
 
-    def test_probes_need_no_token(self):
-        self.assertEqual(self.client.get("/healthz").status_code, 200)
-        self.assertEqual(self.client.get("/readyz").status_code, 200)
-
 
 @override_settings(CACHES=LOCMEM, MAILSERVICE_METRICS_TOKEN="", MAILSERVICE_METRICS_PUBLIC=False)
-class MetricsClosedByDefaultTests(TestCase):
+class MetricsClosedByDefaultTests(ProbesOpenMixin, TestCase):
     """With DEBUG off /metrics needs a token, or MAILSERVICE_METRICS_PUBLIC=1 to be open."""
 
     def test_closed_with_debug_off_and_no_token(self):
@@ -303,11 +306,6 @@ class MetricsClosedByDefaultTests(TestCase):
     def test_open_with_debug_on(self):
         """In development (DEBUG on) /metrics stays open without a token."""
         self.assertEqual(self.client.get("/metrics").status_code, 200)
-
-    def test_the_probes_stay_open(self):
-        """/healthz and /readyz never need a token: load balancers hold none."""
-        self.assertEqual(self.client.get("/healthz").status_code, 200)
-        self.assertEqual(self.client.get("/readyz").status_code, 200)
 
 
 @esp_settings()

@@ -82,7 +82,7 @@ class ChainState:
         )
 
 
-class HealthStore:
+class ChainMemory:
     def __init__(self, names: list[str], *, cache_alias: str, timeout: float, probe_interval: float):
         self.names = names
         self.cache_alias = cache_alias
