@@ -20,7 +20,7 @@ from mailservice.exceptions import MessageStateError
 from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
 from mailservice.selectors import HEAVY_FIELDS
 from mailservice.services.keys import api_keys_revoke
-from mailservice.services.messages import message_cancel, message_retry
+from mailservice.services.messages import message_cancel, message_requeue
 from mailservice.services.suppressions import suppression_add, suppressions_remove
 
 
@@ -216,7 +216,7 @@ class MessageAdmin(ViewOnlyAdmin):
 
     @admin.action(description="Retry the selected messages now")
     def retry_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._apply(request, queryset, message_retry, "queued again")
+        self._apply(request, queryset, message_requeue, "queued again")
 
     @admin.action(description="Cancel the selected messages (queued or deferred only)")
     def cancel_messages(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:

@@ -152,8 +152,9 @@ CANCEL_REASONS = {"operator": "Cancelled by an operator.", "api": "Cancelled thr
 REQUEUED_RECIPIENTS = frozenset({RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED})
 
 
-def message_retry(*, message: Message, now: datetime | None = None) -> Message:
-    """Queue a deferred or failed message again now, with a fresh max-age window.
+def message_requeue(*, message: Message, now: datetime | None = None) -> Message:
+    """The operator's requeue: a deferred or failed message queued again now, with a fresh
+    max-age window (not the delivery retry, which `services/sending.py` schedules).
 
     Recipients that failed or were rejected are queued again; delivered, bounced, complained and
     suppressed ones are left alone.

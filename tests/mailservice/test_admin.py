@@ -10,7 +10,7 @@ from django.test import SimpleTestCase, TestCase
 from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression
 from mailservice.services.keys import api_key_create
 from mailservice.services.delivery import message_deliver
-from mailservice.services.messages import message_cancel, message_retry
+from mailservice.services.messages import message_cancel, message_requeue
 from mailservice.services.suppressions import suppression_add, suppression_remove
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
@@ -84,7 +84,7 @@ class AdminTests(LoggedInAdminMixin, TestCase):
         message_id = self.post_message(VALID).json()["id"]
         message = message_deliver(message_id=message_id)
         with self.assertRaises(MessageStateError):
-            message_retry(message=message)
+            message_requeue(message=message)
         self.action("retry_messages", message_id)
         self.assertEqual(Message.objects.get(pk=message_id).status, "sent")
 
