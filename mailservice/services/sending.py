@@ -17,6 +17,7 @@ from mailservice import conf
 from mailservice.addresses import normalize_email
 from mailservice.composing import build_email
 from mailservice.models import Message, Recipient
+from mailservice.services.backoff import retry_delay
 from mailservice.statuses import RecipientStatus
 
 logger = logging.getLogger(__name__)
@@ -37,17 +38,6 @@ class SendResult:
     per_recipient: dict[str, tuple[RecipientStatus, str]] = field(default_factory=dict)  # email -> status, id
     next_attempt_at: datetime | None = None
     attempts: list[Attempt] = field(default_factory=list)
-
-
-def retry_delay(*, attempt: int, rng: random.Random | None = None) -> float:
-    """Seconds before retry number `attempt` (1-based): exponential, capped, with jitter that
-    shortens each delay by up to MAILSERVICE_RETRY_JITTER so retries of an outage spread out."""
-    base = conf.retry_base_delay() * (2 ** max(attempt - 1, 0))
-    delay = min(base, conf.retry_max_delay())
-    jitter = conf.retry_jitter()
-    if jitter:
-        delay *= 1 - jitter * (rng or random).random()
-    return delay
 
 
 def message_send(

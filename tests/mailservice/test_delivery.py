@@ -14,7 +14,7 @@ from django.test import TestCase, override_settings
 from mailservice.composing import build_email
 from mailservice.models import DeliveryAttempt, Message
 from mailservice.services.delivery import message_deliver
-from mailservice.services.sending import retry_delay
+from mailservice.services.backoff import retry_delay
 from mailservice.services.suppressions import suppression_add
 from mailservice.statuses import MessageStatus
 from tests.mailservice.helpers import (
