@@ -15,7 +15,7 @@ from sandbox.control import ControlApp
 from sandbox.faults import Fault, FaultBoard
 from sandbox.providers import PROVIDER_NAMES, PROVIDERS
 from sandbox.providers.base import Provider
-from sandbox.sending import SendEndpoint
+from sandbox.receiving import SendEndpoint
 from sandbox.server import Listener
 from sandbox.store import MessageStore
 from sandbox.webhooks import WebhookDispatcher

@@ -1,4 +1,5 @@
-"""One provider's send endpoint: faults first, then the provider's own checks, then the answer.
+"""The receiving side of one provider's send endpoint: faults first, then the provider's own
+checks, then the answer.
 
 The order follows a real provider: a broken provider (injected fault) answers with its error
 whatever the request; a healthy one checks the key, then the request (Mailgun's domain,

@@ -2,7 +2,7 @@
 
 A provider class knows its wire formats only: how its send request looks, how it answers
 (success, errors, refused recipients), and how its tracking webhooks look and are signed.
-Faults, storage and scheduling live elsewhere (`sandbox.sending`, `sandbox.webhooks`). What the
+Faults, storage and scheduling live elsewhere (`sandbox.receiving`, `sandbox.webhooks`). What the
 rest of the sandbox needs to know about a provider (its name, API prefix, default key, the
 Anymail settings that point at it) is its `ProviderSpec`, one entry of
 `sandbox.providers.PROVIDERS`: adding a provider is one entry there plus one class here.
@@ -40,15 +40,18 @@ class WebhookKey:
 
 @dataclass(frozen=True)
 class ProviderSpec:
-    """One provider of the sandbox. Its upper-case name prefixes Anymail's settings
-    (`<NAME>_API_URL`, `<NAME>_API_KEY`) and the sandbox's variables (`SANDBOX_<NAME>_PORT`...);
-    the lower-case name is its CLI flags' (`--<name>-port`), fault and control API name."""
+    """One provider of the sandbox. Its upper-case name prefixes Anymail's API URL setting
+    (`<NAME>_API_URL`) and the sandbox's variables (`SANDBOX_<NAME>_PORT`...); the lower-case
+    name is its CLI flags' (`--<name>-port`), fault and control API name. Anymail names each
+    ESP's credential its own way (`SENDGRID_API_KEY`, `POSTMARK_SERVER_TOKEN`), so the spec
+    states it."""
 
     name: str
     provider_class: type[Provider]
     api_prefix: str  # the path its API lives under on its own port; Anymail's API URL ends with it
     default_api_key: str  # a published development value (docs/sandbox.md), not a secret
     tracking_path: str  # Anymail's tracking webhook path on the service
+    api_key_setting: str  # Anymail's credential setting, without the ANYMAIL_ prefix
     webhook_key: WebhookKey | None = None  # None: only basic auth protects its webhooks
     # Anymail's sender-domain setting, for an API whose URL names the sending domain: then the
     # sandbox can be told which domains exist (--<name>-domain, SANDBOX_<NAME>_DOMAINS).
@@ -63,10 +66,6 @@ class ProviderSpec:
     @property
     def api_url_setting(self) -> str:
         return f"{self.name.upper()}_API_URL"
-
-    @property
-    def api_key_setting(self) -> str:
-        return f"{self.name.upper()}_API_KEY"
 
     def variable(self, suffix: str) -> str:
         """The SANDBOX_<NAME>_<SUFFIX> environment variable of one of this provider's settings."""

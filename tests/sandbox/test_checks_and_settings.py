@@ -1,5 +1,6 @@
 """The production guard (sandbox.E001), the sandbox's settings, and the pure rules behind faults
 and address conventions."""
+import dataclasses
 import socket
 from unittest import mock
 
@@ -11,6 +12,7 @@ from sandbox.conf import SandboxSettings, is_sandbox_url, service_environment
 from sandbox.conventions import Fate, fate_of
 from sandbox.exceptions import FaultSpecError, SandboxConfigError, UnknownProviderError
 from sandbox.faults import Action, Fault, FaultBoard, fault_from_words, parse_fault_flag
+from sandbox.providers import PROVIDERS
 
 SANDBOX_URL = "http://127.0.0.1:8026/sendgrid/v3/"
 
@@ -118,6 +120,15 @@ class SettingsTests(SimpleTestCase):
         self.assertEqual(env["ANYMAIL_SENDGRID_API_KEY"], "SG.sandbox-sendgrid-key")
         self.assertEqual(env["ANYMAIL_WEBHOOK_SECRET"], "sandbox:sandbox-webhook-secret")
         self.assertTrue(all(is_sandbox_url(v) for k, v in env.items() if k.endswith("_API_URL")))
+
+    def test_a_providers_credential_setting_is_its_own(self):
+        """An ESP whose credential is not `<NAME>_API_KEY` (Postmark's `SERVER_TOKEN`) gets its key
+        under the setting its spec names."""
+        postmark = dataclasses.replace(PROVIDERS[0], api_key_setting="SENDGRID_SERVER_TOKEN")
+        with mock.patch("sandbox.conf.PROVIDERS", (postmark, *PROVIDERS[1:])):
+            env = service_environment()
+        self.assertEqual(env["ANYMAIL_SENDGRID_SERVER_TOKEN"], "SG.sandbox-sendgrid-key")
+        self.assertNotIn("ANYMAIL_SENDGRID_API_KEY", env)
 
     def test_clashing_ports_are_refused(self):
         """A provider port equal to the control port is an error."""
