@@ -59,8 +59,8 @@ def deliver_due() -> dict[str, int]:
 
 @task()
 def deliver_message(message_id: str) -> str | None:
-    """One round for one message: what versions before batched rounds enqueued per message.
-    Task rows they left in the queue still deliver; new code wakes `deliver_due`."""
+    """One round for one message, by id. The gateway enqueues only `deliver_due`; this task
+    stays so that task rows naming it, still waiting in a queue, deliver rather than fail."""
     message = message_deliver(message_id=message_id)
     wake_for_next_due()
     return None if message is None else str(message.status)

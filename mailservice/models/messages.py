@@ -38,10 +38,6 @@ class MessageQuerySet(models.QuerySet["Message"]):
             Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=cutoff)
         )
 
-    def get_locked(self) -> Message | None:
-        """The first row, locked for this transaction; rows other workers hold are skipped."""
-        return self.select_for_update(skip_locked=True).first()
-
 
 class Message(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -603,8 +603,8 @@ class WakeUpTests(DeliveryMixin, TestCase):
                 self.assertTrue(wake_delivery())
         self.assertEqual(len(self.wakes()), 1)
 
-    def test_message_task_from_earlier_versions_still_delivers(self):
-        """`deliver_message` rows left in the queue by versions before batches still send."""
+    def test_a_queued_single_message_task_still_delivers(self):
+        """A `deliver_message` task row waiting in the queue still sends its message."""
         from mailservice.tasks import deliver_message
 
         message_id = self.post_message({"to": "jane@example.com", "text": "x"}).json()["id"]  # due now
