@@ -27,6 +27,12 @@ DEFAULTS: dict[str, Any] = {
     # How far ahead `send_at` may lie (days; 0 = up to the year 9998): a scheduled message
     # holds its body in the database until then -> 422 on `send_at`.
     "MAILSERVICE_MAX_SCHEDULE_DAYS": 30,
+    # Stored templates (docs/templates.md, "Limits"): each source (subject, text, html) as UTF-8,
+    # checked when it is saved; each rendered part as UTF-8, and the time one template's parts
+    # take to render together, both checked while rendering, so a loop over a loop stops there.
+    "MAILSERVICE_TEMPLATE_MAX_BYTES": 512 * 1024,
+    "MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES": 1 * MB,
+    "MAILSERVICE_TEMPLATE_RENDER_SECONDS": 2.0,
     # Retry policy for messages that no provider took (AllProvidersFailed).
     "MAILSERVICE_RETRY_BASE_DELAY": 30.0,  # seconds before the first retry
     "MAILSERVICE_RETRY_MAX_DELAY": 3600.0,  # the backoff never waits longer than this
@@ -127,6 +133,18 @@ def max_merge_data_keys() -> int:
 def max_schedule_days() -> float:
     """0 turns the horizon off."""
     return float(get_setting("MAILSERVICE_MAX_SCHEDULE_DAYS"))
+
+
+def template_max_bytes() -> int:
+    return get_setting("MAILSERVICE_TEMPLATE_MAX_BYTES")
+
+
+def template_render_max_bytes() -> int:
+    return get_setting("MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES")
+
+
+def template_render_seconds() -> float:
+    return get_setting("MAILSERVICE_TEMPLATE_RENDER_SECONDS")
 
 
 def retry_base_delay() -> float:

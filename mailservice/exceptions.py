@@ -138,3 +138,86 @@ class MessageStateError(MailserviceError):
     def __init__(self, message: str, *, status: str = ""):
         self.status = status
         super().__init__(message)
+
+
+class TemplateError(InvalidRequest):
+    """A template the gateway cannot use, or cannot render with the data given: 422 on `field`.
+
+    `part` is the template's field at fault (`subject`, `text`, `html`) and `line` the line of
+    that source where the problem is (None when no one line is), so an editor can point at it;
+    `field` is where a request fixes it: the part itself, or `template_data.<path>` for a missing
+    variable. The API answers the part's own route with `field` as it is and may re-root it for
+    other bodies (mailservice/templating.py, docs/templates.md)."""
+
+    def __init__(self, detail: str, *, part: str, line: int | None = None, field: str | None = None):
+        self.detail = detail
+        self.part = part
+        self.field = field or part
+        self.at_line(line)
+
+    def at_line(self, line: int | None) -> TemplateError:
+        """Say where in the part the problem is, once the renderer knows (itself, for chaining)."""
+        self.line = line
+        if line:
+            where = f"Line {line} of `{self.part}`: "
+        else:
+            where = f"In `{self.part}`: " if self.field != self.part else ""
+        super().__init__([FieldError(self.field, where + self.detail)])
+        return self
+
+
+class TemplateSourceError(TemplateError):
+    """A source refused when it is saved: a syntax error, a tag templates cannot use (`{% load %}`,
+    `{% include %}` …), or a source over MAILSERVICE_TEMPLATE_MAX_BYTES."""
+
+
+class TemplateVariableMissing(TemplateError):
+    """The template uses a variable that `template_data` lacks and no `|default` makes optional.
+    `variable` is the expression as the template wrote it (`user.name`); `field` is its path in
+    the data (`template_data.user.name`, `template_data.items[2].sku` inside a loop)."""
+
+    def __init__(self, variable: str, *, part: str, field: str, line: int | None = None, local: bool = False):
+        self.variable = variable
+        if local:  # under a name a {% for %} or {% with %} binds, with no one place in the data
+            detail = f"`{variable}` is missing here, and no `|default` makes it optional."
+        else:
+            detail = f"The template uses `{variable}`, which template_data lacks: add it, or a `|default`."
+        super().__init__(detail, part=part, line=line, field=field)
+
+
+class TemplateRenderError(TemplateError):
+    """A template that compiled fails with this data: a filter or tag that raised, a rendered
+    subject that is not one line."""
+
+
+class TemplateLimitExceeded(TemplateRenderError):
+    """Rendering went over a limit (MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES of output,
+    MAILSERVICE_TEMPLATE_RENDER_SECONDS of time): `limit` names the setting."""
+
+    def __init__(self, detail: str, *, part: str, limit: str, line: int | None = None):
+        self.limit = limit
+        super().__init__(detail, part=part, line=line)
+
+
+class TemplateNotFound(MailserviceError):
+    """No stored template has this name in the language asked for, its primary language or the
+    default one. The API answers 404 on the template's own routes and 422 on `template` when a
+    message names it."""
+
+    def __init__(self, name: str, language: str = ""):
+        self.name = name
+        self.language = language
+        in_language = f" in {language!r} or a fallback language" if language else ""
+        super().__init__(f"No template named {name!r}{in_language}.")
+
+
+class TemplateConflict(RequestRejected):
+    """A template with this name and language exists already: 409."""
+
+    status = 409
+
+    def __init__(self, name: str, language: str = ""):
+        self.name = name
+        self.language = language
+        which = f"{name!r} in language {language!r}" if language else f"{name!r} (default language)"
+        super().__init__([FieldError("name", f"A template {which} exists; update it instead.")])
