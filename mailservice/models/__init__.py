@@ -1,7 +1,8 @@
 """The gateway's tables: the outbox (Message and its Recipients and DeliveryAttempts), tracking
-events, the suppression list, API keys and idempotency keys."""
+events, the suppression list, API keys and idempotency keys, and stored templates."""
 from mailservice.models.keys import ApiKey, IdempotencyKey
 from mailservice.models.messages import DeliveryAttempt, Message, MessageQuerySet, Recipient
+from mailservice.models.templates import Template
 from mailservice.models.tracking import Suppression, TrackingEvent
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "MessageQuerySet",
     "Recipient",
     "Suppression",
+    "Template",
     "TrackingEvent",
 ]
