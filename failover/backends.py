@@ -11,10 +11,11 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from failover import conf, errors, signals
 from failover.attempts import Attempt, Outcome
-from failover.exceptions import AllProvidersFailed, AmbiguousSendError, ProviderBuildError
+from failover.exceptions import AllProvidersFailed, AmbiguousSendError, ProviderBuildError, UnknownProvider
 from failover.memory import ChainMemory, ChainState
 from failover.network import NetworkWatch, pin_environment
 from failover.providers import BackendPool, ProviderConfig, load_providers
+from failover.routing import Route, batch_routes, esp_template
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     After a send, each message carries `failover_provider` (the name of the provider that took
     it, or None) and `failover_attempts` (a list of `Attempt`); `anymail_status` is the sending
     provider's own status.
+
+    A message's `failover_providers` keeps it to some providers, each with its own ESP template
+    id (failover/routing.py; docs/failover.md, "Choosing providers per message").
 
     OPTIONS (or get_connection kwargs) may override the settings: `backends`, `cache_timeout`,
     `cache_alias`, `connect_timeout`, `read_timeout`, `failover_on_ambiguous`, `probe_interval`.
@@ -134,26 +138,36 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
+        routes = batch_routes(email_messages, self._by_name, fail_silently=self.fail_silently)
         # Inside `with connection:` (or after open()) the caller's session is used and its end
         # closes the inner backends; otherwise this batch is a session of its own.
         created = self.open()
         try:
             state = self.memory.load()  # the one cache read of this batch
             sent = 0
-            for message in email_messages:
-                if self._send_one(message, state):
+            for message, route in zip(email_messages, routes, strict=True):
+                if self._send_one(message, state, route):
                     sent += 1
             return sent
         finally:
             if created:
                 self.close()
 
-    def _send_one(self, message: EmailMessage, state: ChainState) -> bool:
+    def _send_one(
+        self, message: EmailMessage, state: ChainState, route: Route | None | UnknownProvider
+    ) -> bool:
         message.failover_provider = None
         message.failover_attempts = attempts = []
+        if isinstance(route, UnknownProvider):
+            logger.error(
+                "failover message refused: %s",
+                route,
+                extra={"providers": route.names, "message_id": _message_id(message)},
+            )
+            return False
         if not message.recipients():
             return False
-        order, probe = self._plan(state)
+        order, probe = self._plan(state, route)
         first_choice, left_first = order[0], None
         errors_by_provider: dict[str, BaseException] = {}
         skipped: dict[str, str] = {}
@@ -163,7 +177,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 skipped[name] = reason
                 left_first = left_first or reason
                 continue
-            attempt, error = self._attempt(name, message)
+            attempt, error = self._attempt(name, message, route)
             attempts.append(attempt)
             self._log_attempt(attempt, message, first=len(attempts) == 1, probe=name == probe)
             signals.provider_attempted.send(type(self), provider=name, message=message, attempt=attempt)
@@ -191,10 +205,16 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 raise AmbiguousSendError(attempts, error) from error
         return self._all_failed(message, attempts, errors_by_provider, skipped)
 
-    def _plan(self, state: ChainState) -> tuple[list[str], str | None]:
-        """The providers to try for one message, and the one probed first if a probe is due."""
+    def _plan(self, state: ChainState, route: Route | None) -> tuple[list[str], str | None]:
+        """The providers to try for one message, and the one probed first if a probe is due.
+        A message restricted to some providers keeps the chain's order among them, and never
+        spends a probe on a provider it may not use."""
         order = self.memory.order(state)
+        if route is not None:
+            order = [name for name in order if name in route]
         probe = self.memory.probe_due(state)
+        if probe is not None and route is not None and probe not in route:
+            probe = None
         if probe is None or not self.memory.claim_probe(state, probe):
             return order, None
         logger.info("failover probe provider=%s", probe, extra={"provider": probe})
@@ -246,12 +266,14 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             type(self), message=message, from_provider=first_choice, to_provider=sender, reason=reason
         )
 
-    def _attempt(self, name: str, message: EmailMessage) -> tuple[Attempt, BaseException | None]:
+    def _attempt(
+        self, name: str, message: EmailMessage, route: Route | None
+    ) -> tuple[Attempt, BaseException | None]:
         started = time.perf_counter()
         watch = NetworkWatch()
         try:
             backend = self._connection(name)  # opening it (an SMTP connection) sends nothing of this message
-            with watch:
+            with watch, esp_template(message, route, name):
                 sent = backend.send_messages([message])
         except Exception as error:
             duration = time.perf_counter() - started

@@ -25,6 +25,23 @@ class ProviderBuildError(FailoverError):
         super().__init__(f"Cannot build provider {provider!r} ({backend_path}): {reason}")
 
 
+class UnknownProvider(FailoverError, ValueError):
+    """A message's `failover_providers` names providers the chain does not have (`names`), or
+    none at all; raised before anything of its batch is sent. `known` lists the chain's names.
+
+    A ValueError: the message asks for something no provider of this chain can do, as a message
+    with an invalid address does."""
+
+    def __init__(self, names: list[str], known: list[str]):
+        self.names = names
+        self.known = known
+        if names:
+            problem = f"failover_providers names {', '.join(map(repr, names))}, not in the chain"
+        else:
+            problem = "failover_providers names no provider"
+        super().__init__(f"{problem} (its providers: {', '.join(known) or 'none'})")
+
+
 class AllProvidersFailed(FailoverError, AnymailAPIError):
     """No provider took the message. `errors` maps each provider's name to its exception, and
     `skipped` each provider passed over without a request (retry_after, rate_limited).
