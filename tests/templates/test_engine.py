@@ -1,12 +1,14 @@
-"""The sandbox's dependency on Django's template internals (mailservice/template_engine.py): where
-a template's variables are all present, it renders exactly as Django's own engine does."""
+"""The sandbox's dependency on Django's template internals (mailservice/templating/engine.py and
+rendering.py): where a template's variables are all present, it renders as Django's own engine."""
 import time
 
 import django
 from django.template import Context, Engine
 from django.test import SimpleTestCase
 
-from mailservice.template_engine import compile_part, read_only, render_part
+from mailservice.exceptions import TemplateSourceError
+from mailservice.templating.engine import MAX_TAGS, _CompiledCache, compile_part
+from mailservice.templating.rendering import read_only, render_part
 
 DATA = {
     "name": "Ana <b>",
@@ -54,3 +56,27 @@ class DjangoParityTests(SimpleTestCase):
         """The sandbox relies on FilterExpression.resolve, Node.render_annotated and the ForNode
         and WithNode attributes of these versions; check them again before moving on."""
         self.assertIn(django.VERSION[:2], {(5, 2), (6, 1)})
+
+
+class CompiledCacheTests(SimpleTestCase):
+    def test_a_source_used_again_is_compiled_once(self):
+        """The same part and source give the same compiled template (shared by threads)."""
+        source = "<p>{{ name }}</p>{% for x in items %}{{ x }}{% endfor %}"
+        self.assertIs(compile_part("html", source), compile_part("html", source))
+
+    def test_the_cache_holds_a_bounded_number_of_tags(self):
+        """Past its capacity in tags and variables, the least recently used parts are dropped."""
+        cache = _CompiledCache(capacity=10)
+        for key, weight in (("a", 4), ("b", 4)):
+            cache.put(("html", key), key, weight)
+        cache.get(("html", "a"))  # a is now the most recently used
+        cache.put(("html", "c"), "c", 4)
+        self.assertEqual(list(cache.entries), [("html", "a"), ("html", "c")])
+        self.assertEqual(cache.held, 8)
+
+    def test_a_source_with_too_many_tags_is_refused(self):
+        """More than MAX_TAGS tags and variables in one part is refused before it is compiled."""
+        compile_part("text", "{{ a }}" * MAX_TAGS)
+        with self.assertRaises(TemplateSourceError) as caught:
+            compile_part("text", "{{ a }}" * (MAX_TAGS + 1))
+        self.assertIn(f"At most {MAX_TAGS} tags and variables", caught.exception.errors[0].message)

@@ -1,50 +1,34 @@
-"""Django's template engine in a sandbox: what a template may use, its strict variables, and the
-limits a render is held to (mailservice/templating.py states the rules; docs/templates.md).
+"""Django's template engine in a sandbox: what a template may use, and its compiled form, strict
+about variables and metered (the rules: mailservice/templating/__init__.py, docs/templates.md).
 
 The sandbox works on Django's compiled template rather than on a fork of it: each
 `FilterExpression` becomes a `StrictExpression` (Django's own resolution, but a failed lookup is
 an error unless a default filter follows), the nodes that write text of their own are metered,
-and the context ticks on every loop step. Errors Django would swallow on the way (an `{% if %}`
-operator turns any exception into False) are kept by the render's state and raised at its end.
-This module is the one that depends on Django's template internals: `FilterExpression.resolve`,
-`Node.render_annotated`, the attributes of `ForNode` and `WithNode`, and `Context` setting a
-loop's variable on each step, as in Django 5.2 and 6.x; tests/templates/test_engine.py checks
-the strict resolution against Django's own where both apply.
+and both report to the render's `Meter` (rendering.py's `_Render`). This module and rendering.py
+depend on Django's template internals: `FilterExpression.resolve`, `Node.render_annotated`, the
+attributes of `ForNode` and `WithNode`, and `Context` setting a loop's variable on each step, as
+in Django 5.2 and 6.1; tests/templates/test_engine.py checks the sandbox against Django's own
+engine where both apply.
 """
 from __future__ import annotations
 
 import re
-import time
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache, lru_cache, wraps
-from typing import Any, NamedTuple
+from functools import cache, wraps
+from typing import Any, NamedTuple, Protocol
 
-from django.template import (
-    Context,
-    Engine,
-    Library,
-    Template,
-    TemplateSyntaxError,
-    defaultfilters,
-    defaulttags,
-)
+from django.template import Engine, Library, Template, TemplateSyntaxError, defaultfilters, defaulttags
 from django.template.base import FilterExpression, Node, NodeList, VariableDoesNotExist
-from django.template.context import BaseContext
 from django.template.defaulttags import FilterNode, ForNode, WithNode
 from django.template.smartif import TokenBase
 from django.utils.safestring import SafeData, mark_safe
 from django.utils.timezone import template_localtime
 
-from mailservice import conf
-from mailservice.exceptions import (
-    TemplateError,
-    TemplateLimitExceeded,
-    TemplateRenderError,
-    TemplateSourceError,
-    TemplateVariableMissing,
-)
+from mailservice.exceptions import TemplateError, TemplateSourceError
 
 # Django's built-in tags a template may use; every other tag is unknown to the sandbox.
 ALLOWED_TAGS = (
@@ -79,7 +63,37 @@ DEFAULT_FILTERS = ("default", "default_if_none")
 # result over the output limit is refused before the filter builds it.
 SIZED_FILTERS = ("center", "ljust", "rjust", "floatformat", "stringformat", "join")
 NUMBER = re.compile(r"\d+")
-MISSING = object()
+# Tags and variables in one source: each becomes objects of Django's that hold about a
+# kilobyte and take time to build, so a source of nothing but `{{ a }}` must not reach the size
+# limit's worth of them (docs/templates.md, "Limits").
+MAX_TAGS = 10_000
+# Compiled parts kept for reuse, counted in tags and variables (so in memory), not in templates.
+CACHE_TAGS = 50_000
+
+
+class Meter(Protocol):
+    """What the sandbox reports to while a part renders (templating/rendering.py's `_Render`)."""
+
+    max_chars: int
+
+    def tick(self) -> None:
+        """One step of work (a resolution, a loop step); raises once the time is up."""
+
+    def spend(self, output: str) -> None:
+        """Text a node wrote; raises once the part's output is over its limit."""
+
+    def hold(self, value: Any) -> None:
+        """A filter's result; raises when it alone is over the output limit."""
+
+    def over_size(self) -> TemplateError:
+        """The error of an output over its limit, to raise."""
+
+    def missing(self, expression: FilterExpression, lookups: tuple[str, ...], context: Any) -> TemplateError:
+        """The error of a variable that is not there, to raise."""
+
+
+# The render in progress in this thread (or task): set by rendering.render_part.
+METER: ContextVar[Meter] = ContextVar("mailservice_template_meter")
 
 
 # The sandbox ----------------------------------------------------------------------------------
@@ -98,7 +112,7 @@ def _sized(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(function)  # keeps Django's flags (is_safe, needs_autoescape) and signature
     def sized(value: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _STATE.get()
+        state = METER.get()
         if name == "join":
             if isinstance(value, (list, tuple)):
                 separator = len(str(args[0])) if args else 0
@@ -170,7 +184,7 @@ class StrictExpression(FilterExpression):
     __slots__ = ()
 
     def resolve(self, context: Any, ignore_failures: bool = False) -> Any:
-        state = _STATE.get()
+        state = METER.get()
         state.tick()
         if self.is_var:
             try:
@@ -212,9 +226,9 @@ def _metered(cls: type[Node]) -> type[Node]:
     """`cls` whose output counts towards the part's output limit."""
     if cls not in _METERED:
 
-        def render_annotated(self: Node, context: Context) -> str:
+        def render_annotated(self: Node, context: Any) -> str:
             output = super(metered, self).render_annotated(context)
-            _STATE.get().spend(output)
+            METER.get().spend(output)
             return output
 
         metered = type(cls.__name__, (cls,), {"render_annotated": render_annotated, "__module__": __name__})
@@ -255,17 +269,16 @@ def _instrument(nodelist: NodeList) -> tuple[dict[int, int], dict[int, Scope]]:
             continue
         token = getattr(item, "token", None)
         line = getattr(token, "lineno", None) or line
-        inner = dict(scope)
         if isinstance(item, ForNode):
             work.append((item.sequence, scope, line))
-            kind = "for" if len(item.loopvars) == 1 else "unpack"
-            inner.update((name, Binding(kind, item.sequence, item.is_reversed)) for name in item.loopvars)
+            binding = Binding("for" if len(item.loopvars) == 1 else "unpack", item.sequence, item.is_reversed)
+            inner = {**scope, **dict.fromkeys(item.loopvars, binding)}
             work.extend((node, inner, line) for node in item.nodelist_loop)
             work.extend((node, scope, line) for node in item.nodelist_empty or ())
             continue
         if isinstance(item, WithNode):
             work.extend((expression, scope, line) for expression in item.extra_context.values())
-            inner.update((name, Binding("with", source)) for name, source in item.extra_context.items())
+            inner = {**scope, **{name: Binding("with", value) for name, value in item.extra_context.items()}}
             work.extend((node, inner, line) for node in item.nodelist)
             continue
         found = [member for value in vars(item).values() for member in _members(value)]
@@ -275,10 +288,53 @@ def _instrument(nodelist: NodeList) -> tuple[dict[int, int], dict[int, Scope]]:
     return lines, scopes
 
 
-@lru_cache(maxsize=64)
+class _CompiledCache:
+    """The most recently used compiled parts, up to CACHE_TAGS tags and variables in all: a
+    template used message after message is compiled once, and a few huge ones cannot hold a
+    worker's memory."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: OrderedDict[tuple[str, str], tuple[CompiledPart, int]] = OrderedDict()
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> CompiledPart | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                return None
+            self.entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[str, str], compiled: CompiledPart, weight: int) -> None:
+        with self.lock:
+            if key in self.entries:
+                return
+            self.entries[key] = (compiled, weight)
+            self.held += weight
+            while self.held > self.capacity:
+                _, (_, dropped) = self.entries.popitem(last=False)
+                self.held -= dropped
+
+
+_COMPILED = _CompiledCache(CACHE_TAGS)
+
+
 def compile_part(part: str, source: str) -> CompiledPart:
-    """The source compiled for the sandbox, or TemplateSourceError with the line at fault.
-    Cached on the source, so a template used message after message is compiled once."""
+    """The source compiled for the sandbox (from the cache when it was compiled before), or
+    TemplateSourceError with the line at fault."""
+    compiled = _COMPILED.get((part, source))
+    if compiled is None:
+        tags = source.count("{{") + source.count("{%")
+        if tags > MAX_TAGS:
+            raise TemplateSourceError(f"At most {MAX_TAGS} tags and variables; got {tags}.", part=part)
+        compiled = _compile(part, source)
+        _COMPILED.put((part, source), compiled, max(tags, 1))
+    return compiled
+
+
+def _compile(part: str, source: str) -> CompiledPart:
     try:
         template = Template(source, engine=_engine())
     except RecursionError as err:
@@ -292,190 +348,3 @@ def compile_part(part: str, source: str) -> CompiledPart:
         raise TemplateSourceError(detail, part=part, line=debug.get("line")) from err
     lines, scopes = _instrument(template.nodelist)
     return CompiledPart(part, template, lines, scopes)
-
-
-# Rendering ------------------------------------------------------------------------------------
-
-
-class _ReadOnlyDict(dict):
-    """template_data as a template sees it: `{{ data.clear }}` renders nothing and changes nothing."""
-
-    def clear(self) -> None:
-        raise TypeError("template_data is read-only")
-
-    def popitem(self) -> tuple[Any, Any]:
-        raise TypeError("template_data is read-only")
-
-    clear.alters_data = popitem.alters_data = True  # type: ignore[attr-defined]
-
-
-class _ReadOnlyList(list):
-    def pop(self, index: int = -1) -> Any:
-        raise TypeError("template_data is read-only")
-
-    def clear(self) -> None:
-        raise TypeError("template_data is read-only")
-
-    def reverse(self) -> None:
-        raise TypeError("template_data is read-only")
-
-    def sort(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("template_data is read-only")
-
-    pop.alters_data = clear.alters_data = reverse.alters_data = sort.alters_data = True  # type: ignore
-
-
-def read_only(value: Any) -> Any:
-    """`value` (template_data) with its objects and lists read-only, as render_part takes it."""
-    if isinstance(value, Mapping):
-        return _ReadOnlyDict((str(key), read_only(item)) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return _ReadOnlyList(read_only(item) for item in value)
-    return value
-
-
-class _Render:
-    """One part being rendered: its limits, what it has spent, and the first error, kept so
-    that an error Django swallows (`{% if a and b %}` turns one into False) still fails it."""
-
-    def __init__(self, compiled: CompiledPart, data: dict, deadline: float):
-        self.compiled = compiled
-        self.part = compiled.part
-        self.data = data
-        self.deadline = deadline
-        self.max_chars = conf.template_render_max_bytes()  # a character is at least a byte
-        self.spent = 0
-        self.ticks = 0
-        self.failure: TemplateError | None = None
-
-    def fail(self, error: TemplateError) -> TemplateError:
-        if self.failure is None:
-            self.failure = error
-        return self.failure
-
-    def tick(self) -> None:
-        if self.failure is not None:
-            raise self.failure
-        self.ticks += 1
-        if not self.ticks & 15 and time.monotonic() > self.deadline:
-            limit = conf.template_render_seconds()
-            raise self.fail(
-                TemplateLimitExceeded(
-                    f"Rendering took longer than {limit:g} s (MAILSERVICE_TEMPLATE_RENDER_SECONDS).",
-                    part=self.part,
-                    limit="MAILSERVICE_TEMPLATE_RENDER_SECONDS",
-                )
-            )
-
-    def over_size(self) -> TemplateError:
-        return self.fail(
-            TemplateLimitExceeded(
-                f"The rendered {self.part} is over {self.max_chars} bytes "
-                "(MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES).",
-                part=self.part,
-                limit="MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES",
-            )
-        )
-
-    def spend(self, output: str) -> None:
-        self.tick()
-        self.spent += len(output)
-        if self.spent > self.max_chars:
-            raise self.over_size()
-
-    def hold(self, value: Any) -> None:
-        if isinstance(value, (str, list, tuple, dict)) and len(value) > self.max_chars:
-            raise self.over_size()
-
-    def missing(self, expression: FilterExpression, lookups: tuple[str, ...], context: Any) -> TemplateError:
-        written = ".".join(lookups)
-        located = None
-        if isinstance(context, BaseContext):  # not inside {% regroup %}, which resolves on each item
-            scope = self.compiled.scopes.get(id(expression), {})
-            located = self._locate(lookups, scope, context, len(context.dicts))
-        line = self.compiled.lines.get(id(expression))
-        field = located[0] if located else "template_data"
-        error = TemplateVariableMissing(written, part=self.part, field=field, line=line, local=not located)
-        return self.fail(error)
-
-    def _locate(
-        self, lookups: tuple[str, ...], scope: Scope, context: BaseContext, below: int
-    ) -> tuple[str, Any] | None:
-        """The place in template_data that `lookups` name, and the value there (MISSING past
-        the data's end), following `{% for %}`/`{% with %}` names back to where they come from;
-        None when there is no one place."""
-        dicts = context.dicts[:below]
-        index = next((i for i in range(len(dicts) - 1, -1, -1) if lookups[0] in dicts[i]), None)
-        if index is None or dicts[index] is self.data:
-            return _extend("template_data", self.data, lookups)
-        binding = scope.get(lookups[0])
-        source = binding.source if binding and binding.kind != "unpack" else None
-        if source is None or not source.is_var or source.filters:
-            return None
-        found = self._locate(source.var.lookups, self.compiled.scopes.get(id(source), {}), context, index)
-        if found is None:
-            return None
-        path, value = found
-        if binding.kind == "for":
-            loop = dicts[index].get("forloop") or {}
-            position = loop.get("revcounter0" if binding.reversed else "counter0")
-            if not isinstance(value, list) or position is None:
-                return None
-            path, value = f"{path}[{position}]", value[position] if position < len(value) else MISSING
-        return _extend(path, value, lookups[1:])
-
-
-def _extend(path: str, value: Any, lookups: Iterable[str]) -> tuple[str, Any]:
-    """`path` followed by `lookups` as a data path (`.key`, `[index]`), and the value there."""
-    for bit in lookups:
-        if isinstance(value, list) and bit.isdigit():
-            path += f"[{bit}]"
-            value = value[int(bit)] if int(bit) < len(value) else MISSING
-        else:
-            path += f".{bit}"
-            value = value[bit] if isinstance(value, dict) and bit in value else MISSING
-    return path, value
-
-
-_STATE: ContextVar[_Render] = ContextVar("mailservice_template_render")
-
-
-class _Context(Context):
-    """Ticks on every loop step ({% for %} sets its variable on each), so an empty loop inside a
-    loop is stopped by the time limit too."""
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        _STATE.get().tick()
-        super().__setitem__(key, value)
-
-    def update(self, other_dict: Any) -> Any:
-        _STATE.get().tick()
-        return super().update(other_dict)
-
-
-def render_part(compiled: CompiledPart, data: dict, *, deadline: float) -> str:
-    """One part rendered with `data` (as read_only made it), or a TemplateError."""
-    state = _Render(compiled, data, deadline)
-    token = _STATE.set(state)
-    try:
-        output = compiled.template.render(_Context(data, autoescape=compiled.part == "html"))
-    except Exception as err:
-        failure = state.fail(_render_error(err, compiled.part))
-        if failure.line is None:  # the node that raised, as Django's debug mode records it
-            failure.at_line((getattr(err, "template_debug", None) or {}).get("line"))
-        raise failure from (None if failure is err else err)
-    finally:
-        _STATE.reset(token)
-    if state.failure is not None:  # swallowed on the way (an {% if %} operator)
-        raise state.failure
-    if len(output) > state.max_chars // 4 and len(output.encode("utf-8")) > state.max_chars:
-        raise state.over_size()
-    return str(output)
-
-
-def _render_error(err: Exception, part: str) -> TemplateError:
-    if isinstance(err, TemplateError):
-        return err
-    if isinstance(err, RecursionError):
-        return TemplateRenderError("The data or the tags are nested too deeply to render.", part=part)
-    return TemplateRenderError(f"{type(err).__name__}: {err}", part=part)

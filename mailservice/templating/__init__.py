@@ -18,7 +18,8 @@ failover like any other (docs/templates.md). The rules, which the tests hold it 
   `{% with %}` belong to the template; a missing key under them is named by its place in the
   data (`template_data.orders[2].sku`) where that place is known.
 - **Escaping.** HTML-escaped in `html`; `subject` and `text` are plain text, not escaped.
-- **Limits.** A source over MAILSERVICE_TEMPLATE_MAX_BYTES is refused when it is saved; a render
+- **Limits.** A source over MAILSERVICE_TEMPLATE_MAX_BYTES, or with more than 10,000 tags and
+  variables (engine.MAX_TAGS), is refused when it is saved; a render
   stops when a part's output passes MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES or the parts together
   take longer than MAILSERVICE_TEMPLATE_RENDER_SECONDS, checked as it goes (every loop step,
   every node and filter), so a loop over a loop cannot hold a worker or fill its memory.
@@ -27,30 +28,29 @@ failover like any other (docs/templates.md). The rules, which the tests hold it 
   rendered HTML (inscriptis); the rendered subject must be one line, the rule a message's own
   subject follows.
 
-The sandbox itself (what a template may use, strict variables, the limits while rendering) is
-mailservice/template_engine.py; this module is what the services call.
+This package is what the services call: `check_source` when a template is saved, `render` for a
+message. Its modules: `engine.py` (the sandbox: what a template may use, compiled strict and
+metered), `rendering.py` (one part rendered within the limits; where a missing variable is in
+the data), `output.py` (CSS inlining and the text part).
 """
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import css_inline
-import inscriptis
-from inscriptis.model.config import ParserConfig
-
 from mailservice import conf
 from mailservice.exceptions import TemplateRenderError, TemplateSourceError
 from mailservice.jsonlimits import text_problem
-from mailservice.template_engine import compile_part, read_only, render_part
+from mailservice.templating.engine import compile_part
+from mailservice.templating.output import html_to_text, inline_css
+from mailservice.templating.rendering import read_only, render_part
 from mailservice.validation import MAX_LINE, control_character
 
-PARTS = ("subject", "text", "html")
+__all__ = ["PARTS", "Rendered", "TemplateSource", "check_source", "html_to_text", "inline_css", "render"]
 
-STYLE_TAG = re.compile(r"<style[\s>]", re.IGNORECASE)
+PARTS = ("subject", "text", "html")
 
 
 class TemplateSource(Protocol):
@@ -112,39 +112,3 @@ def render(template: TemplateSource, data: Mapping[str, Any]) -> Rendered:
     html = inline_css(parts["html"]) if parts["html"] else ""
     text = parts["text"] if template.text else html_to_text(html)
     return Rendered(subject=subject, text=text, html=html)
-
-
-# Email-ready output ---------------------------------------------------------------------------
-
-
-def inline_css(html: str) -> str:
-    """`html` with its `<style>` rules moved into style attributes, which mail clients that drop
-    `<style>` (Outlook, many webmails) still apply; at-rules (`@media`) stay in a `<style>` for
-    the clients that read them, and `<link>` tags stay for the client to follow. No stylesheet is
-    loaded: with remote loading on, css-inline would read a `<link>`'s target, a local file
-    included. HTML without a `<style>` is left exactly as it is."""
-    if not STYLE_TAG.search(html):
-        return html
-    inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=True, keep_at_rules=True)
-    try:
-        return inliner.inline(html)
-    except css_inline.InlineError as err:
-        raise TemplateRenderError(f"The CSS could not be inlined: {err}", part="html") from err
-
-
-# Links as `[text](url)`, images as `[alt]`: a reader without HTML still has every address.
-TEXT_CONFIG = ParserConfig(display_links=True, display_images=True)
-EMPTY_LINK = re.compile(r"\[\]\([^)\s]*\)")  # a link around an image with no alt text
-BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def html_to_text(html: str) -> str:
-    """The text part of an HTML-only template: what the HTML shows (headings, paragraphs, lists,
-    tables laid out; elements styled `display: none`, like a preheader, left out), links with
-    their addresses. Lines lose the indentation and padding that layout tables give them, and
-    runs of blank lines become one, so the text reads as a letter rather than as a grid."""
-    if not html.strip():
-        return ""
-    text = EMPTY_LINK.sub("", inscriptis.get_text(html, TEXT_CONFIG))
-    text = BLANK_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
-    return text + "\n" if text else ""
