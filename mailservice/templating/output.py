@@ -41,6 +41,12 @@ def html_to_text(html: str) -> str:
     runs of blank lines become one, so the text reads as a letter rather than as a grid."""
     if not html.strip():
         return ""
-    text = EMPTY_LINK.sub("", inscriptis.get_text(html, TEXT_CONFIG))
+    try:
+        text = EMPTY_LINK.sub("", inscriptis.get_text(html, TEXT_CONFIG))
+    except Exception as err:  # lxml's parser errors, which no HTML tried so far raises
+        raise TemplateRenderError(
+            f"No text part could be made from the HTML ({type(err).__name__}); give the template one.",
+            part="text",
+        ) from err
     text = BLANK_LINES.sub("\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
     return text + "\n" if text else ""

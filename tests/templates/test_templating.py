@@ -117,6 +117,13 @@ class StrictVariableTests(SimpleTestCase):
         self.assertMissing("{{ a|add:b }}", {"a": 1}, "template_data.b")
         self.assertMissing("{{ a|default:b }}", {}, "template_data.b")
 
+    def test_a_filter_that_fails_on_the_data_is_a_render_error_with_its_line(self):
+        """{{ n|divisibleby:d }} with d = 0 raises inside Django: a TemplateRenderError with the line."""
+        with self.assertRaises(TemplateRenderError) as caught:
+            text("a\n{{ n|divisibleby:d }}", {"n": 4, "d": 0})
+        self.assertEqual((caught.exception.part, caught.exception.line), ("text", 2))
+        self.assertIn("ZeroDivisionError", caught.exception.errors[0].message)
+
     def test_template_data_is_not_changed_by_the_template(self):
         """Methods that would change the data ({{ items.pop }}) render nothing and change nothing."""
         data = {"items": [1, 2], "d": {"k": 1}}
