@@ -18,6 +18,7 @@ Run: .venv/bin/python bench/delivery.py [--messages 1000] [--latency-ms 0,50] [-
 Nothing leaves 127.0.0.1 (pip installs django-post-office from the configured package index).
 Every process it starts is stopped before it exits; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,8 +116,6 @@ def serve(port: int) -> None:
     _Server(("127.0.0.1", port), SendGridLike).serve_forever()
 
 
-
-
 def control(port: int, method: str, path: str, payload: dict | None = None) -> dict:
     import http.client
 
@@ -127,8 +126,6 @@ def control(port: int, method: str, path: str, payload: dict | None = None) -> d
         return json.loads(conn.getresponse().read() or b"{}")
     finally:
         conn.close()
-
-
 
 
 # Roles run in child processes (`--role ...`): each prints one JSON line -------------------------
@@ -211,15 +208,25 @@ def role_smtest_queries(args) -> None:
     accepted = _smtest_accept(args.n, count_first=args.n)
     counter = QueryCounter()
     worker = Worker(
-        queue_names=["default"], interval=0, batch=True, backend_name="default", startup_delay=False,
-        max_tasks=None, worker_id="bench-queries", excluded_queue_names=[],
+        queue_names=["default"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="bench-queries",
+        excluded_queue_names=[],
     )
     started = time.perf_counter()
     with connection.execute_wrapper(counter):
         worker.run()
     seconds = time.perf_counter() - started
     sent = Message.objects.filter(status="sent").count()
-    print(json.dumps({"accept": accepted["queries"], "drain": counter.as_dict(), "sent": sent, "seconds": seconds}))
+    print(
+        json.dumps(
+            {"accept": accepted["queries"], "drain": counter.as_dict(), "sent": sent, "seconds": seconds}
+        )
+    )
 
 
 def role_anymail(args) -> None:
@@ -265,8 +272,16 @@ def role_po_migrate(args) -> None:
     import anymail
     import post_office
 
-    print(json.dumps({"post_office": _version("django-post-office"), "anymail": anymail.__version__,
-                      "django": django.get_version(), "po_module": post_office.__name__}))
+    print(
+        json.dumps(
+            {
+                "post_office": _version("django-post-office"),
+                "anymail": anymail.__version__,
+                "django": django.get_version(),
+                "po_module": post_office.__name__,
+            }
+        )
+    )
 
 
 def _version(dist: str) -> str:
@@ -287,7 +302,11 @@ def _po_accept(n: int, count_first: int = 20) -> dict:
             mail.send(recipients=[f["to"]], sender=FROM, subject=f["subject"], message=f["text"])
     for f in fields[count_first:]:
         mail.send(recipients=[f["to"]], sender=FROM, subject=f["subject"], message=f["text"])
-    return {"seconds": time.perf_counter() - started, "queries": counter.as_dict(), "counted": min(count_first, n)}
+    return {
+        "seconds": time.perf_counter() - started,
+        "queries": counter.as_dict(),
+        "counted": min(count_first, n),
+    }
 
 
 def role_po_accept(args) -> None:
@@ -311,8 +330,15 @@ def role_po_queries(args) -> None:
     counter = QueryCounter()
     with connection.execute_wrapper(counter):
         send_queued_mail_until_done(args.lockfile, 1)
-    print(json.dumps({"accept": accepted["queries"], "drain": counter.as_dict(),
-                      "sent": Email.objects.filter(status=STATUS.sent).count()}))
+    print(
+        json.dumps(
+            {
+                "accept": accepted["queries"],
+                "drain": counter.as_dict(),
+                "sent": Email.objects.filter(status=STATUS.sent).count(),
+            }
+        )
+    )
 
 
 ROLES = {
@@ -340,14 +366,18 @@ class Bench:
         self.po_python: Path | None = None
         self.po_dir = self.workdir / "po_project"
         self.versions: dict[str, str] = {}
-        self.load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+        self.load_before = (
+            " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+        )
 
     # processes
 
     def start_server(self) -> None:
         import multiprocessing
 
-        self.server = multiprocessing.get_context("fork").Process(target=serve, args=(self.port,), daemon=True)
+        self.server = multiprocessing.get_context("fork").Process(
+            target=serve, args=(self.port,), daemon=True
+        )
         self.server.start()
         wait_for_port(self.port)
 
@@ -365,7 +395,11 @@ class Bench:
         log = open(self.workdir / f"{role}.log", "ab")
         proc = subprocess.Popen(
             [str(python), str(Path(__file__).resolve()), "--role", role, *extra],
-            env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            env=env,
+            cwd=str(cwd),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
         )
         self.procs.append(proc)
         try:
@@ -376,8 +410,10 @@ class Bench:
         finally:
             log.close()
         if proc.returncode != 0:
-            raise RuntimeError(f"{role} failed with {proc.returncode}; log: {log.name}\n"
-                               + Path(log.name).read_text()[-3000:])
+            raise RuntimeError(
+                f"{role} failed with {proc.returncode}; log: {log.name}\n"
+                + Path(log.name).read_text()[-3000:]
+            )
         return json.loads(out.decode().strip().splitlines()[-1])
 
     def reset_provider(self, latency_ms: float) -> None:
@@ -389,25 +425,31 @@ class Bench:
     # smtest
 
     def smtest_env(self, db: Path) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_"))}
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "smtest.settings",
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": f"sqlite:///{db}",
-            # Workers share the failover memory and the pending wake-up through files, as
-            # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
-            "CACHE_URL": f"filecache://{self.workdir / (db.stem + '-cache')}",
-            "TASKS_BACKEND": "database",
-            "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
-            "ANYMAIL_SENDGRID_API_KEY": "bench-key",
-            "ANYMAIL_SENDGRID_API_URL": self.url,
-            "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
-            "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
-            # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
-            "DEBUG": "0",
-            "LOG_LEVEL": "INFO",
-            "PYTHONWARNINGS": "ignore",
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_"))
+        }
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "smtest.settings",
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": f"sqlite:///{db}",
+                # Workers share the failover memory and the pending wake-up through files, as
+                # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
+                "CACHE_URL": f"filecache://{self.workdir / (db.stem + '-cache')}",
+                "TASKS_BACKEND": "database",
+                "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
+                "ANYMAIL_SENDGRID_API_KEY": "bench-key",
+                "ANYMAIL_SENDGRID_API_URL": self.url,
+                "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
+                "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
+                # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
+                "DEBUG": "0",
+                "LOG_LEVEL": "INFO",
+                "PYTHONWARNINGS": "ignore",
+            }
+        )
         return env
 
     def smtest_prepare(self) -> None:
@@ -422,19 +464,36 @@ class Bench:
         shutil.copyfile(template, db)
         return db
 
-    def smtest_run(self, n: int, workers: int, latency_ms: float, checkpoints=(), concurrency: int | None = None) -> dict:
+    def smtest_run(
+        self, n: int, workers: int, latency_ms: float, checkpoints=(), concurrency: int | None = None
+    ) -> dict:
         tag = f"-c{concurrency}" if concurrency else ""
         db = self.fresh_db(self.smtest_template, f"smtest-{n}-{workers}w{tag}-{latency_ms:g}ms")
         env = self.smtest_env(db)
         if concurrency:
             env["MAILSERVICE_SEND_CONCURRENCY"] = str(concurrency)
         accept = self.run_role(Path(sys.executable), "smtest-accept", env, ROOT, 60 + n * 0.05, "--n", str(n))
-        argv = [sys.executable, "manage.py", "db_worker", "--interval", "0.5", "--no-reload", "--no-startup-delay"]
+        argv = [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--interval",
+            "0.5",
+            "--no-reload",
+            "--no-startup-delay",
+        ]
         drain = self.drain(
-            [argv] * workers, env, ROOT, db, n, latency_ms,
+            [argv] * workers,
+            env,
+            ROOT,
+            db,
+            n,
+            latency_ms,
             done_sql="SELECT COUNT(*) FROM mailservice_message WHERE status NOT IN ('queued', 'sending')",
             ok_sql="SELECT COUNT(*) FROM mailservice_message WHERE status = 'sent'",
-            exits_by_itself=False, checkpoints=checkpoints, label=f"smtest-{workers}w{tag}",
+            exits_by_itself=False,
+            checkpoints=checkpoints,
+            label=f"smtest-{workers}w{tag}",
         )
         return {"accept": accept, **drain}
 
@@ -445,15 +504,25 @@ class Bench:
         print(f"installing {POST_OFFICE_REQUIREMENT} into a throwaway virtualenv ({venv}) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         self.po_python = venv / "bin" / "python"
-        pip = [str(self.po_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               POST_OFFICE_REQUIREMENT, "django==5.2.*", f"django-anymail=={self.versions['anymail']}"]
+        pip = [
+            str(self.po_python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            POST_OFFICE_REQUIREMENT,
+            "django==5.2.*",
+            f"django-anymail=={self.versions['anymail']}",
+        ]
         result = subprocess.run(pip, timeout=600, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError("pip install failed:\n" + result.stdout[-2000:] + result.stderr[-2000:])
         package = self.po_dir / "bench_po"
         package.mkdir(parents=True)
         (package / "__init__.py").write_text("")
-        (package / "settings.py").write_text(textwrap.dedent(f"""\
+        (package / "settings.py").write_text(
+            textwrap.dedent(f"""\
             import os
             SECRET_KEY = "bench"
             DEBUG = False
@@ -471,13 +540,16 @@ class Bench:
             ANYMAIL = {{"SENDGRID_API_KEY": "bench-key", "SENDGRID_API_URL": {self.url!r}}}
             DEFAULT_FROM_EMAIL = {FROM!r}
             LOGGING_CONFIG = None
-            """))
-        (self.po_dir / "manage.py").write_text(textwrap.dedent("""\
+            """)
+        )
+        (self.po_dir / "manage.py").write_text(
+            textwrap.dedent("""\
             import os, sys
             os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench_po.settings")
             from django.core.management import execute_from_command_line
             execute_from_command_line(sys.argv)
-            """))
+            """)
+        )
         template = self.workdir / "po-template.sqlite3"
         info = self.run_role(self.po_python, "po-migrate", self.po_env(template), self.po_dir, 300)
         self.versions["post-office"] = info["post_office"]
@@ -487,21 +559,40 @@ class Bench:
 
     def po_env(self, db: Path) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
-        env.update({"DJANGO_SETTINGS_MODULE": "bench_po.settings", "PYTHONPATH": str(self.po_dir),
-                    "PO_DB": str(db), "PYTHONWARNINGS": "ignore"})
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "bench_po.settings",
+                "PYTHONPATH": str(self.po_dir),
+                "PO_DB": str(db),
+                "PYTHONWARNINGS": "ignore",
+            }
+        )
         return env
 
     def po_run(self, n: int, processes: int, latency_ms: float) -> dict:
         db = self.fresh_db(self.po_template, f"po-{n}-{processes}p-{latency_ms:g}ms")
         env = self.po_env(db)
         accept = self.run_role(self.po_python, "po-accept", env, self.po_dir, 60 + n * 0.05, "--n", str(n))
-        argv = [str(self.po_python), "manage.py", "send_queued_mail", "--processes", str(processes),
-                "--lockfile", str(self.workdir / "post_office")]
+        argv = [
+            str(self.po_python),
+            "manage.py",
+            "send_queued_mail",
+            "--processes",
+            str(processes),
+            "--lockfile",
+            str(self.workdir / "post_office"),
+        ]
         drain = self.drain(
-            [argv], env, self.po_dir, db, n, latency_ms,
+            [argv],
+            env,
+            self.po_dir,
+            db,
+            n,
+            latency_ms,
             done_sql="SELECT COUNT(*) FROM post_office_email WHERE status NOT IN (2, 3)",  # 2 queued, 3 requeued
             ok_sql="SELECT COUNT(*) FROM post_office_email WHERE status = 0",  # 0 sent
-            exits_by_itself=True, label=f"post-office-{processes}p",
+            exits_by_itself=True,
+            label=f"post-office-{processes}p",
         )
         return {"accept": accept, **drain}
 
@@ -509,23 +600,39 @@ class Bench:
 
     def anymail_run(self, n: int, latency_ms: float) -> dict:
         self.reset_provider(latency_ms)
-        result = self.run_role(Path(sys.executable), "anymail", {**os.environ, "PYTHONWARNINGS": "ignore"}, ROOT,
-                               60 + n * (latency_ms / 1000 + 0.05), "--n", str(n), "--url", self.url)
+        result = self.run_role(
+            Path(sys.executable),
+            "anymail",
+            {**os.environ, "PYTHONWARNINGS": "ignore"},
+            ROOT,
+            60 + n * (latency_ms / 1000 + 0.05),
+            "--n",
+            str(n),
+            "--url",
+            self.url,
+        )
         stats = self.provider_stats()
         assert stats["count"] == n == result["sent"], (stats, result)
-        return {"drain_seconds": result["done"] - stats["first"], "loop_seconds": result["seconds"], "provider": stats}
+        return {
+            "drain_seconds": result["done"] - stats["first"],
+            "loop_seconds": result["seconds"],
+            "provider": stats,
+        }
 
     # the drain, common to smtest and post-office
 
-    def drain(self, argvs, env, cwd, db, n, latency_ms, *, done_sql, ok_sql, exits_by_itself, label,
-              checkpoints=()) -> dict:
+    def drain(
+        self, argvs, env, cwd, db, n, latency_ms, *, done_sql, ok_sql, exits_by_itself, label, checkpoints=()
+    ) -> dict:
         self.reset_provider(latency_ms)
         timeout = 60 + n * 0.5  # a bound, far above any expected drain (2 msg/s)
         poll = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, isolation_level=None)
         logs = [open(self.workdir / f"{label}-{i}.log", "ab") for i in range(len(argvs))]
         started = time.monotonic()
         procs = [
-            subprocess.Popen(argv, env=env, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                argv, env=env, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
             for argv, log in zip(argvs, logs)
         ]
         self.procs.extend(procs)
@@ -567,7 +674,8 @@ class Bench:
         if ok != n or stats["count"] != n:
             raise RuntimeError(f"{label}: {ok} of {n} sent, the provider saw {stats['count']} requests")
         return {
-            "drain_seconds": finished - stats["first"],  # the first provider request → the last message recorded
+            "drain_seconds": finished
+            - stats["first"],  # the first provider request → the last message recorded
             "wall_seconds": finished - started,  # process start → the last message recorded
             "peak": peak,
             "rss_at": rss_at,
@@ -640,12 +748,17 @@ def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list
 
     regimes = [f"{ms:g} ms" for ms in lat]
     names = {0: "loopback (0 ms)"}
-    head = "| drain, msg/s | " + " | ".join(names.get(ms, f"provider answers in {ms:g} ms") for ms in lat) + " |"
+    head = (
+        "| drain, msg/s | " + " | ".join(names.get(ms, f"provider answers in {ms:g} ms") for ms in lat) + " |"
+    )
     lines += [head, "|---" * (len(lat) + 1) + "|"]
     rows = [
         ("smtest, 1 `db_worker`", "smtest-1w"),
         ("smtest, 2 `db_worker` processes", "smtest-2w"),
-        ("smtest, 1 `db_worker`, `MAILSERVICE_SEND_CONCURRENCY=8` (a lower ceiling; default 32)", "smtest-1w-c8"),
+        (
+            "smtest, 1 `db_worker`, `MAILSERVICE_SEND_CONCURRENCY=8` (a lower ceiling; default 32)",
+            "smtest-1w-c8",
+        ),
         ("post-office `send_queued_mail`, 1 process (its default 5 threads)", "po-1p"),
         ("post-office `send_queued_mail --processes 2`", "po-2p"),
         ("Anymail backend alone, one connection", "anymail"),
@@ -653,47 +766,75 @@ def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list
     for label, key in rows:
         lines.append(f"| {label} | " + " | ".join(fmt(cell(key, r)) for r in regimes) + " |")
     lines.append("")
-    lines.append("Drain = N / (the provider's first request → the last message recorded as sent, polled every "
-                 f"{POLL * 1000:.0f} ms); process start-up is left out. Including it (process start → last "
-                 "recorded), msg/s:")
+    lines.append(
+        "Drain = N / (the provider's first request → the last message recorded as sent, polled every "
+        f"{POLL * 1000:.0f} ms); process start-up is left out. Including it (process start → last "
+        "recorded), msg/s:"
+    )
     lines.append("")
-    lines += ["| drain incl. start-up, msg/s | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " |",
-              "|---" * (len(lat) + 1) + "|"]
+    lines += [
+        "| drain incl. start-up, msg/s | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " |",
+        "|---" * (len(lat) + 1) + "|",
+    ]
     for label, key in rows[:5]:
-        lines.append(f"| {label} | " + " | ".join(fmt(cell(key, r, 'wall_seconds')) for r in regimes) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(cell(key, r, "wall_seconds")) for r in regimes) + " |")
     lines.append("")
 
-    lines += ["| ratios | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " | goal |",
-              "|---" * (len(lat) + 2) + "|"]
+    lines += [
+        "| ratios | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " | goal |",
+        "|---" * (len(lat) + 2) + "|",
+    ]
     goals = {
         "smtest 1 worker / post-office 1 process": ("po-1p", "≥ 1.0× loopback (must); ≥ 2× at 50 ms"),
         "smtest 1 worker / Anymail alone": ("anymail", "≥ 0.8× loopback"),
     }
     for label, (other, goal) in goals.items():
-        lines.append(f"| {label} | " + " | ".join(ratio(cell("smtest-1w", r), cell(other, r)) for r in regimes)
-                     + f" | {goal} |")
-    lines.append("| smtest 1 worker at ceiling 8 / post-office 1 process | " + " | ".join(
-        ratio(cell("smtest-1w-c8", r), cell("po-1p", r)) for r in regimes) + " | |")
-    lines.append("| smtest 2 workers / 1 worker | " + " | ".join(
-        ratio(cell("smtest-2w", r), cell("smtest-1w", r)) for r in regimes) + " | ≥ 1.7× at 50 ms |")
-    lines.append("| smtest 2 workers / post-office 2 processes | " + " | ".join(
-        ratio(cell("smtest-2w", r), cell("po-2p", r)) for r in regimes) + " | |")
-    lines.append("| post-office 2 processes / 1 | " + " | ".join(
-        ratio(cell("po-2p", r), cell("po-1p", r)) for r in regimes) + " | |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(ratio(cell("smtest-1w", r), cell(other, r)) for r in regimes)
+            + f" | {goal} |"
+        )
+    lines.append(
+        "| smtest 1 worker at ceiling 8 / post-office 1 process | "
+        + " | ".join(ratio(cell("smtest-1w-c8", r), cell("po-1p", r)) for r in regimes)
+        + " | |"
+    )
+    lines.append(
+        "| smtest 2 workers / 1 worker | "
+        + " | ".join(ratio(cell("smtest-2w", r), cell("smtest-1w", r)) for r in regimes)
+        + " | ≥ 1.7× at 50 ms |"
+    )
+    lines.append(
+        "| smtest 2 workers / post-office 2 processes | "
+        + " | ".join(ratio(cell("smtest-2w", r), cell("po-2p", r)) for r in regimes)
+        + " | |"
+    )
+    lines.append(
+        "| post-office 2 processes / 1 | "
+        + " | ".join(ratio(cell("po-2p", r), cell("po-1p", r)) for r in regimes)
+        + " | |"
+    )
     lines.append("")
 
     def accept_rates(prefix):
-        values = [rate(n, res["accept"]["seconds"]) for key, res in results.items()
-                  if isinstance(key, tuple) and key[0].startswith(prefix)]
+        values = [
+            rate(n, res["accept"]["seconds"])
+            for key, res in results.items()
+            if isinstance(key, tuple) and key[0].startswith(prefix)
+        ]
         return values
 
     sa, pa = accept_rates("smtest-"), accept_rates("po-")
     if sa and pa:
         sm, pm = statistics.median(sa), statistics.median(pa)
-        lines += ["| accept, msg/s (median of the runs; range) | |", "|---|---|",
-                  f"| smtest: `check_message` + `message_accept` (the API's service call, no HTTP) | {sm:,.0f} ({min(sa):,.0f}–{max(sa):,.0f}) |",
-                  f"| post-office: `mail.send()` | {pm:,.0f} ({min(pa):,.0f}–{max(pa):,.0f}) |",
-                  f"| ratio smtest / post-office (goal ≥ 1.0×) | {sm / pm:.2f}× |", ""]
+        lines += [
+            "| accept, msg/s (median of the runs; range) | |",
+            "|---|---|",
+            f"| smtest: `check_message` + `message_accept` (the API's service call, no HTTP) | {sm:,.0f} ({min(sa):,.0f}–{max(sa):,.0f}) |",
+            f"| post-office: `mail.send()` | {pm:,.0f} ({min(pa):,.0f}–{max(pa):,.0f}) |",
+            f"| ratio smtest / post-office (goal ≥ 1.0×) | {sm / pm:.2f}× |",
+            "",
+        ]
 
     q = results.get("queries")
     if q:
@@ -706,28 +847,45 @@ def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list
         def begins(d):
             return d["kinds"].get("BEGIN", 0) / qn
 
-        lines += ["| statements per message (in-process, counted with `connection.execute_wrapper`, "
-                  f"{qn} messages, loopback) | smtest | post-office |", "|---|---|---|"]
-        lines.append(f"| accept | {per(sq['accept']):.1f} ({begins(sq['accept']):.1f} BEGIN) | "
-                     + (f"{per(pq['accept']):.1f} ({begins(pq['accept']):.1f} BEGIN)" if pq else "—") + " |")
-        lines.append(f"| drain, all statements, queue included | {per(sq['drain']):.1f} ({begins(sq['drain']):.1f} BEGIN) | "
-                     + (f"{per(pq['drain']):.2f} ({begins(pq['drain']):.2f} BEGIN)" if pq else "—") + " |")
+        lines += [
+            "| statements per message (in-process, counted with `connection.execute_wrapper`, "
+            f"{qn} messages, loopback) | smtest | post-office |",
+            "|---|---|---|",
+        ]
+        lines.append(
+            f"| accept | {per(sq['accept']):.1f} ({begins(sq['accept']):.1f} BEGIN) | "
+            + (f"{per(pq['accept']):.1f} ({begins(pq['accept']):.1f} BEGIN)" if pq else "—")
+            + " |"
+        )
+        lines.append(
+            f"| drain, all statements, queue included | {per(sq['drain']):.1f} ({begins(sq['drain']):.1f} BEGIN) | "
+            + (f"{per(pq['drain']):.2f} ({begins(pq['drain']):.2f} BEGIN)" if pq else "—")
+            + " |"
+        )
         lines.append(f"| of which the task queue (django_tasks_db) | {sq['drain']['queue'] / qn:.1f} | — |")
-        lines.append(f"| drain, by kind | {kinds(sq['drain'], qn)} | " + (kinds(pq['drain'], qn) if pq else "—") + " |")
+        lines.append(
+            f"| drain, by kind | {kinds(sq['drain'], qn)} | " + (kinds(pq["drain"], qn) if pq else "—") + " |"
+        )
         lines.append("")
 
     rss = results.get("rss")
     if rss:
-        lines += [f"| smtest worker memory, 1 `db_worker`, loopback, {rss['n']:,} messages | VmHWM (peak) | VmRSS |",
-                  "|---|---|---|"]
+        lines += [
+            f"| smtest worker memory, 1 `db_worker`, loopback, {rss['n']:,} messages | VmHWM (peak) | VmRSS |",
+            "|---|---|---|",
+        ]
         for at, mems in sorted(rss["rss_at"].items()):
             m = mems[0] if mems else {}
             lines.append(f"| after {at:,} messages | {mb(m.get('VmHWM'))} | {mb(m.get('VmRSS'))} |")
         first, last = min(rss["rss_at"]), max(rss["rss_at"])
         a, b = rss["rss_at"][first][0].get("VmHWM"), rss["rss_at"][last][0].get("VmHWM")
         if a and b:
-            lines.append(f"| peak growth {first:,} → {last:,} (goal: flat) | {(b - a) / 1024:+.1f} MB ({b / a - 1:+.1%}) | |")
-        lines.append(f"| drain rate over the {rss['n']:,} messages | {rate(rss['n'], rss['drain_seconds']):,.1f} msg/s | |")
+            lines.append(
+                f"| peak growth {first:,} → {last:,} (goal: flat) | {(b - a) / 1024:+.1f} MB ({b / a - 1:+.1%}) | |"
+            )
+        lines.append(
+            f"| drain rate over the {rss['n']:,} messages | {rate(rss['n'], rss['drain_seconds']):,.1f} msg/s | |"
+        )
         lines.append("")
     peaks = []
     for (key, regime), res in sorted((k, r) for k, r in results.items() if isinstance(k, tuple)):
@@ -753,10 +911,16 @@ def versions() -> dict:
         except Exception:
             pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         found["commit"] = commit + (" (with uncommitted changes)" if dirty else "")
     except Exception:
         pass
@@ -771,7 +935,12 @@ def write_docs(lines: list[str], command: str) -> None:
     text = DOCS.read_text()
     if BEGIN_MARK not in text or END_MARK not in text:
         raise SystemExit(f"{DOCS} has no bench/delivery.py results marks; add the section first")
-    block = "\n".join([f"### Run of {datetime.date.today().isoformat()}", "", f"`{command}`", "", *lines]).rstrip() + "\n\n"
+    block = (
+        "\n".join(
+            [f"### Run of {datetime.date.today().isoformat()}", "", f"`{command}`", "", *lines]
+        ).rstrip()
+        + "\n\n"
+    )
     before, after = text.split(END_MARK, 1)
     DOCS.write_text(before + block + END_MARK + after)
     print(f"results added to {DOCS.relative_to(ROOT)}")
@@ -779,11 +948,21 @@ def write_docs(lines: list[str], command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=None, help="N per contender and regime (default 1000; --quick 200)")
-    parser.add_argument("--latency-ms", default="0,50", help="provider answer delays, comma-separated (default 0,50)")
-    parser.add_argument("--rss-messages", type=int, default=None,
-                        help="messages in the smtest worker memory run (default 10000; --quick 1000; 0 skips)")
-    parser.add_argument("--query-messages", type=int, default=200, help="messages in the statement count (0 skips)")
+    parser.add_argument(
+        "--messages", type=int, default=None, help="N per contender and regime (default 1000; --quick 200)"
+    )
+    parser.add_argument(
+        "--latency-ms", default="0,50", help="provider answer delays, comma-separated (default 0,50)"
+    )
+    parser.add_argument(
+        "--rss-messages",
+        type=int,
+        default=None,
+        help="messages in the smtest worker memory run (default 10000; --quick 1000; 0 skips)",
+    )
+    parser.add_argument(
+        "--query-messages", type=int, default=200, help="messages in the statement count (0 skips)"
+    )
     parser.add_argument("--quick", action="store_true", help="small N: about two minutes")
     parser.add_argument("--write-docs", action="store_true", help="add the tables to docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
@@ -820,7 +999,11 @@ def main() -> None:
             t = time.monotonic()
             print(f"  {label} ...", end=" ", flush=True)
             value = fn()
-            shown = f" (drain {rate(value['n'] if 'n' in value else n, value['drain_seconds']):,.1f} msg/s)" if "drain_seconds" in value else ""
+            shown = (
+                f" (drain {rate(value['n'] if 'n' in value else n, value['drain_seconds']):,.1f} msg/s)"
+                if "drain_seconds" in value
+                else ""
+            )
             print(f"{time.monotonic() - t:.1f} s{shown}", flush=True)
             return value
 
@@ -829,22 +1012,44 @@ def main() -> None:
             print(f"provider latency {regime}, N = {n}:", flush=True)
             results[("anymail", regime)] = step("Anymail alone", lambda: bench.anymail_run(n, ms))
             for p in (1, 2):
-                results[(f"po-{p}p", regime)] = step(f"post-office, {p} process(es)", lambda: bench.po_run(n, p, ms))
+                results[(f"po-{p}p", regime)] = step(
+                    f"post-office, {p} process(es)", lambda: bench.po_run(n, p, ms)
+                )
             for w in (1, 2):
-                results[(f"smtest-{w}w", regime)] = step(f"smtest, {w} worker(s)", lambda: bench.smtest_run(n, w, ms))
+                results[(f"smtest-{w}w", regime)] = step(
+                    f"smtest, {w} worker(s)", lambda: bench.smtest_run(n, w, ms)
+                )
             results[("smtest-1w-c8", regime)] = step(
-                "smtest, 1 worker, MAILSERVICE_SEND_CONCURRENCY=8", lambda: bench.smtest_run(n, 1, ms, concurrency=8))
+                "smtest, 1 worker, MAILSERVICE_SEND_CONCURRENCY=8",
+                lambda: bench.smtest_run(n, 1, ms, concurrency=8),
+            )
         if args.query_messages:
             qn = args.query_messages
 
             def queries():
                 bench.reset_provider(0)
                 smtest_db = bench.fresh_db(bench.smtest_template, "smtest-queries")
-                sq = bench.run_role(Path(sys.executable), "smtest-queries", bench.smtest_env(smtest_db), ROOT,
-                                    60 + qn, "--n", str(qn))
+                sq = bench.run_role(
+                    Path(sys.executable),
+                    "smtest-queries",
+                    bench.smtest_env(smtest_db),
+                    ROOT,
+                    60 + qn,
+                    "--n",
+                    str(qn),
+                )
                 po_db = bench.fresh_db(bench.po_template, "po-queries")
-                pq = bench.run_role(bench.po_python, "po-queries", bench.po_env(po_db), bench.po_dir, 60 + qn,
-                                    "--n", str(qn), "--lockfile", str(bench.workdir / "post_office_q"))
+                pq = bench.run_role(
+                    bench.po_python,
+                    "po-queries",
+                    bench.po_env(po_db),
+                    bench.po_dir,
+                    60 + qn,
+                    "--n",
+                    str(qn),
+                    "--lockfile",
+                    str(bench.workdir / "post_office_q"),
+                )
                 assert sq["sent"] == qn and pq["sent"] == qn, (sq["sent"], pq["sent"])
                 return {"smtest": sq, "post-office": pq}
 
@@ -872,7 +1077,12 @@ def main() -> None:
     elapsed = time.monotonic() - begun
     if args.keep:
         (bench.workdir / "results.json").write_text(
-            json.dumps({" / ".join(k) if isinstance(k, tuple) else k: v for k, v in results.items()}, indent=1, default=str))
+            json.dumps(
+                {" / ".join(k) if isinstance(k, tuple) else k: v for k, v in results.items()},
+                indent=1,
+                default=str,
+            )
+        )
     _, lines = report(bench, results, args, elapsed)
     print()
     print("\n".join(lines))

@@ -10,6 +10,7 @@ the sending side, where the backend's overhead lives; wall time is reported too.
 runs every variant once, in alternating order, so machine noise hits them alike; the ratios are
 medians over the rounds. Nothing leaves 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,14 +49,13 @@ def serve(port: int) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), SendGridLike).serve_forever()
 
 
-
-
-
-
 def configure(live_url: str, cache: str) -> None:
     cache_config = {
         "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/smtest-bench-cache"},
+        "file": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": "/tmp/smtest-bench-cache",
+        },
     }[cache]
     settings.configure(
         INSTALLED_APPS=["anymail", "failover"],
@@ -137,7 +137,10 @@ def main() -> None:
     dead = {"NAME": "dead", "BACKEND": "sendgrid", "OPTIONS": {"api_url": dead_url}}
 
     def messages(n):
-        return [EmailMessage(subject=f"m{i}", body="x" * 200, from_email="a@example.com", to=["b@example.net"]) for i in range(n)]
+        return [
+            EmailMessage(subject=f"m{i}", body="x" * 200, from_email="a@example.com", to=["b@example.net"])
+            for i in range(n)
+        ]
 
     def direct_per_message(batch):
         for m in batch:
@@ -147,6 +150,7 @@ def main() -> None:
         def run(batch):
             for m in batch:
                 FirstWorkingEmailBackend(backends=chain).send_messages([m])
+
         return run
 
     def direct_batch(batch):
@@ -155,6 +159,7 @@ def main() -> None:
     def failover_batch(chain):
         def run(batch):
             FirstWorkingEmailBackend(backends=chain).send_messages(batch)
+
         return run
 
     variants = {

@@ -1,4 +1,5 @@
 """Loopback helpers the benchmarks share: a free port, and waiting for a server to listen there."""
+
 from __future__ import annotations
 
 import socket

@@ -28,6 +28,7 @@ Nothing leaves 127.0.0.1. Every process it starts is stopped however it ends (Ct
 and the temporary directory (logs, static files) is deleted unless --keep. The exit status is 0
 only when every check passed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,15 @@ class Child:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
@@ -183,8 +191,9 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
 # HTTP ------------------------------------------------------------------------------------------
 
 
-def request(port: int, method: str, path: str, *, body: dict | None = None, token: str = "",
-         timeout: float = 30.0) -> tuple[int, bytes]:
+def request(
+    port: int, method: str, path: str, *, body: dict | None = None, token: str = "", timeout: float = 30.0
+) -> tuple[int, bytes]:
     """One request on a connection of its own (gunicorn's sync workers close each connection)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -200,7 +209,6 @@ def request(port: int, method: str, path: str, *, body: dict | None = None, toke
         return response.status, response.read()
     finally:
         conn.close()
-
 
 
 def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -246,11 +254,19 @@ class Run:
         return bool(passed)
 
     def manage(self, *argv: str, timeout: float = 300) -> str:
-        result = subprocess.run([PYTHON, str(ROOT / "manage.py"), *argv], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [PYTHON, str(ROOT / "manage.py"), *argv],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if result.returncode:
-            raise Failed(f"manage.py {' '.join(argv)} exited with {result.returncode}:\n"
-                         f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+            raise Failed(
+                f"manage.py {' '.join(argv)} exited with {result.returncode}:\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+            )
         return result.stdout
 
     def start(self, name: str, *argv: str) -> Child:
@@ -264,7 +280,10 @@ class Run:
         # Not under /sendgrid/: with DEBUG off the system check sandbox.E001 (rightly) stops every
         # management command whose settings point an ESP at a loopback URL under the sandbox's
         # paths (docs/sandbox.md). The counting provider answers SendGrid on any path.
-        sendgrid = {"ANYMAIL_SENDGRID_API_KEY": "SG.bench-key", "ANYMAIL_SENDGRID_API_URL": f"{self.provider.url}/v3/"}
+        sendgrid = {
+            "ANYMAIL_SENDGRID_API_KEY": "SG.bench-key",
+            "ANYMAIL_SENDGRID_API_URL": f"{self.provider.url}/v3/",
+        }
         return clean_environment(
             DJANGO_SETTINGS_MODULE="smtest.settings",
             DEBUG="0",
@@ -298,8 +317,10 @@ class Run:
         self.provider = FakeProvider(delay=self.args.latency_ms / 1000)
         # The killed work horse's connections reset mid-request: expected, not worth a traceback.
         self.provider.server.handle_error = lambda request, address: None
-        self.log(f"local provider on {self.provider.url} (answers after {self.args.latency_ms:g} ms); "
-                 f"work directory {self.workdir}")
+        self.log(
+            f"local provider on {self.provider.url} (answers after {self.args.latency_ms:g} ms); "
+            f"work directory {self.workdir}"
+        )
         try:
             self.postgres = PostgresServer.start()
             self.redis = RedisServer.start()
@@ -323,7 +344,9 @@ class Run:
 
         self.db = psycopg.connect(self.postgres.url, autocommit=True)
 
-        self.web = self.start("gunicorn", PYTHON, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"))
+        self.web = self.start(
+            "gunicorn", PYTHON, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")
+        )
 
         def web_up():
             if not self.web.alive():
@@ -338,7 +361,11 @@ class Run:
         if status != 200:
             raise Failed(f"/readyz answered {status} before the run: {body[:500]!r}")
         status, _ = request(self.web_port, "GET", "/static/admin/css/base.css")
-        self.check("static files served (collectstatic, WhiteNoise)", status == 200, f"/static/admin/css/base.css: {status}")
+        self.check(
+            "static files served (collectstatic, WhiteNoise)",
+            status == 200,
+            f"/static/admin/css/base.css: {status}",
+        )
 
         rq = ("manage.py", "rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "default")
         self.workers = [self.start(f"worker-{i}", PYTHON, *rq) for i in (1, 2)]
@@ -351,8 +378,10 @@ class Run:
             return all("Listening on" in w.output(100_000) for w in self.workers)
 
         wait_for(workers_listening, 90, "both RQ workers to listen on the queue", interval=0.25)
-        self.log(f"gunicorn ({self.args.web_concurrency} workers) on 127.0.0.1:{self.web_port}, "
-                 "2 RQ workers and the recovery pass up")
+        self.log(
+            f"gunicorn ({self.args.web_concurrency} workers) on 127.0.0.1:{self.web_port}, "
+            "2 RQ workers and the recovery pass up"
+        )
 
     # The load ----------------------------------------------------------------------------------
 
@@ -372,7 +401,9 @@ class Run:
                 body = {"to": f"rcpt{i}@example.net", "subject": f"prod-{i}", "text": TEXT}
                 for attempt in range(5):
                     try:
-                        status, raw = request(self.web_port, "POST", "/api/messages", body=body, token=self.api_key)
+                        status, raw = request(
+                            self.web_port, "POST", "/api/messages", body=body, token=self.api_key
+                        )
                     except OSError as err:
                         status, raw = 0, repr(err).encode()
                     if status == 202:
@@ -398,13 +429,21 @@ class Run:
         self.figures["accept_rate"] = len(self.accepted) / seconds if seconds else 0.0
         self.figures["accept_errors"] = dict(errors)
         # What gunicorn's access log says each accept took inside a web worker (ms).
-        durations = sorted(int(m) for m in re.findall(r'"POST /api/messages HTTP/1.1" 202 \d+ (\d+)ms', self.web.output(10**8)))
+        durations = sorted(
+            int(m)
+            for m in re.findall(r'"POST /api/messages HTTP/1.1" 202 \d+ (\d+)ms', self.web.output(10**8))
+        )
         if durations:
             self.figures["web_ms"] = (durations[len(durations) // 2], durations[int(len(durations) * 0.9)])
-        self.check("every message accepted with 202", len(self.accepted) == n,
-                   f"{len(self.accepted)}/{n} accepted" + (f"; errors {dict(errors)}" if errors else ""))
-        self.log(f"{len(self.accepted)} messages accepted in {seconds:.2f} s by {self.args.clients} clients: "
-                 f"{self.figures['accept_rate']:.0f} msg/s through gunicorn")
+        self.check(
+            "every message accepted with 202",
+            len(self.accepted) == n,
+            f"{len(self.accepted)}/{n} accepted" + (f"; errors {dict(errors)}" if errors else ""),
+        )
+        self.log(
+            f"{len(self.accepted)} messages accepted in {seconds:.2f} s by {self.args.clients} clients: "
+            f"{self.figures['accept_rate']:.0f} msg/s through gunicorn"
+        )
 
     def kill_halfway(self, stop: threading.Event) -> None:
         """Once the provider has N/2 requests, SIGKILL the RQ worker whose work horse is
@@ -429,13 +468,20 @@ class Run:
         count_at_kill = self.provider.count()
         pids = victim.kill()
         self.killed_at = time.time()
-        self.kill_info = {"worker": victim.name, "pids": pids, "horses": horses,
-                          "provider_count": count_at_kill, "delay": time.monotonic() - reached}
+        self.kill_info = {
+            "worker": victim.name,
+            "pids": pids,
+            "horses": horses,
+            "provider_count": count_at_kill,
+            "delay": time.monotonic() - reached,
+        }
         with self.db.cursor() as cur:
             cur.execute("SELECT subject, lease_owner FROM mailservice_message WHERE status = 'sending'")
             self.sending_at_kill = dict(cur.fetchall())
-        self.log(f"SIGKILLed {victim.name} (pids {pids}, work horse {horses}) with {count_at_kill} provider "
-                 f"requests received; {len(self.sending_at_kill)} messages in 'sending'")
+        self.log(
+            f"SIGKILLed {victim.name} (pids {pids}, work horse {horses}) with {count_at_kill} provider "
+            f"requests received; {len(self.sending_at_kill)} messages in 'sending'"
+        )
 
     def statuses(self) -> Counter:
         with self.db.cursor() as cur:
@@ -452,14 +498,20 @@ class Run:
             # kill, well inside the lease (the live worker finishes a batch in about a second).
             killer.join(timeout=120)
             if killer.is_alive():
-                raise Failed(f"the provider never reached {self.n // 2} requests; statuses {dict(self.statuses())}")
+                raise Failed(
+                    f"the provider never reached {self.n // 2} requests; statuses {dict(self.statuses())}"
+                )
             if self.kill_info:
                 time.sleep(max(0.0, self.killed_at + 5 - time.time()))
                 with self.db.cursor() as cur:
-                    cur.execute("SELECT subject, lease_owner FROM mailservice_message WHERE status = 'sending'")
+                    cur.execute(
+                        "SELECT subject, lease_owner FROM mailservice_message WHERE status = 'sending'"
+                    )
                     now = dict(cur.fetchall())
                 self.stranded = {s for s, owner in now.items() if self.sending_at_kill.get(s) == owner}
-                self.log(f"{len(self.stranded)} messages still held by the dead worker's lease 5 s after the kill")
+                self.log(
+                    f"{len(self.stranded)} messages still held by the dead worker's lease 5 s after the kill"
+                )
             self.wait_delivered()
         finally:
             stop.set()
@@ -469,10 +521,17 @@ class Run:
         last_report = 0.0
         while True:
             statuses = self.statuses()
-            if statuses.get("sent", 0) >= len(self.accepted) and sum(statuses.values()) == statuses.get("sent", 0):
+            if statuses.get("sent", 0) >= len(self.accepted) and sum(statuses.values()) == statuses.get(
+                "sent", 0
+            ):
                 break
-            for child in (self.workers[1] if self.kill_info and self.kill_info["worker"] == "worker-1"
-                          else self.workers[0], self.recovery, self.web):
+            for child in (
+                self.workers[1]
+                if self.kill_info and self.kill_info["worker"] == "worker-1"
+                else self.workers[0],
+                self.recovery,
+                self.web,
+            ):
                 if not child.alive():
                     raise Failed(f"{child.name} exited during the run:\n{child.output()}")
             if time.monotonic() > deadline:
@@ -483,9 +542,11 @@ class Run:
             time.sleep(0.25)
         observed = time.time()
         with self.db.cursor() as cur:
-            cur.execute("SELECT extract(epoch FROM max(sent_at)), "
-                        "extract(epoch FROM max(sent_at) FILTER (WHERE NOT possible_duplicate)) "
-                        "FROM mailservice_message")
+            cur.execute(
+                "SELECT extract(epoch FROM max(sent_at)), "
+                "extract(epoch FROM max(sent_at) FILTER (WHERE NOT possible_duplicate)) "
+                "FROM mailservice_message"
+            )
             last_sent, last_sent_unflagged = (float(v) if v is not None else None for v in cur.fetchone())
         self.figures.update(
             last_sent=last_sent,
@@ -514,25 +575,45 @@ class Run:
         lost = (subjects - sent) | never_received
         extra_requests = sum(per_subject.values()) - len(per_subject)
         self.figures.update(
-            provider_requests=sum(per_subject.values()), duplicates=len(received_twice),
-            duplicate_requests=extra_requests, flagged=len(flagged), lost=len(lost), attempts=attempts,
-            stranded=len(self.stranded), max_per_message=max(per_subject.values(), default=0),
+            provider_requests=sum(per_subject.values()),
+            duplicates=len(received_twice),
+            duplicate_requests=extra_requests,
+            flagged=len(flagged),
+            lost=len(lost),
+            attempts=attempts,
+            stranded=len(self.stranded),
+            max_per_message=max(per_subject.values(), default=0),
         )
-        self.check("no message lost (every accepted message sent and received by the provider)", not lost,
-                   f"{len(lost)} lost" + (f": {sorted(lost)[:10]}" if lost else ""))
-        self.check("no message received more than twice", self.figures["max_per_message"] <= 2,
-                   f"at most {self.figures['max_per_message']} requests for one message")
-        self.check("every duplicate the provider received is flagged possible_duplicate",
-                   received_twice <= flagged, f"{len(received_twice - flagged)} unflagged duplicate(s)")
+        self.check(
+            "no message lost (every accepted message sent and received by the provider)",
+            not lost,
+            f"{len(lost)} lost" + (f": {sorted(lost)[:10]}" if lost else ""),
+        )
+        self.check(
+            "no message received more than twice",
+            self.figures["max_per_message"] <= 2,
+            f"at most {self.figures['max_per_message']} requests for one message",
+        )
+        self.check(
+            "every duplicate the provider received is flagged possible_duplicate",
+            received_twice <= flagged,
+            f"{len(received_twice - flagged)} unflagged duplicate(s)",
+        )
         if self.kill_info:
-            self.check("possible_duplicate only on the killed worker's batch", flagged <= self.stranded and flagged,
-                       f"{len(flagged)} flagged, {len(self.stranded)} held by the dead worker, "
-                       f"{len(flagged - self.stranded)} flagged outside it")
+            self.check(
+                "possible_duplicate only on the killed worker's batch",
+                flagged <= self.stranded and flagged,
+                f"{len(flagged)} flagged, {len(self.stranded)} held by the dead worker, "
+                f"{len(flagged - self.stranded)} flagged outside it",
+            )
         unexpected = {k: c for k, c in attempts.items() if k[1] not in ("sent", "ambiguous")}
-        self.check("attempts: one `sent` per message, one `ambiguous` per flagged message, nothing else",
-                   attempts.get(("sendgrid", "sent"), 0) == n and attempts.get(("", "ambiguous"), 0) == len(flagged)
-                   and not unexpected,
-                   ", ".join(f"{p or '(none)'}/{o}: {c}" for (p, o), c in sorted(attempts.items())))
+        self.check(
+            "attempts: one `sent` per message, one `ambiguous` per flagged message, nothing else",
+            attempts.get(("sendgrid", "sent"), 0) == n
+            and attempts.get(("", "ambiguous"), 0) == len(flagged)
+            and not unexpected,
+            ", ".join(f"{p or '(none)'}/{o}: {c}" for (p, o), c in sorted(attempts.items())),
+        )
 
     def check_metrics(self) -> None:
         status, body = request(self.web_port, "GET", "/metrics")
@@ -544,7 +625,9 @@ class Run:
         samples = parse_metrics(body.decode())
 
         def value(name, **labels):
-            return sum(v for m, ls, v in samples if m == name and all(ls.get(k) == x for k, x in labels.items()))
+            return sum(
+                v for m, ls, v in samples if m == name and all(ls.get(k) == x for k, x in labels.items())
+            )
 
         sent = value("smtest_messages", status="sent")
         attempts_sent = value("smtest_provider_attempts_total", provider="sendgrid", outcome="sent")
@@ -555,15 +638,29 @@ class Run:
         f = self.figures
         # The provider got every recorded `sent` attempt, plus the sends of the dead work horse that
         # were never recorded (the duplicates); the ambiguous attempts stand for those sends.
-        adds_up = (sent == self.n and attempts_sent == self.n and ambiguous == f["flagged"]
-                   and f["provider_requests"] == attempts_sent + f["duplicate_requests"]
-                   and delivered_count == self.n and depth == 0 and attempts_all == attempts_sent + ambiguous)
-        self.figures["metrics"] = dict(sent=sent, attempts_sent=attempts_sent, ambiguous=ambiguous,
-                                       delivery_count=delivered_count, queue_depth=depth)
-        self.check("/metrics: smtest_messages{status=\"sent\"} = N and the provider attempts add up", adds_up,
-                   f"sent {sent:g}, attempts sendgrid/sent {attempts_sent:g}, ambiguous {ambiguous:g}, "
-                   f"provider requests {f['provider_requests']} = {attempts_sent:g} + {f['duplicate_requests']} "
-                   f"duplicates, smtest_delivery_seconds_count {delivered_count:g}, queue depth {depth:g}")
+        adds_up = (
+            sent == self.n
+            and attempts_sent == self.n
+            and ambiguous == f["flagged"]
+            and f["provider_requests"] == attempts_sent + f["duplicate_requests"]
+            and delivered_count == self.n
+            and depth == 0
+            and attempts_all == attempts_sent + ambiguous
+        )
+        self.figures["metrics"] = dict(
+            sent=sent,
+            attempts_sent=attempts_sent,
+            ambiguous=ambiguous,
+            delivery_count=delivered_count,
+            queue_depth=depth,
+        )
+        self.check(
+            '/metrics: smtest_messages{status="sent"} = N and the provider attempts add up',
+            adds_up,
+            f"sent {sent:g}, attempts sendgrid/sent {attempts_sent:g}, ambiguous {ambiguous:g}, "
+            f"provider requests {f['provider_requests']} = {attempts_sent:g} + {f['duplicate_requests']} "
+            f"duplicates, smtest_delivery_seconds_count {delivered_count:g}, queue depth {depth:g}",
+        )
 
     def check_readyz(self) -> None:
         status, body = request(self.web_port, "GET", "/readyz")
@@ -577,34 +674,52 @@ class Run:
         except ValueError:
             down = None
         self.figures["readyz"] = (status, down, seconds)
-        self.check("/readyz 503 naming redis once Redis stops", status == 503 and down is not None and "redis" in down,
-                   f"{status} {body.decode()[:200]} in {seconds:.2f} s")
+        self.check(
+            "/readyz 503 naming redis once Redis stops",
+            status == 503 and down is not None and "redis" in down,
+            f"{status} {body.decode()[:200]} in {seconds:.2f} s",
+        )
 
     # Report and teardown -------------------------------------------------------------------------
 
     def report(self) -> str:
         f, a = self.figures, self.args
-        lines = [f"bench/production.py: N = {self.n} messages, {a.clients} clients, gunicorn WEB_CONCURRENCY="
-                 f"{a.web_concurrency}, 2 RQ workers + recover_messages --loop, provider latency {a.latency_ms:g} ms, "
-                 f"lease {LEASE_SECONDS} s, recovery grace {RECOVERY_GRACE} s / interval {RECOVERY_INTERVAL} s"]
+        lines = [
+            f"bench/production.py: N = {self.n} messages, {a.clients} clients, gunicorn WEB_CONCURRENCY="
+            f"{a.web_concurrency}, 2 RQ workers + recover_messages --loop, provider latency {a.latency_ms:g} ms, "
+            f"lease {LEASE_SECONDS} s, recovery grace {RECOVERY_GRACE} s / interval {RECOVERY_INTERVAL} s"
+        ]
         if "accept_rate" in f:
-            lines.append(f"  accept rate through gunicorn (POST /api/messages, 202): {f['accept_rate']:.0f} msg/s "
-                         f"({len(self.accepted)} in {f['accept_seconds']:.2f} s)"
-                         + (f"; in a web worker {f['web_ms'][0]} ms median, {f['web_ms'][1]} ms p90 (access log)"
-                            if f.get("web_ms") else ""))
+            lines.append(
+                f"  accept rate through gunicorn (POST /api/messages, 202): {f['accept_rate']:.0f} msg/s "
+                f"({len(self.accepted)} in {f['accept_seconds']:.2f} s)"
+                + (
+                    f"; in a web worker {f['web_ms'][0]} ms median, {f['web_ms'][1]} ms p90 (access log)"
+                    if f.get("web_ms")
+                    else ""
+                )
+            )
         if self.kill_info:
             k = self.kill_info
-            lines.append(f"  SIGKILL: {k['worker']} and its work horse after {k['provider_count']} provider requests; "
-                         f"{f.get('stranded', len(self.stranded))} messages held by its lease")
+            lines.append(
+                f"  SIGKILL: {k['worker']} and its work horse after {k['provider_count']} provider requests; "
+                f"{f.get('stranded', len(self.stranded))} messages held by its lease"
+            )
         if "deliver_from_first" in f:
-            lines.append(f"  time to deliver all: {f['deliver_from_first']:.1f} s from the first accept, "
-                         f"{f['deliver_from_last']:.1f} s from the last (the killed batch waits for its "
-                         f"{LEASE_SECONDS} s lease)")
+            lines.append(
+                f"  time to deliver all: {f['deliver_from_first']:.1f} s from the first accept, "
+                f"{f['deliver_from_last']:.1f} s from the last (the killed batch waits for its "
+                f"{LEASE_SECONDS} s lease)"
+            )
             if f.get("unflagged_from_first") is not None:
-                lines.append(f"  all but the recovered batch: {f['unflagged_from_first']:.1f} s from the first accept")
+                lines.append(
+                    f"  all but the recovered batch: {f['unflagged_from_first']:.1f} s from the first accept"
+                )
         if "duplicates" in f:
-            lines.append(f"  duplicates received by the provider: {f['duplicates']} messages "
-                         f"({f['provider_requests']} requests for {self.n} messages)")
+            lines.append(
+                f"  duplicates received by the provider: {f['duplicates']} messages "
+                f"({f['provider_requests']} requests for {self.n} messages)"
+            )
             lines.append(f"  possible_duplicate flags: {f['flagged']}")
             lines.append(f"  lost messages: {f['lost']}")
         for name, passed, detail in self.checks:
@@ -656,10 +771,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000, help="messages to post (default 1000)")
     parser.add_argument("--clients", type=int, default=8, help="client threads posting at once (default 8)")
-    parser.add_argument("--latency-ms", type=float, default=50.0,
-                        help="how long the local provider takes to answer a send (default 50 ms, like a real ESP)")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=50.0,
+        help="how long the local provider takes to answer a send (default 50 ms, like a real ESP)",
+    )
     parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, static files)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, static files)"
+    )
     args = parser.parse_args()
     if args.messages < 2 or args.clients < 1:
         parser.error("--messages must be at least 2 and --clients at least 1")
@@ -678,9 +799,11 @@ def main() -> int:
     header = ""
     try:
         run.bring_up()
-        header = (f"{datetime.date.today().isoformat()}; {os.cpu_count()} cores ({platform.machine()}), Linux "
-                  f"{platform.release()}; {versions(run)}; load average before the run "
-                  f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        header = (
+            f"{datetime.date.today().isoformat()}; {os.cpu_count()} cores ({platform.machine()}), Linux "
+            f"{platform.release()}; {versions(run)}; load average before the run "
+            f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        )
         run.run_load()
         run.count()
         run.check_metrics()
@@ -699,7 +822,10 @@ def main() -> int:
         if error:
             print(f"\nFAILED: {error}", file=sys.stderr)
             for child in run.children if error != "interrupted" else ():
-                print(f"\n--- {child.name} ({child.log_path.name}), last lines ---\n{child.output(2000)}", file=sys.stderr)
+                print(
+                    f"\n--- {child.name} ({child.log_path.name}), last lines ---\n{child.output(2000)}",
+                    file=sys.stderr,
+                )
         run.teardown()
         if args.keep:
             print(f"logs kept in {run.workdir}")
@@ -711,7 +837,10 @@ def main() -> int:
     print(run.report())
     print(f"  whole run: {time.monotonic() - began:.0f} s; every process stopped")
     passed = not error and all(ok for _, ok, _ in run.checks)
-    print("RESULT: " + ("every check passed" if passed else f"FAILED{': ' + error.splitlines()[0] if error else ''}"))
+    print(
+        "RESULT: "
+        + ("every check passed" if passed else f"FAILED{': ' + error.splitlines()[0] if error else ''}")
+    )
     return 0 if passed else 1
 
 

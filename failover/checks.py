@@ -1,4 +1,5 @@
 """System checks: a broken chain is reported by `manage.py check`, not by the first lost email."""
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string

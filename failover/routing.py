@@ -6,6 +6,7 @@ mapping of provider names to ESP template ids (None: the message's own `template
 stored at an ESP exist only there, so a message using them can go only to the providers that
 have them, each under its own id.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence

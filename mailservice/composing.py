@@ -1,5 +1,6 @@
 """Turning a stored Message into the EmailMessage the failover backend sends: body, alternatives,
 attachments, headers, and Anymail's attributes (tags, metadata, template, merge data)."""
+
 from __future__ import annotations
 
 import base64
@@ -90,7 +91,12 @@ def _inline_part(content: bytes, filename: str, mimetype: str, content_id: str):
     if django.VERSION >= (6, 0):
         part = MIMEPart()
         part.set_content(
-            content, maintype=maintype, subtype=subtype, disposition="inline", filename=filename, cid=f"<{content_id}>"
+            content,
+            maintype=maintype,
+            subtype=subtype,
+            disposition="inline",
+            filename=filename,
+            cid=f"<{content_id}>",
         )
         return part
     part = MIMEBase(maintype, subtype)

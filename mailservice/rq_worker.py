@@ -19,6 +19,7 @@ This module is the one place that depends on RQ's worker internals: the methods 
 are where RQ's worker and scheduler talk to Redis. The tests name the RQ version they were read
 in (tests/mailservice/test_rq_worker.py); read those methods again before upgrading RQ.
 """
+
 from __future__ import annotations
 
 import functools
@@ -102,7 +103,10 @@ class RedisWait:
         self._next_report = self._down_since + REPORT_EVERY
         logger.warning(
             "%s: Redis unreachable (%s); waiting for it, retrying with backoff up to %g s",
-            self.who, error, MAX_DELAY, extra=self.extra,
+            self.who,
+            error,
+            MAX_DELAY,
+            extra=self.extra,
         )
 
     def back(self) -> None:
@@ -113,7 +117,9 @@ class RedisWait:
         self._down_since = None
         self._attempt = 0
         logger.warning(
-            "%s: Redis reachable again after %.1f s; back at work", self.who, seconds,
+            "%s: Redis reachable again after %.1f s; back at work",
+            self.who,
+            seconds,
             extra={**self.extra, "redis_down_seconds": round(seconds, 1)},
         )
 
@@ -153,7 +159,10 @@ class RedisWait:
         self._next_report = moment + REPORT_EVERY
         seconds = moment - self._down_since
         logger.warning(
-            "%s: Redis still unreachable after %d s (%s)", self.who, seconds, error,
+            "%s: Redis still unreachable after %d s (%s)",
+            self.who,
+            seconds,
+            error,
             extra={**self.extra, "redis_down_seconds": round(seconds, 1)},
         )
 
@@ -191,7 +200,8 @@ class ReconnectingScheduler(RQScheduler):
             logger.warning(
                 "RQ scheduler %s: stopped without releasing its locks, Redis is unreachable; "
                 "they expire by themselves",
-                self.name, extra={"rq_scheduler": self.name},
+                self.name,
+                extra={"rq_scheduler": self.name},
             )
 
     def _ping(self) -> None:
@@ -351,7 +361,8 @@ class ReconnectingWorker(Worker):
             logger.warning(
                 "RQ worker %s: stopped without unregistering, Redis is unreachable; "
                 "its record expires by itself",
-                self.name, extra={"rq_worker": self.name},
+                self.name,
+                extra={"rq_worker": self.name},
             )
 
     def unsubscribe(self) -> None:
@@ -428,7 +439,10 @@ class ReconnectingWorker(Worker):
                     if self.log_job_description:
                         self.log.info(
                             "Worker %s: %s: %s (%s)",
-                            self.name, green(queue.name), blue(job.description), job.id,
+                            self.name,
+                            green(queue.name),
+                            blue(job.description),
+                            job.id,
                         )
                     else:
                         self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
@@ -457,6 +471,8 @@ class ReconnectingWorker(Worker):
             self.redis_wait.lost(error)
             logger.warning(
                 "RQ worker %s: job %s ended without its record in Redis; the outbox says what was sent",
-                self.name, job.id, extra={"rq_worker": self.name, "rq_job": job.id},
+                self.name,
+                job.id,
+                extra={"rq_worker": self.name, "rq_job": job.id},
             )
             self.set_state(WorkerStatus.IDLE)

@@ -2,6 +2,7 @@
 shapes it answers with (docs/api.md), read straight from the models: no view builds an answer by
 hand. Also the lists' filters (their pagination: api/pagination.py). Semantic checks (addresses, headers, limits) live in
 validation.py."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -139,7 +140,9 @@ class AttachmentIn(Schema):
     content: str = Field(description="The file, base64-encoded.")
     mimetype: str | None = Field(None, description="e.g. `application/pdf`; guessed from the name if absent.")
     inline: bool = Field(False, description="Shown inside the HTML body instead of as an attachment.")
-    content_id: str | None = Field(None, description="For inline parts: the id the HTML refers to as `cid:…`.")
+    content_id: str | None = Field(
+        None, description="For inline parts: the id the HTML refers to as `cid:…`."
+    )
 
 
 # The OpenAPI example of a request body (the docs' "Try it out"): it is accepted as it is
@@ -193,16 +196,14 @@ class MessageIn(Schema):
     html: str | None = None
     headers: Annotated[
         Annotated[dict[str, str], Field(max_length=MAX_HEADERS)] | None, _at_most(MAX_HEADERS, "headers")
-    ] = Field(
-        None, description=f"Extra headers, e.g. `{{\"X-Campaign\": \"spring\"}}`; at most {MAX_HEADERS}."
-    )
+    ] = Field(None, description=f'Extra headers, e.g. `{{"X-Campaign": "spring"}}`; at most {MAX_HEADERS}.')
     attachments: Annotated[
         Annotated[list[AttachmentIn], Field(max_length=MAX_ATTACHMENTS)] | None,
         _at_most(MAX_ATTACHMENTS, "attachments"),
     ] = Field(None, description=f"At most {MAX_ATTACHMENTS}.")
-    tags: Annotated[
-        Annotated[list[str], Field(max_length=MAX_TAGS)] | None, _at_most(MAX_TAGS, "tags")
-    ] = Field(None, description=f"At most {MAX_TAGS}.")
+    tags: Annotated[Annotated[list[str], Field(max_length=MAX_TAGS)] | None, _at_most(MAX_TAGS, "tags")] = (
+        Field(None, description=f"At most {MAX_TAGS}.")
+    )
     metadata: Annotated[dict[str, Any] | None, capped_json("metadata")] = Field(
         None,
         description="Passed to the provider. At most MAILSERVICE_MAX_METADATA_BYTES (10,000) bytes as "
@@ -262,9 +263,9 @@ def message_accepted(request: HttpRequest, message: Message) -> dict[str, Any]:
 # A tenant sees why delivery failed in the gateway's words, never a provider's own answer, which
 # stays in the database, the admin and the logs (mailservice/reasons.py).
 DELIVERY_ERROR_DESCRIPTION = (
-    "Why delivery failed, in one line: the gateway's own sentence (\"Cancelled by an operator.\"), or "
-    "the reasons of the latest failed attempts, \"<provider>: <reason>\" each "
-    "(\"sendgrid: provider unavailable (HTTP 503); mailgun: timed out connecting to provider\"); "
+    'Why delivery failed, in one line: the gateway\'s own sentence ("Cancelled by an operator."), or '
+    'the reasons of the latest failed attempts, "<provider>: <reason>" each '
+    '("sendgrid: provider unavailable (HTTP 503); mailgun: timed out connecting to provider"); '
     "empty when nothing failed."
 )
 
@@ -290,7 +291,7 @@ class AttemptOut(Schema):
     error_class: str
     error: str = Field(
         description="Why this attempt failed, in one line derived from its outcome, HTTP status and "
-        "error class (\"provider unavailable (HTTP 503)\", \"timed out connecting to provider\"); "
+        'error class ("provider unavailable (HTTP 503)", "timed out connecting to provider"); '
         "empty when it was sent. Never the provider's own answer (docs/api.md)."
     )
     status_code: int | None

@@ -3,6 +3,7 @@
 Every problem is reported with the path of the offending value from the body's root, all at
 once, so a client fixes its request in one go. Nothing here touches the database.
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,7 @@ from mailservice.jsonlimits import (
     field_caps,
     text_problem,
 )
-from mailservice.schemas import MessageIn
-from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS  # noqa: F401 (re-exported limits)
+from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS, MessageIn  # noqa: F401 (re-exported limits)
 
 # The limits of the header-bound fields (docs/security.md, "Input limits"). The lists' lengths
 # are limited in schemas.py (re-exported here), counted before any item is looked at.
@@ -138,7 +138,9 @@ def check_message(data: MessageIn) -> Draft:
         errors.append(FieldError("to", "At least one recipient is needed, in to, cc or bcc."))
     elif given > conf.max_recipients():
         errors.append(
-            FieldError("to", f"At most {conf.max_recipients()} recipients in to, cc and bcc together; got {given}.")
+            FieldError(
+                "to", f"At most {conf.max_recipients()} recipients in to, cc and bcc together; got {given}."
+            )
         )
 
     from_email = conf.default_from_email()
@@ -235,7 +237,10 @@ def _indexed_addresses(
     values: list[str] | None, name: str, errors: list[FieldError]
 ) -> list[tuple[str, ParsedAddress]]:
     """The valid addresses with their paths (`cc[2]`); invalid ones are reported in `errors`."""
-    parsed = [(f"{name}[{index}]", _address(value, f"{name}[{index}]", errors)) for index, value in enumerate(values or [])]
+    parsed = [
+        (f"{name}[{index}]", _address(value, f"{name}[{index}]", errors))
+        for index, value in enumerate(values or [])
+    ]
     return [(path, address) for path, address in parsed if address is not None]
 
 
@@ -246,7 +251,10 @@ def _refuse_repeats(recipients: list[tuple[str, ParsedAddress]], errors: list[Fi
     for path, address in recipients:
         if address.email in first_seen:
             errors.append(
-                FieldError(path, f"{address.addr_spec} is already a recipient ({first_seen[address.email]}); give each address once.")
+                FieldError(
+                    path,
+                    f"{address.addr_spec} is already a recipient ({first_seen[address.email]}); give each address once.",
+                )
             )
         else:
             first_seen[address.email] = path
@@ -276,7 +284,9 @@ def _headers(headers: dict[str, str], errors: list[FieldError]) -> dict[str, str
                 FieldError(path, f"A header name has at most {MAX_HEADER_NAME} characters; got {len(name)}.")
             )
         elif lowered in OWNED_HEADERS:
-            errors.append(FieldError(path, f"The {name} header cannot be set here: {OWNED_HEADERS[lowered]}."))
+            errors.append(
+                FieldError(path, f"The {name} header cannot be set here: {OWNED_HEADERS[lowered]}.")
+            )
         elif lowered.startswith("content-"):
             errors.append(FieldError(path, f"The {name} header cannot be set here: the gateway sets it."))
         else:
@@ -367,8 +377,11 @@ def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
         elif isinstance(value, float):
             if value != value or value in (float("inf"), float("-inf")):
                 errors.append(
-                    FieldError(path, "NaN and Infinity are not JSON numbers (nor is one too large for a "
-                               "64-bit float); give a finite number or a string.")
+                    FieldError(
+                        path,
+                        "NaN and Infinity are not JSON numbers (nor is one too large for a "
+                        "64-bit float); give a finite number or a string.",
+                    )
                 )
         elif isinstance(value, dict):
             for key, item in reversed(value.items()):

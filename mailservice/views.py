@@ -1,5 +1,6 @@
 """The proof of concept's send URL: `GET /?to=addr[&subject=&text=]` and `POST /` (form or JSON,
 the API's fields). Same path, same API key, same answers and errors as POST /api/messages."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -14,6 +14,7 @@ under /anymail/, feeding one normalized event log. docs/webhooks.md describes th
   it, and recorded together (SendGrid posts up to 1,000 at once).
 - **Replays.** Signed timestamps older than MAILSERVICE_WEBHOOK_MAX_AGE are refused.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,10 +39,12 @@ from django.utils.module_loading import import_string
 from django.views.decorators.csrf import csrf_exempt
 
 from failover.providers import load_providers, normalize_name
-
 from mailservice import conf
 from mailservice.services.tracking import (
-    CheckedEvent, EventNotStorable, tracking_event_checked, tracking_events_record,
+    CheckedEvent,
+    EventNotStorable,
+    tracking_event_checked,
+    tracking_events_record,
 )
 from mailservice.tracking_rules import rules_for
 
@@ -161,7 +164,10 @@ def checked_view_class(view_class: type) -> type:
                 post.skipped.append({"index": index, "reason": reason})
                 provider = normalize_name(self.esp_name)
                 logger.warning(
-                    "webhook event skipped provider=%s index=%s reason=%s", provider, index, reason,
+                    "webhook event skipped provider=%s index=%s reason=%s",
+                    provider,
+                    index,
+                    reason,
                     extra={"provider": provider, "reason": reason},
                 )
             else:
@@ -211,7 +217,9 @@ def tracking_view(callback: Callable) -> Callable:
             logger.error("webhook not available provider=%s reason=%s", esp_name, _reason(err))
             return error_response(503, "The service's provider configuration is broken; retry later.")
         if not enabled:
-            return error_response(404, f"No tracking webhook for {esp_name} here: it is not a configured provider.")
+            return error_response(
+                404, f"No tracking webhook for {esp_name} here: it is not a configured provider."
+            )
         if request.method == "HEAD":  # some ESPs check the URL with HEAD when it is configured
             return JsonResponse({})
         if request.method == "POST":
@@ -219,7 +227,9 @@ def tracking_view(callback: Callable) -> Callable:
         if request.method == "OPTIONS":
             response = JsonResponse({"allow": ALLOWED_METHODS.split(", ")})
         else:
-            response = error_response(405, f"Method {request.method} is not allowed; the provider POSTs events.")
+            response = error_response(
+                405, f"Method {request.method} is not allowed; the provider POSTs events."
+            )
         response["Allow"] = ALLOWED_METHODS
         return response
 
@@ -266,7 +276,9 @@ def _parse(request: HttpRequest, anymail_view: Callable, esp_name: str, args, kw
     except ImproperlyConfigured as err:
         message = "webhook not usable provider=%s reason=%s (see the system checks: manage.py check)"
         logger.error(message, esp_name, _reason(err), extra={"provider": esp_name})
-        return error_response(500, f"The {esp_name} webhook is not configured correctly on this service; retry later.")
+        return error_response(
+            500, f"The {esp_name} webhook is not configured correctly on this service; retry later."
+        )
     except Exception:
         logger.exception("webhook failed provider=%s", esp_name, extra={"provider": esp_name})
         return error_response(500, "The events could not be recorded; retry later.")
@@ -284,7 +296,9 @@ def _record(post: _Post, esp_name: str) -> HttpResponse:
         results = [tracking_events_record(provider=name, events=batch) for name, batch in by_provider.items()]
     except (OperationalError, InterfaceError):
         logger.exception("webhook not recorded provider=%s reason=database unavailable", esp_name)
-        response = error_response(503, "The events could not be recorded now (database unavailable); retry later.")
+        response = error_response(
+            503, "The events could not be recorded now (database unavailable); retry later."
+        )
         response["Retry-After"] = "60"
         return response
     except Exception:
@@ -328,7 +342,9 @@ def _stale_signature(request: HttpRequest, esp_name: str) -> int | None:
 
 def _is_tracking(pattern: URLPattern) -> bool:
     # Mandrill posts tracking and inbound events to one combined endpoint.
-    return bool(pattern.name) and (pattern.name.endswith("_tracking_webhook") or pattern.name == "mandrill_webhook")
+    return bool(pattern.name) and (
+        pattern.name.endswith("_tracking_webhook") or pattern.name == "mandrill_webhook"
+    )
 
 
 def tracking_patterns() -> list[URLPattern]:
@@ -367,7 +383,10 @@ def check_webhook_providers(app_configs=None, **kwargs) -> list[Error]:
         enabled = enabled_providers()
     except Exception:  # the failover app's own checks report a broken chain
         return []
-    views = {normalize_name(pattern.callback.view_class.esp_name): pattern.callback.view_class for pattern in tracking_patterns()}
+    views = {
+        normalize_name(pattern.callback.view_class.esp_name): pattern.callback.view_class
+        for pattern in tracking_patterns()
+    }
     errors = [
         Error(
             f"MAILSERVICE_WEBHOOK_PROVIDERS names {name!r}, which has no Anymail tracking webhook.",

@@ -1,4 +1,5 @@
 """POST /api/messages, GET /api/messages/{id}, DELETE /api/messages/{id} (cancel), GET /api/messages."""
+
 # No `from __future__ import annotations` here: ninja reads the paginated views' annotations
 # through @paginate's wrapper, whose module cannot resolve names given as strings.
 from django.http import HttpRequest
@@ -7,9 +8,9 @@ from ninja.pagination import paginate
 
 from mailservice import selectors
 from mailservice.api.auth import ApiKeyAuth, messages_owner
+from mailservice.api.pagination import Pagination
 from mailservice.api.submit import accepted_response, submit_message
 from mailservice.exceptions import FieldError, MessageStateError, NotFound, RequestRejected
-from mailservice.api.pagination import Pagination
 from mailservice.schemas import (
     ErrorsOut,
     MessageAccepted,
@@ -22,7 +23,7 @@ from mailservice.services.messages import message_cancel
 
 # by_alias: a message's sender is answered as `from` (MessageSummaryOut.from_email).
 router = Router(tags=["messages"], by_alias=True)
-ERRORS = {code: ErrorsOut for code in (400, 401, 403, 404, 409, 413, 422, 429)}
+ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429), ErrorsOut)
 # A key reads the messages it sent (`read`), or every message (`manage`); docs/api.md.
 READ = ApiKeyAuth("read", "manage")
 # A key cancels the messages it sent (`send`), or every message (`manage`).

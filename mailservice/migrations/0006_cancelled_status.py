@@ -4,20 +4,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('mailservice', '0005_apikey_expires_at'),
+        ("mailservice", "0005_apikey_expires_at"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='message',
-            name='status',
-            field=models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('deferred', 'Deferred'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('failed', 'Failed'), ('rejected', 'Rejected'), ('bounced', 'Bounced'), ('complained', 'Complained'), ('suppressed', 'Suppressed'), ('cancelled', 'Cancelled'), ('partially_delivered', 'Partially Delivered')], default='queued', max_length=32),
+            model_name="message",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("sending", "Sending"),
+                    ("deferred", "Deferred"),
+                    ("sent", "Sent"),
+                    ("delivered", "Delivered"),
+                    ("failed", "Failed"),
+                    ("rejected", "Rejected"),
+                    ("bounced", "Bounced"),
+                    ("complained", "Complained"),
+                    ("suppressed", "Suppressed"),
+                    ("cancelled", "Cancelled"),
+                    ("partially_delivered", "Partially Delivered"),
+                ],
+                default="queued",
+                max_length=32,
+            ),
         ),
         migrations.AlterField(
-            model_name='recipient',
-            name='status',
-            field=models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('deferred', 'Deferred'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('failed', 'Failed'), ('rejected', 'Rejected'), ('bounced', 'Bounced'), ('complained', 'Complained'), ('suppressed', 'Suppressed'), ('cancelled', 'Cancelled')], default='queued', max_length=32),
+            model_name="recipient",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("sending", "Sending"),
+                    ("deferred", "Deferred"),
+                    ("sent", "Sent"),
+                    ("delivered", "Delivered"),
+                    ("failed", "Failed"),
+                    ("rejected", "Rejected"),
+                    ("bounced", "Bounced"),
+                    ("complained", "Complained"),
+                    ("suppressed", "Suppressed"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="queued",
+                max_length=32,
+            ),
         ),
     ]

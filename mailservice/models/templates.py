@@ -1,5 +1,6 @@
 """Stored templates, which the gateway renders itself so that templated mail survives a failover
 (docs/templates.md), and the language tags that tell their translations apart."""
+
 from __future__ import annotations
 
 import re

@@ -8,6 +8,7 @@ renewed while the round lasts; a worker that dies stops renewing, and the next r
 messages over. Outcomes are recorded only for the messages whose lease this worker still holds,
 with a fixed number of statements per record, however many sends it holds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,21 @@ from django.utils import timezone
 from mailservice import conf
 from mailservice.models import DeliveryAttempt, Message, Recipient, Suppression
 from mailservice.models.bulk import insert_rows, update_rows
-from mailservice.services.claiming import messages_claim, messages_mark_started, messages_release, messages_renew
-from mailservice.services.dispatch import FAILING, THROTTLED, Concurrency, Dispatch, Hooks, is_transient, with_db_retry
+from mailservice.services.claiming import (
+    messages_claim,
+    messages_mark_started,
+    messages_release,
+    messages_renew,
+)
+from mailservice.services.dispatch import (
+    FAILING,
+    THROTTLED,
+    Concurrency,
+    Dispatch,
+    Hooks,
+    is_transient,
+    with_db_retry,
+)
 from mailservice.services.linking import tracking_events_link_late
 from mailservice.services.sending import MAX_ERROR, SendResult, message_send
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
@@ -89,7 +103,9 @@ def messages_deliver(
     # A database that is restarting is waited for this long before the round gives up.
     patience = conf.database_patience()
     batch = with_db_retry(
-        lambda: messages_claim(owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id),
+        lambda: messages_claim(
+            owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id
+        ),
         patience=patience,
         what="claim",
     )
@@ -99,7 +115,9 @@ def messages_deliver(
     dispatch: Dispatch[_Round] | None = None
 
     def send(connection, round_: _Round) -> str | None:
-        round_.result = message_send(round_.message, round_.sending, connection=connection, now=_now(now), rng=rng)
+        round_.result = message_send(
+            round_.message, round_.sending, connection=connection, now=_now(now), rng=rng
+        )
         return _pushback(round_.result.attempts)
 
     def mark(chunk: list[_Round]) -> list[_Round]:
@@ -124,7 +142,11 @@ def messages_deliver(
         # timeout) is no longer renewed: its lease runs out and recovery takes it over, flagged.
         oldest = time.monotonic() - conf.lease_seconds()
         messages_renew(
-            [r.message.pk for r in rounds if not r.recorded and (r.handed_at is None or r.handed_at > oldest)],
+            [
+                r.message.pk
+                for r in rounds
+                if not r.recorded and (r.handed_at is None or r.handed_at > oldest)
+            ],
             owner=owner,
             now=_now(now),
         )
@@ -146,7 +168,11 @@ def messages_deliver(
         dispatch = Dispatch(
             [r for r in rounds if r.result is None],
             Hooks(
-                send=send, mark=mark, record=record, release=release, renew=renew,
+                send=send,
+                mark=mark,
+                record=record,
+                release=release,
+                renew=renew,
                 renew_every=conf.lease_renew_seconds(),
             ),
             concurrency=_concurrency(conf.send_concurrency()),
@@ -211,7 +237,9 @@ def _drop_suppressed(rounds: list[_Round], *, now: datetime) -> None:
         for recipient in round_.sending:
             if recipient.email in suppressed:
                 recipient.status, recipient.error, recipient.updated_at = (
-                    RecipientStatus.SUPPRESSED, SUPPRESSED_ERROR, now
+                    RecipientStatus.SUPPRESSED,
+                    SUPPRESSED_ERROR,
+                    now,
                 )
                 dropped.append(recipient.pk)
             else:
@@ -265,9 +293,13 @@ def _finish(rounds: list[_Round], owner: str, *, now: datetime) -> None:
     if not rounds:
         return
     with transaction.atomic():
-        insert_rows([
-            _attempt_row(round_.message, attempt, now=now) for round_ in rounds for attempt in round_.result.attempts
-        ])
+        insert_rows(
+            [
+                _attempt_row(round_.message, attempt, now=now)
+                for round_ in rounds
+                for attempt in round_.result.attempts
+            ]
+        )
         held = set(
             Message.objects.select_for_update()
             .filter(pk__in=[r.message.pk for r in rounds], status=MessageStatus.SENDING, lease_owner=owner)
@@ -325,7 +357,12 @@ def _apply_to_message(round_: _Round, *, now: datetime) -> None:
     message, result = round_.message, round_.result
     statuses = [recipient.status for recipient in message.recipients_loaded]
     message.status = summarize(statuses)
-    message.lease_owner, message.lease_expires_at, message.send_started_at, message.updated_at = "", None, None, now
+    message.lease_owner, message.lease_expires_at, message.send_started_at, message.updated_at = (
+        "",
+        None,
+        None,
+        now,
+    )
     message.last_error = result.error[:MAX_ERROR]
     message.possible_duplicate = message.possible_duplicate or any(a.ambiguous for a in result.attempts)
     if result.provider:

@@ -8,6 +8,7 @@ send's outcome is durable within about a second whatever the batch size; it rene
 leases (`renew`) while the round lasts; and it sets how many sends are in flight (Concurrency).
 Every hook that touches the database runs in the calling thread: a sender thread never does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,13 @@ class Concurrency:
     interpreter). A provider pushing back (a 429, or 5xx for a large share of the sends) halves it. A provider answering in 200 ms
     is driven by the ceiling within half a second; one answering at once, by two or three."""
 
-    def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.process_time):
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] = time.process_time,
+    ):
         self.ceiling = max(1, ceiling)
         self.target = 1
         self.rate = 0.0  # sends finished per second in the last round
@@ -146,8 +152,14 @@ def is_transient(error: BaseException) -> bool:
     return is_database_unavailable(error)
 
 
-def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
-                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+def with_db_retry(
+    action: Callable[[], object],
+    *,
+    patience: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+):
     """Run `action`; while the database is unreachable, retry with growing pauses for up to
     `patience` seconds from the first failure, then raise. A dropped connection is closed so the
     retry reconnects."""
@@ -164,8 +176,11 @@ def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
                 raise
             failures += 1
             if failures == 1:
-                logger.warning("database unavailable during %s; retrying", what,
-                               extra={"action": what, "error_class": type(error).__name__})
+                logger.warning(
+                    "database unavailable during %s; retrying",
+                    what,
+                    extra={"action": what, "error_class": type(error).__name__},
+                )
             for alias in connections:
                 connection = connections[alias]
                 if connection.connection is not None and not connection.in_atomic_block:
@@ -174,8 +189,12 @@ def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
             pause = min(pause * 2, MAX_DB_PAUSE)
             continue
         if failures:
-            logger.warning("database back after %s failed tries during %s", failures, what,
-                           extra={"action": what, "failures": failures})
+            logger.warning(
+                "database back after %s failed tries during %s",
+                failures,
+                what,
+                extra={"action": what, "failures": failures},
+            )
         return result
 
 
@@ -207,8 +226,16 @@ class Dispatch(Generic[Job]):
     recorded (unless the database stayed unreachable longer than `patience`), and `unsent()` lists the
     others, for the caller to release."""
 
-    def __init__(self, jobs: Sequence[Job], hooks: Hooks[Job], *, concurrency: Concurrency,
-                 stop: threading.Event, start_until: float, patience: float):
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        hooks: Hooks[Job],
+        *,
+        concurrency: Concurrency,
+        stop: threading.Event,
+        start_until: float,
+        patience: float,
+    ):
         self.hooks, self.concurrency, self.stop = hooks, concurrency, stop
         self.halt = threading.Event()  # ours: set when the round ends, whatever `stop` says
         self.start_until, self.patience = start_until, patience
@@ -296,8 +323,9 @@ class Dispatch(Generic[Job]):
             wanted = min(self.concurrency.target, self.ready_count + self.in_flight)
             while self.active < wanted:
                 self.active += 1
-                thread = threading.Thread(target=self._sender, name=f"mailservice-send-{len(self.threads)}",
-                                          daemon=True)
+                thread = threading.Thread(
+                    target=self._sender, name=f"mailservice-send-{len(self.threads)}", daemon=True
+                )
                 self.threads.append(thread)
                 thread.start()
 
@@ -410,7 +438,9 @@ class Dispatch(Generic[Job]):
                 self._give_back()
                 self._renew_if_due()
                 with self.cond:
-                    saturated = self.active >= self.concurrency.target and (self.ready_count > 0 or bool(self.pending))
+                    saturated = self.active >= self.concurrency.target and (
+                        self.ready_count > 0 or bool(self.pending)
+                    )
                 self.concurrency.adjust(finished=self.finished_total, saturated=saturated)
         finally:
             elapsed = time.monotonic() - self.began

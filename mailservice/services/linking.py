@@ -1,6 +1,7 @@
 """Linking tracking events that arrived before their send was recorded: a fast provider can
 report delivery within milliseconds of accepting a message (docs/webhooks.md, "Linking events to
 messages")."""
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,14 @@ def tracking_events_link_late(*, messages: list[Message]) -> Counter:
         return Counter()
     events = list(
         TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=list(owner_of)).only(
-            "id", "provider", "provider_message_id", "recipient", "event_type", "raw", "timestamp", "created_at"
+            "id",
+            "provider",
+            "provider_message_id",
+            "recipient",
+            "event_type",
+            "raw",
+            "timestamp",
+            "created_at",
         )
     )
     if not events:
@@ -90,7 +98,9 @@ def tracking_events_link_unlinked(*, since: datetime) -> int:
     )
     if not ids:
         return 0
-    message_ids = set(Recipient.objects.filter(provider_message_id__in=ids).values_list("message_id", flat=True))
+    message_ids = set(
+        Recipient.objects.filter(provider_message_id__in=ids).values_list("message_id", flat=True)
+    )
     message_ids |= set(Message.objects.filter(provider_message_id__in=ids).values_list("pk", flat=True))
     with transaction.atomic():
         linked = tracking_events_link_late(messages=list(Message.objects.filter(pk__in=message_ids)))

@@ -1,5 +1,6 @@
 """Accepting messages into the outbox (with idempotency), the operator's retry, and cancelling
 (the API's DELETE and the operator's action)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,9 @@ def message_accept(
     try:
         with transaction.atomic():
             if idempotency_key:
-                IdempotencyKey.objects.filter(api_key=api_key, key=idempotency_key, expires_at__lte=now).delete()
+                IdempotencyKey.objects.filter(
+                    api_key=api_key, key=idempotency_key, expires_at__lte=now
+                ).delete()
             message = _create(draft=draft, api_key=api_key, now=now)
             if idempotency_key:
                 IdempotencyKey.objects.create(
@@ -84,7 +87,9 @@ def message_accept(
 
 def _replay(*, api_key: ApiKey, key: str, request_hash: str, now: datetime) -> Message | None:
     record = (
-        IdempotencyKey.objects.filter(api_key=api_key, key=key, expires_at__gt=now).select_related("message").first()
+        IdempotencyKey.objects.filter(api_key=api_key, key=key, expires_at__gt=now)
+        .select_related("message")
+        .first()
     )
     if record is None:
         return None
@@ -122,23 +127,25 @@ def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
     # create() and bulk_create() cost the API more than the database does.
     insert_rows([message])
     message._state.adding, message._state.db = False, router.db_for_write(Message)
-    insert_rows([
-        Recipient(
-            message=message,
-            kind=kind,
-            position=position,
-            address=address.original,
-            email=address.email,
-            status=RecipientStatus.QUEUED,
-            updated_at=now,
-        )
-        for kind, addresses in (
-            (Recipient.Kind.TO, draft.to),
-            (Recipient.Kind.CC, draft.cc),
-            (Recipient.Kind.BCC, draft.bcc),
-        )
-        for position, address in enumerate(addresses)
-    ])
+    insert_rows(
+        [
+            Recipient(
+                message=message,
+                kind=kind,
+                position=position,
+                address=address.original,
+                email=address.email,
+                status=RecipientStatus.QUEUED,
+                updated_at=now,
+            )
+            for kind, addresses in (
+                (Recipient.Kind.TO, draft.to),
+                (Recipient.Kind.CC, draft.cc),
+                (Recipient.Kind.BCC, draft.bcc),
+            )
+            for position, address in enumerate(addresses)
+        ]
+    )
     return message
 
 
@@ -194,7 +201,12 @@ def message_cancel(*, message: Message, by: str = "operator", now: datetime | No
         message,
         allowed=CANCELLABLE,
         refusal="Only a queued or deferred message can be cancelled: no provider has taken it yet",
-        changes={"status": MessageStatus.CANCELLED, "next_attempt_at": None, "last_error": reason, "finished_at": now},
+        changes={
+            "status": MessageStatus.CANCELLED,
+            "next_attempt_at": None,
+            "last_error": reason,
+            "finished_at": now,
+        },
         recipients=message.recipients.filter(status__in=CANCELLED_RECIPIENTS),
         recipient_changes={"status": RecipientStatus.CANCELLED, "error": reason},
         now=now,

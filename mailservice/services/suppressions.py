@@ -1,4 +1,5 @@
 """The suppression list, shared by every provider: addresses no message is sent to."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,9 @@ def suppression_add(
 
 def suppression_remove(*, address: str) -> bool:
     """Remove `address` from the list; False when it was not there."""
-    return bool(suppressions_remove(entries=Suppression.objects.filter(address=normalize_email(address)), by="api"))
+    return bool(
+        suppressions_remove(entries=Suppression.objects.filter(address=normalize_email(address)), by="api")
+    )
 
 
 def suppressions_remove(*, entries: QuerySet[Suppression], by: str) -> int:

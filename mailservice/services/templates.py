@@ -1,6 +1,7 @@
 """Stored templates: saving them (their sources checked once, here, so a stored template always
 compiles), changing them (each change a new version), and finding the one a message asks for in
 its language or the nearest fallback (docs/templates.md)."""
+
 from __future__ import annotations
 
 import logging

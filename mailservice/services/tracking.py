@@ -12,6 +12,7 @@ character) is refused by `tracking_event_checked` before anything is written, lo
 skipped; the rest of its batch is recorded (docs/webhooks.md, "Errors and retries"). Every event
 that passes is stored, or the whole batch fails: none is dropped silently.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,7 +32,6 @@ from django.db.models import Field, QuerySet
 from django.utils import timezone
 
 from failover.providers import normalize_name
-
 from mailservice.addresses import normalize_email
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
 from mailservice.models.bulk import insert_new_rows
@@ -45,8 +45,18 @@ MAX_TEXT = 2000
 RAW_JSON = json.JSONEncoder(allow_nan=False, default=str, ensure_ascii=False, separators=(",", ":"))
 # Columns of one inserted TrackingEvent, in the order `_RowValues` gives them.
 COLUMNS = (
-    "provider", "event_id", "event_type", "timestamp", "recipient", "provider_message_id", "message",
-    "message_recipient", "description", "mta_response", "raw", "created_at",
+    "provider",
+    "event_id",
+    "event_type",
+    "timestamp",
+    "recipient",
+    "provider_message_id",
+    "message",
+    "message_recipient",
+    "description",
+    "mta_response",
+    "raw",
+    "created_at",
 )
 
 
@@ -273,8 +283,12 @@ def _insert(connection: BaseDatabaseWrapper, provider: str, rows: list[_Row]) ->
     values = _RowValues(connection, provider)
     by_id = {row.event_id: row for row in rows}
     inserted = insert_new_rows(
-        TrackingEvent, COLUMNS, [values(row) for row in rows],
-        unique=("provider", "event_id"), returning=("id", "event_id"), using=connection.alias,
+        TrackingEvent,
+        COLUMNS,
+        [values(row) for row in rows],
+        unique=("provider", "event_id"),
+        returning=("id", "event_id"),
+        using=connection.alias,
     )
     for pk, event_id in inserted:
         by_id[event_id].pk = pk
@@ -357,7 +371,9 @@ def _suppress_new(
     now = Suppression._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
     values = [[address, str(reason), provider, pk, now] for address, (reason, pk) in wanted.items()]
     columns, key = ("address", "reason", "provider", "event", "created_at"), ("address",)
-    inserted = insert_new_rows(Suppression, columns, values, unique=key, returning=key, using=connection.alias)
+    inserted = insert_new_rows(
+        Suppression, columns, values, unique=key, returning=key, using=connection.alias
+    )
     return {address for (address,) in inserted}
 
 
@@ -372,7 +388,9 @@ def _raw_json(value: Any) -> str:
         text = RAW_JSON.encode(value)
     except ValueError:
         if _json_with_nan(value):
-            raise EventNotStorable("the event contains a number that is not finite (NaN or Infinity)") from None
+            raise EventNotStorable(
+                "the event contains a number that is not finite (NaN or Infinity)"
+            ) from None
         text = RAW_JSON.encode({"repr": repr(value)[:MAX_TEXT]})
     except (TypeError, RecursionError):
         text = RAW_JSON.encode({"repr": repr(value)[:MAX_TEXT]})

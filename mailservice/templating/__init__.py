@@ -33,6 +33,7 @@ message. Its modules: `engine.py` (the sandbox: what a template may use, compile
 metered), `rendering.py` (one part rendered within the limits; where a missing variable is in
 the data), `output.py` (CSS inlining and the text part).
 """
+
 from __future__ import annotations
 
 import time

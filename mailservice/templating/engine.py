@@ -10,6 +10,7 @@ attributes of `ForNode` and `WithNode`, and `Context` setting a loop's variable 
 in Django 5.2 and 6.1; tests/templates/test_engine.py checks the sandbox against Django's own
 engine where both apply.
 """
+
 from __future__ import annotations
 
 import re

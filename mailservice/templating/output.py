@@ -1,5 +1,6 @@
 """A rendered HTML part made ready for mail clients, and the text part of an HTML-only template
 (docs/templates.md, "Email-ready output")."""
+
 from __future__ import annotations
 
 import re

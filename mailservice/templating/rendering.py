@@ -5,6 +5,7 @@ is held to as it goes, and where in template_data a missing variable is (docs/te
 counts output, checks the clock, and keeps the first error, so that an error Django swallows on
 the way (an `{% if %}` operator turns any exception into False) still fails the render.
 """
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """A message kept to some providers with `failover_providers`, each with its own ESP template id
 (docs/failover.md, "Choosing providers per message")."""
+
 from urllib.parse import parse_qs
 
 from anymail.message import AnymailMessage

@@ -1,5 +1,6 @@
 """Provider health beyond a timer: probes back to a recovered provider, Retry-After, send-rate
 caps, message-specific local errors, and the `failover` signal. All on an injected clock."""
+
 from io import StringIO
 
 from django.core.management import call_command
@@ -175,7 +176,10 @@ class RetryAfterTests(FailoverTestCase):
         with self.assertRaises(AllProvidersFailed) as caught:
             self.send(self.message())
         self.assertEqual(self.esp.total_calls(), calls)
-        self.assertEqual(caught.exception.skipped, {"sendgrid": "retry_after", "mailgun": "retry_after", "mandrill": "retry_after"})
+        self.assertEqual(
+            caught.exception.skipped,
+            {"sendgrid": "retry_after", "mailgun": "retry_after", "mandrill": "retry_after"},
+        )
 
     def test_failover_status_shows_the_wait(self):
         """failover_status prints the Retry-After deadline."""
@@ -232,7 +236,9 @@ class LocalErrorTests(FailoverTestCase):
             self.send(message)
             self.assertEqual(message.failover_provider, "sendgrid")
             self.assertEqual(message.failover_attempts[0].outcome, Outcome.LOCAL_ERROR)
-            self.assertEqual([row["state"] for row in self.connection().provider_states()], ["active", "standby"])
+            self.assertEqual(
+                [row["state"] for row in self.connection().provider_states()], ["active", "standby"]
+            )
             plain = self.message()
             self.send(plain)
             self.assertEqual(plain.failover_provider, "locmem")
@@ -255,12 +261,16 @@ class LocalErrorTests(FailoverTestCase):
         from tests.esp import MANDRILL
 
         with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MANDRILL, SENDGRID]):
-            message = EmailMultiAlternatives(subject="s", body="b", from_email="a@example.com", to=["u@example.net"])
+            message = EmailMultiAlternatives(
+                subject="s", body="b", from_email="a@example.com", to=["u@example.net"]
+            )
             message.attach_alternative("<p>one</p>", "text/html")
             message.attach_alternative("<p>two</p>", "text/html")  # Mandrill takes one HTML part
             self.send(message)
             self.assertEqual(message.failover_attempts[0].outcome, Outcome.LOCAL_ERROR)
-            self.assertEqual([row["state"] for row in self.connection().provider_states()], ["active", "standby"])
+            self.assertEqual(
+                [row["state"] for row in self.connection().provider_states()], ["active", "standby"]
+            )
 
     def test_local_error_everywhere_is_the_messages_error(self):
         """When no provider's backend can encode it, its own error is raised, not AllProvidersFailed."""

@@ -1,4 +1,5 @@
 """Shared test setup: a gateway with an API key, a failover chain, and mocked ESP HTTP APIs."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from mailservice.models import Message
-from tests.failover.base import sending_through
 from mailservice.services.keys import api_key_create
+from tests.failover.base import sending_through
 
 FAILOVER = "failover.backends.FirstWorkingEmailBackend"
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
@@ -37,7 +38,9 @@ def gateway_settings(**extra):
         "TASKS": DATABASE_TASKS,
         **sending_through(FAILOVER),
         "FIRST_WORKING_EMAIL_BACKENDS": [LOCMEM],
-        "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}},
+        "CACHES": {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}
+        },
         "MAILSERVICE_RETRY_JITTER": 0,
         "ANYMAIL": ANYMAIL,
     }
@@ -64,7 +67,9 @@ class GatewayMixin:
 
     def post_message(self, body, *, headers=None, raw=False):
         data = body if raw else json.dumps(body)
-        return self.client.post("/api/messages", data, content_type="application/json", **{**self.auth, **(headers or {})})
+        return self.client.post(
+            "/api/messages", data, content_type="application/json", **{**self.auth, **(headers or {})}
+        )
 
     def assert_refused(self, response, status, field, message_part=None):
         """The answer is `status` with an error on `field`, and nothing was stored."""
@@ -83,7 +88,10 @@ def mock_sendgrid(rsps: responses.RequestsMock, status: int = 202, body: str = "
 
 
 def mock_mailgun(
-    rsps: responses.RequestsMock, status: int = 200, message_id: str = "<mg-1@mg.example.com>", body: str | None = None
+    rsps: responses.RequestsMock,
+    status: int = 200,
+    message_id: str = "<mg-1@mg.example.com>",
+    body: str | None = None,
 ) -> None:
     if body is None:
         body = json.dumps({"id": message_id, "message": "Queued. Thank you."}) if status == 200 else "error"

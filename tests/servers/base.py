@@ -10,6 +10,7 @@ each test. This process's own test database is not used.
 A class skips, with the reason in pytest's summary, only when a server's binaries are not
 installed; with SMTEST_REQUIRE_SERVERS=1 (.ci/run sets it) that is a failure instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,9 @@ def register_database(alias: str, url: str) -> None:
 
     config = environ.Env.db_url_config(url)
     default = dict(connections.settings[DEFAULT_DB_ALIAS])
-    connections.settings[alias] = connections.configure_settings({DEFAULT_DB_ALIAS: default, alias: config})[alias]
+    connections.settings[alias] = connections.configure_settings({DEFAULT_DB_ALIAS: default, alias: config})[
+        alias
+    ]
 
 
 def unregister_database(alias: str) -> None:
@@ -120,16 +123,33 @@ class RealServersTestCase(TransactionTestCase):
         return process
 
     @classmethod
-    def start_gunicorn(cls, env: dict[str, str], *, workers: int = 3, threads: int = 4) -> tuple[Process, str]:
+    def start_gunicorn(
+        cls, env: dict[str, str], *, workers: int = 3, threads: int = 4
+    ) -> tuple[Process, str]:
         """smtest's WSGI app under gunicorn on a free loopback port, stopped in a class cleanup;
         returns the process and its base URL once it answers."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         web = Process(
             "gunicorn",
-            [sys.executable, "-m", "gunicorn", "smtest.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread", "--timeout", "60"],
-            env, cls.workdir,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "smtest.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--worker-class",
+                "gthread",
+                "--timeout",
+                "60",
+            ],
+            env,
+            cls.workdir,
         )
         cls.addClassCleanup(web.stop)
 
@@ -156,7 +176,9 @@ class RealServersTestCase(TransactionTestCase):
 def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if result.returncode:
-        raise AssertionError(f"{' '.join(command[1:])} exited with {result.returncode}:\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(command[1:])} exited with {result.returncode}:\n{result.stderr[-4000:]}"
+        )
     return result.stdout
 
 

@@ -1,5 +1,6 @@
 """An API client as the tests on real servers use it: one POST /api/messages, its answer kept
 whatever it is (a status, a 503's Retry-After, or no HTTP answer at all)."""
+
 from __future__ import annotations
 
 import urllib.error

@@ -7,6 +7,7 @@ remembers which it accepted (a 2xx answer).
 It runs in the test process on a free loopback port, in threads; the workers reach it through
 ANYMAIL_SENDGRID_API_URL / ANYMAIL_MAILGUN_API_URL (see `anymail_environment`).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,12 @@ class FakeProvider:
                     return
                 # Decided on arrival: a request whose sender dies while we sleep was still taken.
                 status = provider.failing.get(name) or provider.random_error(name)
-                provider.record(name, body, self.headers.get("Content-Type", ""),
-                                status or (200 if name == "mailgun" else 202))
+                provider.record(
+                    name,
+                    body,
+                    self.headers.get("Content-Type", ""),
+                    status or (200 if name == "mailgun" else 202),
+                )
                 with provider.lock:
                     provider.in_flight += 1
                 try:
@@ -61,7 +66,12 @@ class FakeProvider:
                 if status:
                     self.answer(status, b'{"errors": [{"message": "unavailable"}]}')
                 elif name == "mailgun":
-                    self.answer(200, json.dumps({"id": f"<{uuid.uuid4().hex}@mg.example.com>", "message": "Queued"}).encode())
+                    self.answer(
+                        200,
+                        json.dumps(
+                            {"id": f"<{uuid.uuid4().hex}@mg.example.com>", "message": "Queued"}
+                        ).encode(),
+                    )
                 else:
                     self.answer(202, b"", {"X-Message-Id": uuid.uuid4().hex[:22]})
 
@@ -82,7 +92,9 @@ class FakeProvider:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property
@@ -102,7 +114,9 @@ class FakeProvider:
             try:
                 data = json.loads(body)
                 entry["subject"] = data.get("subject")
-                entry["to"] = [to["email"] for p in data.get("personalizations", []) for to in p.get("to", [])]
+                entry["to"] = [
+                    to["email"] for p in data.get("personalizations", []) for to in p.get("to", [])
+                ]
             except (ValueError, AttributeError, KeyError, TypeError):
                 pass
         elif "x-www-form-urlencoded" in content_type:  # Mailgun without attachments
@@ -128,7 +142,8 @@ class FakeProvider:
         """Requests answered with a 2xx (the provider took the message), per subject."""
         with self.lock:
             return Counter(
-                r["subject"] for r in self.requests
+                r["subject"]
+                for r in self.requests
                 if provider in (None, r["provider"]) and r["status"] is not None and 200 <= r["status"] < 300
             )
 

@@ -2,6 +2,7 @@
 racing workers send each message exactly once (SELECT … FOR UPDATE SKIP LOCKED and the
 conditional claim), and a worker SIGKILLed mid-send leaves nothing lost: recovery reclaims its
 messages, flagged as possible duplicates, and another worker delivers them."""
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,10 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.child("seed", str(MESSAGES), env=self.child_environment())
         go = self.workdir / "go"
         env = self.worker_environment(MAILSERVICE_BATCH_SIZE=str(BATCH), MAILSERVICE_SEND_CONCURRENCY="2")
-        workers = [self.start_child(f"race-{n}", "deliver", "--go", str(go), "--idle", "1.5", env=env) for n in range(WORKERS)]
+        workers = [
+            self.start_child(f"race-{n}", "deliver", "--go", str(go), "--idle", "1.5", env=env)
+            for n in range(WORKERS)
+        ]
         time.sleep(0.5)
         go.touch()
         for worker in workers:
@@ -65,7 +69,9 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.assertFalse(Message.objects.using(ALIAS).filter(possible_duplicate=True).exists())
         # The race happened: more than one worker claimed batches.
         self.assertGreater(sum(1 for result in done if result["batches"]), 1, done)
-        print(f"\n[servers] {MESSAGES} messages, {WORKERS} workers, batches each: {[r['batches'] for r in done]}")
+        print(
+            f"\n[servers] {MESSAGES} messages, {WORKERS} workers, batches each: {[r['batches'] for r in done]}"
+        )
 
     def test_a_worker_killed_mid_send_loses_nothing(self):
         """SIGKILL during the second batch: the first batch stays sent once; the killed batch's
@@ -76,7 +82,9 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.provider.delay = 0.4  # a batch of 4, two at a time: 0.8 s
         self.child("seed", str(total), env=self.child_environment())
         env = self.worker_environment(
-            MAILSERVICE_BATCH_SIZE=str(batch), MAILSERVICE_SEND_CONCURRENCY="2", MAILSERVICE_LEASE_SECONDS=str(lease)
+            MAILSERVICE_BATCH_SIZE=str(batch),
+            MAILSERVICE_SEND_CONCURRENCY="2",
+            MAILSERVICE_LEASE_SECONDS=str(lease),
         )
         victim = self.start_child("victim", "deliver", "--idle", "30", env=env)
         # Two sends of the second batch have reached the provider: kill it while they wait.
@@ -99,7 +107,15 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.assertIn("Recovered", output)
         worker = self.start_process(
             "db_worker",
-            [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "db_worker",
+                "--interval",
+                "0.1",
+                "--no-reload",
+                "--no-startup-delay",
+            ],
             env=self.worker_environment(**recover, MAILSERVICE_BATCH_SIZE=str(batch)),
         )
 

@@ -1,6 +1,7 @@
 """A realistic transactional template (an order receipt: a ~20 KB HTML layout with a `<style>`
 block, media queries, Outlook conditional comments, loops and optional parts) and data for it,
 shared by the template tests and the rendering benchmark."""
+
 from __future__ import annotations
 
 import copy
@@ -33,8 +34,16 @@ _DATA: dict[str, Any] = {
         "logo_url": "https://shop.example.com/static/logo.png",
         "address": "1 Market Street, Dublin D01 X2Y3, Ireland",
         "social": [
-            {"name": "Instagram", "url": "https://instagram.example/shop", "icon": "https://shop.example.com/i/ig.png"},
-            {"name": "Mastodon", "url": "https://mastodon.example/@shop", "icon": "https://shop.example.com/i/md.png"},
+            {
+                "name": "Instagram",
+                "url": "https://instagram.example/shop",
+                "icon": "https://shop.example.com/i/ig.png",
+            },
+            {
+                "name": "Mastodon",
+                "url": "https://mastodon.example/@shop",
+                "icon": "https://shop.example.com/i/md.png",
+            },
         ],
     },
     "user": {"first_name": "Ana", "email": "ana@example.net", "vip": True},
@@ -74,12 +83,24 @@ _DATA: dict[str, Any] = {
         ],
     },
     "recommendations": [
-        {"name": "Linen trousers", "url": "https://shop.example.com/p/1", "image": "https://shop.example.com/p/1.jpg",
-         "price": 69.0},
-        {"name": "Wool socks", "url": "https://shop.example.com/p/2", "image": "https://shop.example.com/p/2.jpg",
-         "price": 12.0},
-        {"name": "Milk jug", "url": "https://shop.example.com/p/3", "image": "https://shop.example.com/p/3.jpg",
-         "price": 21.0},
+        {
+            "name": "Linen trousers",
+            "url": "https://shop.example.com/p/1",
+            "image": "https://shop.example.com/p/1.jpg",
+            "price": 69.0,
+        },
+        {
+            "name": "Wool socks",
+            "url": "https://shop.example.com/p/2",
+            "image": "https://shop.example.com/p/2.jpg",
+            "price": 12.0,
+        },
+        {
+            "name": "Milk jug",
+            "url": "https://shop.example.com/p/3",
+            "image": "https://shop.example.com/p/3.jpg",
+            "price": 21.0,
+        },
     ],
 }
 

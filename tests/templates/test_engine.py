@@ -1,5 +1,6 @@
 """The sandbox's dependency on Django's template internals (mailservice/templating/engine.py and
 rendering.py): where a template's variables are all present, it renders as Django's own engine."""
+
 import time
 
 import django

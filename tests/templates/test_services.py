@@ -1,5 +1,6 @@
 """Stored templates (mailservice/services/templates.py): saving checks the sources, each change is
 a version, and a message's language falls back to the nearest one stored."""
+
 from django.core.exceptions import ValidationError
 from django.test import SimpleTestCase, TestCase
 
@@ -161,8 +162,15 @@ class TemplateResolveTests(TestCase):
 class LanguageTagTests(SimpleTestCase):
     def test_tags_are_spelled_canonically(self):
         """Language lowercase, script titlecase, region uppercase; "" is the default language."""
-        cases = {"EN": "en", "pt-br": "pt-BR", "zh_hant_tw": "zh-Hant-TW", "es-419": "es-419",
-                 "sl-ROZAJ": "sl-rozaj", "": "", "  ": ""}
+        cases = {
+            "EN": "en",
+            "pt-br": "pt-BR",
+            "zh_hant_tw": "zh-Hant-TW",
+            "es-419": "es-419",
+            "sl-ROZAJ": "sl-rozaj",
+            "": "",
+            "  ": "",
+        }
         for given, expected in cases.items():
             with self.subTest(given):
                 self.assertEqual(language_tag(given), expected)

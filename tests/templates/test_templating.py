@@ -1,5 +1,6 @@
 """The template language (mailservice/templating.py, docs/templates.md): strict variables, the
 sandbox's refusals, escaping, the email-ready output and the limits."""
+
 import tempfile
 from pathlib import Path
 
@@ -168,8 +169,10 @@ class SandboxTests(SimpleTestCase):
     def test_an_unknown_tag_is_named_with_its_line(self):
         """A tag Django does not have is named, with its line."""
         error = self.assertSourceError("a\n\n{% frobnicate x %}", line=3)
-        self.assertEqual(error.errors[0].message, "Line 3 of `text`: Unknown tag {% frobnicate %}: "
-                         "templates use Django's built-in tags only.")
+        self.assertEqual(
+            error.errors[0].message,
+            "Line 3 of `text`: Unknown tag {% frobnicate %}: templates use Django's built-in tags only.",
+        )
 
     def test_a_syntax_error_names_the_part_and_the_line(self):
         """A syntax error in html is a TemplateSourceError on `html` with its line."""

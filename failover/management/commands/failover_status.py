@@ -1,6 +1,7 @@
 """`manage.py failover_status`: every provider of the chain with its remembered state."""
+
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -11,7 +12,7 @@ from failover.exceptions import FailoverConfigurationError
 def _when(timestamp: float | None) -> str:
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class Command(BaseCommand):
