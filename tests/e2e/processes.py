@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
+# Loopback requests never go through a proxy the environment may name.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -121,8 +123,6 @@ def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str
         clean_environment(),
         log_dir,
     )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
     def status():
         if not process.alive():
             raise AssertionError(f"the sandbox exited:\n{process.output()}")
@@ -130,7 +130,7 @@ def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str
         if not match:
             return None
         try:
-            with opener.open(match.group(1), timeout=1) as response:
+            with OPENER.open(match.group(1), timeout=1) as response:
                 return json.loads(response.read())
         except OSError:
             return None

@@ -92,7 +92,7 @@ class ProviderApiTests(GatewayMixin, TestCase):
         import responses
 
         from mailservice.services.delivery import message_deliver
-        from tests.mailservice.helpers import mock_mailgun, mock_sendgrid
+        from tests.esp import mock_mailgun, mock_sendgrid
 
         from django.test import override_settings
 

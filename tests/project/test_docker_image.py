@@ -29,6 +29,8 @@ from pathlib import Path
 import yaml
 from django.test import SimpleTestCase
 
+from tests.e2e.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 # What docs/deployment.md ("Docker Compose") tells the operator to set in `.env`, which Compose
 # passes to every container.
@@ -164,12 +166,6 @@ def run(args: list[str], values: dict[str, str]) -> subprocess.CompletedProcess:
 def collected(values: dict[str, str], static_root: Path) -> set[str]:
     run([sys.executable, "manage.py", "collectstatic", "--no-input"], {**values, "STATIC_ROOT": str(static_root)})
     return {path.relative_to(static_root).as_posix() for path in static_root.rglob("*") if path.is_file()}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class DockerImageStaticFilesTests(SimpleTestCase):

@@ -26,8 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.e2e.processes import free_port
 
 PG_DATABASE = "smtest"
 PG_USER = "postgres"
@@ -38,12 +41,6 @@ PACKAGES = {"postgres": "postgresql", "redis": "redis-server"}
 
 class ServerUnavailable(RuntimeError):
     """The server's binaries are not installed here (not: it failed to start, which is an error)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _version_key(path: str) -> tuple[int, ...]:
@@ -76,6 +73,25 @@ def missing(kind: str) -> str | None:
         what = "initdb/postgres (e.g. /usr/lib/postgresql/15/bin)" if kind == "postgres" else "redis-server"
         return f"{what} is not installed: `apt-get install {PACKAGES[kind]}` (.ci/run installs it)"
     return None
+
+
+def _installed(kind: str) -> Path:
+    """`postgres_bindir()` or `redis_binary()`; ServerUnavailable when it is not installed."""
+    found = postgres_bindir() if kind == "postgres" else redis_binary()
+    if found is None:
+        raise ServerUnavailable(missing(kind))
+    return found
+
+
+@contextmanager
+def _new_directory(prefix: str) -> Iterator[Path]:
+    """A fresh temporary directory, deleted if what is built in it fails (or is interrupted)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
 
 
 def _run_as() -> tuple[str | None, int, int]:
@@ -239,9 +255,7 @@ class PostgresServer(Server):
 
         The new postmaster is pg_ctl's child, not this process's: `pid` follows it (from
         postmaster.pid), so stop() and kill() still reach the running server."""
-        bindir = postgres_bindir()
-        if bindir is None:
-            raise ServerUnavailable(missing("postgres"))
+        bindir = _installed("postgres")
         user, uid, gid = _run_as()
         as_user = {"user": uid, "group": gid, "extra_groups": []} if user else {}
         data = self.base / "data"
@@ -266,12 +280,9 @@ class PostgresServer(Server):
 
     @classmethod
     def start(cls, *, attempts: int = 3) -> PostgresServer:
-        bindir = postgres_bindir()
-        if bindir is None:
-            raise ServerUnavailable(missing("postgres"))
+        bindir = _installed("postgres")
         user, uid, gid = _run_as()
-        base = Path(tempfile.mkdtemp(prefix="smtest-pg-"))
-        try:
+        with _new_directory("smtest-pg-") as base:
             os.chown(base, uid, gid)
             data = base / "data"
             as_user = {"user": uid, "group": gid, "extra_groups": []} if user else {}
@@ -297,9 +308,6 @@ class PostgresServer(Server):
             server = cls._launch(base, attempts, spawn, lambda server: _pg_ready(bindir, server.port))
             server.psql(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
             return server
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
-            raise
 
 
 def _pg_ready(bindir: Path, port: int) -> bool:
@@ -349,9 +357,7 @@ class RedisServer(Server):
         """Start the server again on the same port after pause() (or kill()), once it answers."""
         if self.alive():
             return
-        binary = redis_binary()
-        if binary is None:
-            raise ServerUnavailable(missing("redis"))
+        binary = _installed("redis")
         log = self.base / f"{self.kind}-{self.port}.log"
         self.process = _spawn_redis(binary, self.base, self.port, log)
         self.pid = self.process.pid
@@ -365,17 +371,11 @@ class RedisServer(Server):
 
     @classmethod
     def start(cls, *, attempts: int = 3) -> RedisServer:
-        binary = redis_binary()
-        if binary is None:
-            raise ServerUnavailable(missing("redis"))
-        base = Path(tempfile.mkdtemp(prefix="smtest-redis-"))
-        try:
+        binary = _installed("redis")
+        with _new_directory("smtest-redis-") as base:
             return cls._launch(
                 base, attempts, lambda port, log: _spawn_redis(binary, base, port, log), cls._answers
             )
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
-            raise
 
 
 def _spawn_redis(binary: Path, base: Path, port: int, log: Path) -> subprocess.Popen:

@@ -1,16 +1,21 @@
 """Issue's "done when": send through the API, the provider reports a bounce, the address is
 suppressed for every provider, and a replayed or forged report changes nothing."""
 import json
-import unittest
 
 import responses
 from django.test import TestCase
 
 from mailservice.models import Message, Suppression, TrackingEvent
 from mailservice.services.delivery import message_deliver
-from tests.mailservice.helpers import GatewayMixin, esp_settings, mock_mailgun, mock_sendgrid
-from tests.webhooks.payloads import WEBHOOK_SETTINGS, mailgun_event, mailgun_post, sendgrid_event, sendgrid_post
-from tests.mailservice.helpers import ANYMAIL
+from tests.esp import mock_mailgun, mock_sendgrid
+from tests.mailservice.helpers import ANYMAIL, GatewayMixin, esp_settings
+from tests.webhooks.payloads import (
+    WEBHOOK_SETTINGS,
+    mailgun_event,
+    mailgun_post,
+    sendgrid_event,
+    sendgrid_post,
+)
 
 
 class WebhookGatewayMixin(GatewayMixin):
