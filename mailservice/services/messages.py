@@ -1,5 +1,6 @@
 """Accepting messages into the outbox (with idempotency), the operator's retry, and cancelling
 (the API's DELETE and the operator's action)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,9 @@ def message_accept(
     try:
         with transaction.atomic():
             if idempotency_key:
-                IdempotencyKey.objects.filter(api_key=api_key, key=idempotency_key, expires_at__lte=now).delete()
+                IdempotencyKey.objects.filter(
+                    api_key=api_key, key=idempotency_key, expires_at__lte=now
+                ).delete()
             message = _create(draft=draft, api_key=api_key, now=now)
             if idempotency_key:
                 IdempotencyKey.objects.create(
@@ -84,7 +87,9 @@ def message_accept(
 
 def _replay(*, api_key: ApiKey, key: str, request_hash: str, now: datetime) -> Message | None:
     record = (
-        IdempotencyKey.objects.filter(api_key=api_key, key=key, expires_at__gt=now).select_related("message").first()
+        IdempotencyKey.objects.filter(api_key=api_key, key=key, expires_at__gt=now)
+        .select_related("message")
+        .first()
     )
     if record is None:
         return None
@@ -99,19 +104,7 @@ def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
     message = Message(
         api_key=api_key,
         status=MessageStatus.QUEUED,
-        from_email=draft.from_email,
-        reply_to=draft.reply_to,
-        subject=draft.subject,
-        text=draft.text,
-        html=draft.html,
-        headers=draft.headers,
-        attachments=draft.attachments,
-        tags=draft.tags,
-        metadata=draft.metadata,
-        template_id=draft.template_id,
-        merge_data=draft.merge_data,
-        merge_global_data=draft.merge_global_data,
-        send_at=draft.send_at,
+        **draft.columns,
         window_start=due,
         created_at=now,
         updated_at=now,
@@ -122,23 +115,25 @@ def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
     # create() and bulk_create() cost the API more than the database does.
     insert_rows([message])
     message._state.adding, message._state.db = False, router.db_for_write(Message)
-    insert_rows([
-        Recipient(
-            message=message,
-            kind=kind,
-            position=position,
-            address=address.original,
-            email=address.email,
-            status=RecipientStatus.QUEUED,
-            updated_at=now,
-        )
-        for kind, addresses in (
-            (Recipient.Kind.TO, draft.to),
-            (Recipient.Kind.CC, draft.cc),
-            (Recipient.Kind.BCC, draft.bcc),
-        )
-        for position, address in enumerate(addresses)
-    ])
+    insert_rows(
+        [
+            Recipient(
+                message=message,
+                kind=kind,
+                position=position,
+                address=address.original,
+                email=address.email,
+                status=RecipientStatus.QUEUED,
+                updated_at=now,
+            )
+            for kind, addresses in (
+                (Recipient.Kind.TO, draft.to),
+                (Recipient.Kind.CC, draft.cc),
+                (Recipient.Kind.BCC, draft.bcc),
+            )
+            for position, address in enumerate(addresses)
+        ]
+    )
     return message
 
 
