@@ -68,12 +68,9 @@ def messages_by_status() -> GaugeMetricFamily:
 
 
 def provider_attempts() -> CounterMetricFamily:
-    return _rows_counted(
-        "smtest_provider_attempts",
-        "Delivery attempts by provider and outcome (recorded DeliveryAttempt rows).",
-        DeliveryAttempt.objects.all(),
-        {"provider": "provider", "outcome": "outcome"},
-    )
+    documentation = "Delivery attempts by provider and outcome (recorded DeliveryAttempt rows)."
+    labels = {"provider": "provider", "outcome": "outcome"}
+    return _rows_counted("smtest_provider_attempts", documentation, DeliveryAttempt.objects.all(), labels)
 
 
 def _rows_counted(name: str, documentation: str, rows: QuerySet, labels: dict[str, str]) -> CounterMetricFamily:
@@ -192,9 +189,6 @@ def queue(now: datetime) -> Iterator[GaugeMetricFamily]:
 
 
 def webhook_events() -> CounterMetricFamily:
-    return _rows_counted(
-        "smtest_webhook_events",
-        "Tracking events recorded from provider webhooks, by provider and event type.",
-        TrackingEvent.objects.all(),
-        {"provider": "provider", "type": "event_type"},
-    )
+    documentation = "Tracking events recorded from provider webhooks, by provider and event type."
+    labels = {"provider": "provider", "type": "event_type"}
+    return _rows_counted("smtest_webhook_events", documentation, TrackingEvent.objects.all(), labels)

@@ -7,9 +7,10 @@ from ninja.pagination import paginate
 
 from mailservice import selectors
 from mailservice.api.auth import ApiKeyAuth, messages_owner
+from mailservice.api.pagination import Pagination
 from mailservice.api.submit import accepted_response, submit_message
 from mailservice.exceptions import FieldError, MessageStateError, NotFound, RequestRejected
-from mailservice.api.pagination import Pagination
+from mailservice.models import ApiKey, Message
 from mailservice.schemas import (
     ErrorsOut,
     MessageAccepted,
@@ -22,11 +23,21 @@ from mailservice.services.messages import message_cancel
 
 # by_alias: a message's sender is answered as `from` (MessageSummaryOut.from_email).
 router = Router(tags=["messages"], by_alias=True)
-ERRORS = {code: ErrorsOut for code in (400, 401, 403, 404, 409, 413, 422, 429)}
+ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429), ErrorsOut)
 # A key reads the messages it sent (`read`), or every message (`manage`); docs/api.md.
 READ = ApiKeyAuth("read", "manage")
 # A key cancels the messages it sent (`send`), or every message (`manage`).
 CANCEL = ApiKeyAuth("send", "manage")
+ONE_MESSAGE = "/messages/{message_id}"
+MESSAGE_RESPONSES = {200: MessageOut, **ERRORS}
+
+
+def message_or_404(message_id: str, owner: ApiKey | None) -> Message:
+    """The message the key may see (`owner`: messages_owner), or NotFound (404)."""
+    message = selectors.message_get(message_id=message_id, sent_by=owner)
+    if message is None:
+        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
+    return message
 
 
 @router.post(
@@ -44,24 +55,15 @@ def create_message(request: HttpRequest, payload: MessageIn):
 
 
 @router.get(
-    "/messages/{message_id}",
-    response={200: MessageOut, **ERRORS},
-    url_name="message_get",
-    auth=READ,
+    ONE_MESSAGE, response=MESSAGE_RESPONSES, url_name="message_get", auth=READ,
     summary="A message, its recipients, provider attempts and events",
 )
 def get_message(request: HttpRequest, message_id: str):
-    message = selectors.message_get(message_id=message_id, sent_by=messages_owner(request.auth))
-    if message is None:
-        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
-    return message
+    return message_or_404(message_id, messages_owner(request.auth))
 
 
 @router.delete(
-    "/messages/{message_id}",
-    response={200: MessageOut, **ERRORS},
-    url_name="message_cancel",
-    auth=CANCEL,
+    ONE_MESSAGE, response=MESSAGE_RESPONSES, url_name="message_cancel", auth=CANCEL,
     summary="Cancel a message no provider has taken yet",
     description="A queued or deferred message (one waiting for its `send_at` included) becomes "
     "`cancelled` and is never sent; the answer is the message. Once a worker is handing it to a "
@@ -69,9 +71,7 @@ def get_message(request: HttpRequest, message_id: str):
 )
 def cancel_message(request: HttpRequest, message_id: str):
     owner = messages_owner(request.auth)
-    message = selectors.message_get(message_id=message_id, sent_by=owner)
-    if message is None:
-        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
+    message = message_or_404(message_id, owner)
     try:
         message_cancel(message=message, by="api")
     except MessageStateError as err:
