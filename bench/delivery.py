@@ -19,6 +19,7 @@ It prints its tables in markdown, for docs/benchmarks.md.
 Nothing leaves 127.0.0.1 (pip installs django-post-office from the configured package index).
 Every process it starts is stopped before it exits; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -136,8 +137,14 @@ def role_smtest_queries(args) -> None:
     accepted = _smtest_accept(args.n, count_first=args.n)
     counter = QueryCounter()
     worker = Worker(
-        queue_names=["default"], interval=0, batch=True, backend_name="default", startup_delay=False,
-        max_tasks=None, worker_id="bench-queries", excluded_queue_names=[],
+        queue_names=["default"],
+        interval=0,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="bench-queries",
+        excluded_queue_names=[],
     )
     started = time.perf_counter()
     with connection.execute_wrapper(counter):
@@ -191,8 +198,16 @@ def role_po_migrate(args) -> None:
     import anymail
     import post_office
 
-    print(json.dumps({"post_office": _version("django-post-office"), "anymail": anymail.__version__,
-                      "django": django.get_version(), "po_module": post_office.__name__}))
+    print(
+        json.dumps(
+            {
+                "post_office": _version("django-post-office"),
+                "anymail": anymail.__version__,
+                "django": django.get_version(),
+                "po_module": post_office.__name__,
+            }
+        )
+    )
 
 
 def _version(dist: str) -> str:
@@ -238,8 +253,15 @@ def role_po_queries(args) -> None:
     counter = QueryCounter()
     with connection.execute_wrapper(counter):
         send_queued_mail_until_done(args.lockfile, 1)
-    print(json.dumps({"accept": accepted["queries"], "drain": counter.as_dict(),
-                      "sent": Email.objects.filter(status=STATUS.sent).count()}))
+    print(
+        json.dumps(
+            {
+                "accept": accepted["queries"],
+                "drain": counter.as_dict(),
+                "sent": Email.objects.filter(status=STATUS.sent).count(),
+            }
+        )
+    )
 
 
 ROLES = {
@@ -284,7 +306,11 @@ class Bench:
         log = open(self.workdir / f"{role}.log", "ab")
         proc = subprocess.Popen(
             [str(python), str(Path(__file__).resolve()), "--role", role, *extra],
-            env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            env=env,
+            cwd=str(cwd),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
         )
         self.procs.append(proc)
         try:
@@ -295,8 +321,10 @@ class Bench:
         finally:
             log.close()
         if proc.returncode != 0:
-            raise RuntimeError(f"{role} failed with {proc.returncode}; log: {log.name}\n"
-                               + Path(log.name).read_text()[-3000:])
+            raise RuntimeError(
+                f"{role} failed with {proc.returncode}; log: {log.name}\n"
+                + Path(log.name).read_text()[-3000:]
+            )
         return json.loads(out.decode().strip().splitlines()[-1])
 
     def reset_provider(self, latency_ms: float) -> None:
@@ -310,24 +338,26 @@ class Bench:
     def smtest_env(self, db: Path) -> dict:
         foreign = ("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_")
         env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "smtest.settings",
-            "PYTHONPATH": str(ROOT),
-            "DATABASE_URL": f"sqlite:///{db}",
-            # Workers share the failover memory and the pending wake-up through files, as
-            # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
-            "CACHE_URL": f"filecache://{self.workdir / (db.stem + '-cache')}",
-            "TASKS_BACKEND": "database",
-            "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
-            "ANYMAIL_SENDGRID_API_KEY": "bench-key",
-            "ANYMAIL_SENDGRID_API_URL": self.url,
-            "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
-            "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
-            # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
-            "DEBUG": "0",
-            "LOG_LEVEL": "INFO",
-            "PYTHONWARNINGS": "ignore",
-        })
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "smtest.settings",
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": f"sqlite:///{db}",
+                # Workers share the failover memory and the pending wake-up through files, as
+                # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
+                "CACHE_URL": f"filecache://{self.workdir / (db.stem + '-cache')}",
+                "TASKS_BACKEND": "database",
+                "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
+                "ANYMAIL_SENDGRID_API_KEY": "bench-key",
+                "ANYMAIL_SENDGRID_API_URL": self.url,
+                "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
+                "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
+                # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
+                "DEBUG": "0",
+                "LOG_LEVEL": "INFO",
+                "PYTHONWARNINGS": "ignore",
+            }
+        )
         return env
 
     def smtest_prepare(self) -> None:
@@ -351,13 +381,27 @@ class Bench:
         if concurrency:
             env["MAILSERVICE_SEND_CONCURRENCY"] = str(concurrency)
         accept = self.run_role(Path(sys.executable), "smtest-accept", env, ROOT, 60 + n * 0.05, "--n", str(n))
-        argv = [sys.executable, "manage.py", "db_worker", "--interval", "0.5", "--no-reload",
-                "--no-startup-delay"]
+        argv = [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--interval",
+            "0.5",
+            "--no-reload",
+            "--no-startup-delay",
+        ]
         drain = self.drain(
-            [argv] * workers, env, ROOT, db, n, latency_ms,
+            [argv] * workers,
+            env,
+            ROOT,
+            db,
+            n,
+            latency_ms,
             done_sql="SELECT COUNT(*) FROM mailservice_message WHERE status NOT IN ('queued', 'sending')",
             ok_sql="SELECT COUNT(*) FROM mailservice_message WHERE status = 'sent'",
-            exits_by_itself=False, checkpoints=checkpoints, label=f"smtest-{workers}w{tag}",
+            exits_by_itself=False,
+            checkpoints=checkpoints,
+            label=f"smtest-{workers}w{tag}",
         )
         return {"accept": accept, **drain}
 
@@ -368,15 +412,25 @@ class Bench:
         print(f"installing {POST_OFFICE_REQUIREMENT} into a throwaway virtualenv ({venv}) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         self.po_python = venv / "bin" / "python"
-        pip = [str(self.po_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               POST_OFFICE_REQUIREMENT, "django==5.2.*", f"django-anymail=={self.versions['anymail']}"]
+        pip = [
+            str(self.po_python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            POST_OFFICE_REQUIREMENT,
+            "django==5.2.*",
+            f"django-anymail=={self.versions['anymail']}",
+        ]
         result = subprocess.run(pip, timeout=600, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError("pip install failed:\n" + result.stdout[-2000:] + result.stderr[-2000:])
         package = self.po_dir / "bench_po"
         package.mkdir(parents=True)
         (package / "__init__.py").write_text("")
-        (package / "settings.py").write_text(textwrap.dedent(f"""\
+        (package / "settings.py").write_text(
+            textwrap.dedent(f"""\
             import os
             SECRET_KEY = "bench"
             DEBUG = False
@@ -394,13 +448,16 @@ class Bench:
             ANYMAIL = {{"SENDGRID_API_KEY": "bench-key", "SENDGRID_API_URL": {self.url!r}}}
             DEFAULT_FROM_EMAIL = {FROM!r}
             LOGGING_CONFIG = None
-            """))
-        (self.po_dir / "manage.py").write_text(textwrap.dedent("""\
+            """)
+        )
+        (self.po_dir / "manage.py").write_text(
+            textwrap.dedent("""\
             import os, sys
             os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench_po.settings")
             from django.core.management import execute_from_command_line
             execute_from_command_line(sys.argv)
-            """))
+            """)
+        )
         template = self.workdir / "po-template.sqlite3"
         info = self.run_role(self.po_python, "po-migrate", self.po_env(template), self.po_dir, 300)
         self.versions["post-office"] = info["post_office"]
@@ -410,22 +467,41 @@ class Bench:
 
     def po_env(self, db: Path) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
-        env.update({"DJANGO_SETTINGS_MODULE": "bench_po.settings", "PYTHONPATH": str(self.po_dir),
-                    "PO_DB": str(db), "PYTHONWARNINGS": "ignore"})
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "bench_po.settings",
+                "PYTHONPATH": str(self.po_dir),
+                "PO_DB": str(db),
+                "PYTHONWARNINGS": "ignore",
+            }
+        )
         return env
 
     def po_run(self, n: int, processes: int, latency_ms: float) -> dict:
         db = self.fresh_db(self.po_template, f"po-{n}-{processes}p-{latency_ms:g}ms")
         env = self.po_env(db)
         accept = self.run_role(self.po_python, "po-accept", env, self.po_dir, 60 + n * 0.05, "--n", str(n))
-        argv = [str(self.po_python), "manage.py", "send_queued_mail", "--processes", str(processes),
-                "--lockfile", str(self.workdir / "post_office")]
+        argv = [
+            str(self.po_python),
+            "manage.py",
+            "send_queued_mail",
+            "--processes",
+            str(processes),
+            "--lockfile",
+            str(self.workdir / "post_office"),
+        ]
         drain = self.drain(
-            [argv], env, self.po_dir, db, n, latency_ms,
+            [argv],
+            env,
+            self.po_dir,
+            db,
+            n,
+            latency_ms,
             # 2 queued, 3 requeued
             done_sql="SELECT COUNT(*) FROM post_office_email WHERE status NOT IN (2, 3)",
             ok_sql="SELECT COUNT(*) FROM post_office_email WHERE status = 0",  # 0 sent
-            exits_by_itself=True, label=f"post-office-{processes}p",
+            exits_by_itself=True,
+            label=f"post-office-{processes}p",
         )
         return {"accept": accept, **drain}
 
@@ -434,32 +510,56 @@ class Bench:
     def anymail_run(self, n: int, latency_ms: float) -> dict:
         self.reset_provider(latency_ms)
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        result = self.run_role(Path(sys.executable), "anymail", env, ROOT,
-                               60 + n * (latency_ms / 1000 + 0.05), "--n", str(n), "--url", self.url)
+        result = self.run_role(
+            Path(sys.executable),
+            "anymail",
+            env,
+            ROOT,
+            60 + n * (latency_ms / 1000 + 0.05),
+            "--n",
+            str(n),
+            "--url",
+            self.url,
+        )
         stats = self.provider_stats()
         if not stats["count"] == n == result["sent"]:
             raise RuntimeError(f"Anymail alone: {result['sent']} of {n} sent; the provider got {stats}")
-        return {"n": n, "drain_seconds": result["done"] - stats["first"], "loop_seconds": result["seconds"],
-                "provider": stats}
+        return {
+            "n": n,
+            "drain_seconds": result["done"] - stats["first"],
+            "loop_seconds": result["seconds"],
+            "provider": stats,
+        }
 
     # statements per message, both in-process
 
     def queries_run(self, n: int) -> dict:
         self.reset_provider(0)
         smtest_db = self.fresh_db(self.smtest_template, "smtest-queries")
-        sq = self.run_role(Path(sys.executable), "smtest-queries", self.smtest_env(smtest_db), ROOT, 60 + n,
-                           "--n", str(n))
+        sq = self.run_role(
+            Path(sys.executable), "smtest-queries", self.smtest_env(smtest_db), ROOT, 60 + n, "--n", str(n)
+        )
         po_db = self.fresh_db(self.po_template, "po-queries")
-        pq = self.run_role(self.po_python, "po-queries", self.po_env(po_db), self.po_dir, 60 + n,
-                           "--n", str(n), "--lockfile", str(self.workdir / "post_office_q"))
+        pq = self.run_role(
+            self.po_python,
+            "po-queries",
+            self.po_env(po_db),
+            self.po_dir,
+            60 + n,
+            "--n",
+            str(n),
+            "--lockfile",
+            str(self.workdir / "post_office_q"),
+        )
         if sq["sent"] != n or pq["sent"] != n:
             raise RuntimeError(f"statement count: smtest sent {sq['sent']}, post-office {pq['sent']} of {n}")
         return {"smtest": sq, "post-office": pq}
 
     # the drain, common to smtest and post-office
 
-    def drain(self, argvs, env, cwd, db, n, latency_ms, *, done_sql, ok_sql, exits_by_itself, label,
-              checkpoints=()) -> dict:
+    def drain(
+        self, argvs, env, cwd, db, n, latency_ms, *, done_sql, ok_sql, exits_by_itself, label, checkpoints=()
+    ) -> dict:
         self.reset_provider(latency_ms)
         timeout = 60 + n * 0.5  # a bound, far above any expected drain (2 msg/s)
         poll = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, isolation_level=None)
@@ -557,8 +657,12 @@ DRAINS = [
 ]
 # (label, numerator, denominator, goal)
 RATIOS = [
-    ("smtest 1 worker / post-office 1 process", "smtest-1w", "po-1p",
-     "≥ 1.0× loopback (must); ≥ 2× at 50 ms"),
+    (
+        "smtest 1 worker / post-office 1 process",
+        "smtest-1w",
+        "po-1p",
+        "≥ 1.0× loopback (must); ≥ 2× at 50 ms",
+    ),
     ("smtest 1 worker / Anymail alone", "smtest-1w", "anymail", "≥ 0.8× loopback"),
     ("smtest 1 worker at ceiling 8 / post-office 1 process", "smtest-1w-c8", "po-1p", ""),
     ("smtest 2 workers / 1 worker", "smtest-2w", "smtest-1w", "≥ 1.7× at 50 ms"),
@@ -628,30 +732,43 @@ def drain_tables(results: dict, n: int, latencies: list[float]) -> list[str]:
     short = [loopback.get(ms, f"{ms:g} ms") for ms in latencies]
     drains = [[label, *rates(key, "drain_seconds")] for label, key in DRAINS]
     lines = markdown(["drain, msg/s", *head], drains)
-    lines += [f"Drain = N / (the provider's first request → the last message recorded as sent, polled every "
-              f"{POLL * 1000:.0f} ms); process start-up is left out. Including it (process start → last "
-              "recorded), msg/s:", ""]
-    lines += markdown(["drain incl. start-up, msg/s", *short],
-                      [[label, *rates(key, "wall_seconds")] for label, key in DRAINS[:-1]])
+    lines += [
+        f"Drain = N / (the provider's first request → the last message recorded as sent, polled every "
+        f"{POLL * 1000:.0f} ms); process start-up is left out. Including it (process start → last "
+        "recorded), msg/s:",
+        "",
+    ]
+    lines += markdown(
+        ["drain incl. start-up, msg/s", *short],
+        [[label, *rates(key, "wall_seconds")] for label, key in DRAINS[:-1]],
+    )
     ratios = [[label, *(ratio(a, b, r) for r in regimes), goal] for label, a, b, goal in RATIOS]
     return lines + markdown(["ratios", *short, "goal"], ratios)
 
 
 def accept_table(results: dict, n: int) -> list[str]:
     def rates(prefix: str) -> list[float]:
-        return [rate(n, r["accept"]["seconds"]) for k, r in results.items()
-                if isinstance(k, tuple) and k[0].startswith(prefix)]
+        return [
+            rate(n, r["accept"]["seconds"])
+            for k, r in results.items()
+            if isinstance(k, tuple) and k[0].startswith(prefix)
+        ]
 
     smtest, po = rates("smtest-"), rates("po-")
     if not smtest or not po:
         return []
     sm, pm = statistics.median(smtest), statistics.median(po)
-    return markdown(["accept, msg/s (median of the runs; range)", ""], [
-        ["smtest: `check_message` + `message_accept` (the API's service call, no HTTP)",
-         f"{sm:,.0f} ({min(smtest):,.0f}–{max(smtest):,.0f})"],
-        ["post-office: `mail.send()`", f"{pm:,.0f} ({min(po):,.0f}–{max(po):,.0f})"],
-        ["ratio smtest / post-office (goal ≥ 1.0×)", f"{sm / pm:.2f}×"],
-    ])
+    return markdown(
+        ["accept, msg/s (median of the runs; range)", ""],
+        [
+            [
+                "smtest: `check_message` + `message_accept` (the API's service call, no HTTP)",
+                f"{sm:,.0f} ({min(smtest):,.0f}–{max(smtest):,.0f})",
+            ],
+            ["post-office: `mail.send()`", f"{pm:,.0f} ({min(po):,.0f}–{max(po):,.0f})"],
+            ["ratio smtest / post-office (goal ≥ 1.0×)", f"{sm / pm:.2f}×"],
+        ],
+    )
 
 
 def statements_table(queries: dict, n: int) -> list[str]:
@@ -662,20 +779,26 @@ def statements_table(queries: dict, n: int) -> list[str]:
         return ", ".join(f"{k} {c / n:.2f}" for k, c in sorted(d["kinds"].items(), key=lambda kv: -kv[1]))
 
     sq, pq = queries["smtest"], queries["post-office"]
-    head = (f"statements per message (in-process, counted with `connection.execute_wrapper`, {n} messages, "
-            "loopback)")
-    return markdown([head, "smtest", "post-office"], [
-        ["accept", per(sq["accept"], 1), per(pq["accept"], 1)],
-        ["drain, all statements, queue included", per(sq["drain"], 1), per(pq["drain"], 2)],
-        ["of which the task queue (django_tasks_db)", f"{sq['drain']['queue'] / n:.1f}", "—"],
-        ["drain, by kind", kinds(sq["drain"]), kinds(pq["drain"])],
-    ])
+    head = (
+        f"statements per message (in-process, counted with `connection.execute_wrapper`, {n} messages, "
+        "loopback)"
+    )
+    return markdown(
+        [head, "smtest", "post-office"],
+        [
+            ["accept", per(sq["accept"], 1), per(pq["accept"], 1)],
+            ["drain, all statements, queue included", per(sq["drain"], 1), per(pq["drain"], 2)],
+            ["of which the task queue (django_tasks_db)", f"{sq['drain']['queue'] / n:.1f}", "—"],
+            ["drain, by kind", kinds(sq["drain"]), kinds(pq["drain"])],
+        ],
+    )
 
 
 def memory_table(rss: dict) -> list[str]:
     n, at = rss["n"], rss["rss_at"]
-    rows = [[f"after {m:,} messages", mb(at[m][0].get("VmHWM")), mb(at[m][0].get("VmRSS"))]
-            for m in sorted(at)]
+    rows = [
+        [f"after {m:,} messages", mb(at[m][0].get("VmHWM")), mb(at[m][0].get("VmRSS"))] for m in sorted(at)
+    ]
     first, last = at[min(at)][0].get("VmHWM"), at[max(at)][0].get("VmHWM")
     if first and last:
         growth = f"{(last - first) / 1024:+.1f} MB ({last / first - 1:+.1%})"
@@ -686,9 +809,11 @@ def memory_table(rss: dict) -> list[str]:
 
 
 def peaks(results: dict) -> list[str]:
-    found = [f"{key} {regime}: " + ", ".join(mb(p.get("VmHWM")) for p in r["peak"])
-             for (key, regime), r in sorted((k, r) for k, r in results.items() if isinstance(k, tuple))
-             if r.get("peak")]
+    found = [
+        f"{key} {regime}: " + ", ".join(mb(p.get("VmHWM")) for p in r["peak"])
+        for (key, regime), r in sorted((k, r) for k, r in results.items() if isinstance(k, tuple))
+        if r.get("peak")
+    ]
     if not found:
         return []
     return ["Peak RSS (VmHWM) of each drain process after N messages: " + "; ".join(found) + ".", ""]
@@ -704,10 +829,16 @@ def versions() -> dict:
         except Exception:
             pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         found["commit"] = commit + (" (with uncommitted changes)" if dirty else "")
     except Exception:
         pass
@@ -756,14 +887,21 @@ def run_all(bench: Bench, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=None,
-                        help="N per contender and regime (default 1000; --quick 200)")
-    parser.add_argument("--latency-ms", default="0,50",
-                        help="provider answer delays, comma-separated (default 0,50)")
-    parser.add_argument("--rss-messages", type=int, default=None,
-                        help="messages in the worker memory run (default 10000; --quick 1000; 0 skips)")
-    parser.add_argument("--query-messages", type=int, default=200,
-                        help="messages in the statement count (0 skips)")
+    parser.add_argument(
+        "--messages", type=int, default=None, help="N per contender and regime (default 1000; --quick 200)"
+    )
+    parser.add_argument(
+        "--latency-ms", default="0,50", help="provider answer delays, comma-separated (default 0,50)"
+    )
+    parser.add_argument(
+        "--rss-messages",
+        type=int,
+        default=None,
+        help="messages in the worker memory run (default 10000; --quick 1000; 0 skips)",
+    )
+    parser.add_argument(
+        "--query-messages", type=int, default=200, help="messages in the statement count (0 skips)"
+    )
     parser.add_argument("--quick", action="store_true", help="small N: about two minutes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)

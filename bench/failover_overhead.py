@@ -1,8 +1,9 @@
 """What the failover backend adds to sending, measured side by side against a local HTTP endpoint.
 
-Budget (docs/failover.md, "Performance"): at most +3% over sending through the inner backend directly with a healthy
-primary, and at most +5% over sending straight to the secondary when the primary is dead
-(connection refused), because the remembered provider spares later messages the dead one.
+Budget (docs/failover.md, "Performance"): at most +3% over sending through the inner backend
+directly with a healthy primary, and at most +5% over sending straight to the secondary when the
+primary is dead (connection refused), because the remembered provider spares later messages the
+dead one.
 
 Run: .venv/bin/python bench/failover_overhead.py [--messages 400] [--rounds 9] [--cache locmem|file]
 The local endpoint runs in its own process, so the sender's CPU time (process_time) counts only
@@ -10,6 +11,7 @@ the sending side, where the backend's overhead lives; wall time is reported too.
 runs every variant once, in alternating order, so machine noise hits them alike; the ratios are
 medians over the rounds. Nothing leaves 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +35,10 @@ from tests.esp_server import ProviderProcess  # noqa: E402
 def configure(live_url: str, cache: str) -> None:
     cache_config = {
         "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/smtest-bench-cache"},
+        "file": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": "/tmp/smtest-bench-cache",
+        },
     }[cache]
     settings.configure(
         INSTALLED_APPS=["anymail", "failover"],
@@ -112,7 +117,10 @@ def main() -> None:
     dead = {"NAME": "dead", "BACKEND": "sendgrid", "OPTIONS": {"api_url": dead_url}}
 
     def messages(n):
-        return [EmailMessage(subject=f"m{i}", body="x" * 200, from_email="a@example.com", to=["b@example.net"]) for i in range(n)]
+        return [
+            EmailMessage(subject=f"m{i}", body="x" * 200, from_email="a@example.com", to=["b@example.net"])
+            for i in range(n)
+        ]
 
     def direct_per_message(batch):
         for m in batch:
@@ -122,6 +130,7 @@ def main() -> None:
         def run(batch):
             for m in batch:
                 FirstWorkingEmailBackend(backends=chain).send_messages([m])
+
         return run
 
     def direct_batch(batch):
@@ -130,6 +139,7 @@ def main() -> None:
     def failover_batch(chain):
         def run(batch):
             FirstWorkingEmailBackend(backends=chain).send_messages(batch)
+
         return run
 
     variants = {

@@ -13,6 +13,7 @@ Run: .venv/bin/python bench/production_stack.py [--messages 1000] [--clients 8] 
 Nothing leaves 127.0.0.1. Every process it starts is stopped however it ends (Ctrl-C included),
 and the temporary directory (logs) is deleted unless --keep.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def last_sent(database_url: str, count: int) -> float:
 
         def sent() -> bool:
             with db.cursor() as cur:
-                cur.execute("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) "
-                            "FROM mailservice_message")
+                cur.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FROM mailservice_message"
+                )
                 done, total = cur.fetchone()
             return done >= count and done == total
 
@@ -63,8 +65,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000, help="messages to post (default 1000)")
     parser.add_argument("--clients", type=int, default=8, help="client threads posting at once (default 8)")
-    parser.add_argument("--latency-ms", type=float, default=50.0,
-                        help="how long the local provider takes to answer a send (default 50 ms, as an ESP)")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=50.0,
+        help="how long the local provider takes to answer a send (default 50 ms, as an ESP)",
+    )
     parser.add_argument("--web-concurrency", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
@@ -90,20 +96,31 @@ def main() -> int:
         stack.callback(redis.stop)
         port = free_port()
         env = production_environment(
-            postgres, redis, FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
+            postgres,
+            redis,
+            FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
             # Off the sandbox's paths, which the system check sandbox.E001 refuses with DEBUG off.
             **provider.anymail_environment(prefix="/esp"),
-            WEB_CONCURRENCY=str(args.web_concurrency), BIND=f"127.0.0.1:{port}",
+            WEB_CONCURRENCY=str(args.web_concurrency),
+            BIND=f"127.0.0.1:{port}",
         )
         manage("migrate", "--no-input", env=env, timeout=300)
         api_key = manage("create_api_key", "bench", "--quiet-key", env=env).strip().splitlines()[-1]
         web, _, _ = start_processes(env, workdir, port, stack.callback)
-        print(f"the stack is up after {time.monotonic() - began:.0f} s; posting {args.messages} messages",
-              flush=True)
+        print(
+            f"the stack is up after {time.monotonic() - began:.0f} s; posting {args.messages} messages",
+            flush=True,
+        )
 
         started = time.monotonic()
-        burst = post_burst(f"http://127.0.0.1:{port}", api_key, args.messages, clients=args.clients,
-                           prefix="stack-", text=TEXT)
+        burst = post_burst(
+            f"http://127.0.0.1:{port}",
+            api_key,
+            args.messages,
+            clients=args.clients,
+            prefix="stack-",
+            text=TEXT,
+        )
         accept_seconds = time.monotonic() - started
         refusals = burst.refusals
         if len(burst.accepted) < args.messages:
@@ -114,17 +131,27 @@ def main() -> int:
     times = [at for _, at in burst.accepted.values()]
     first, last = min(times), max(times)
     n = args.messages
-    print(f"\n{time.strftime('%Y-%m-%d')}; {os.cpu_count()} cores ({platform.machine()}), "
-          f"Linux {platform.release()}; Python {platform.python_version()}; load average before: {load}")
-    print(f"N = {n} messages, {args.clients} clients, gunicorn WEB_CONCURRENCY={args.web_concurrency}, "
-          f"2 RQ workers + recover_messages --loop, provider latency {args.latency_ms:g} ms")
-    print(f"  accept rate through gunicorn (POST /api/messages, 202): {n / accept_seconds:.0f} msg/s "
-          f"({n} in {accept_seconds:.2f} s; {sum(refusals.values())} refusals retried)")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}; {os.cpu_count()} cores ({platform.machine()}), "
+        f"Linux {platform.release()}; Python {platform.python_version()}; load average before: {load}"
+    )
+    print(
+        f"N = {n} messages, {args.clients} clients, gunicorn WEB_CONCURRENCY={args.web_concurrency}, "
+        f"2 RQ workers + recover_messages --loop, provider latency {args.latency_ms:g} ms"
+    )
+    print(
+        f"  accept rate through gunicorn (POST /api/messages, 202): {n / accept_seconds:.0f} msg/s "
+        f"({n} in {accept_seconds:.2f} s; {sum(refusals.values())} refusals retried)"
+    )
     if web_ms:
-        print(f"  in a web worker (access log): {web_ms[len(web_ms) // 2]} ms median, "
-              f"{web_ms[int(len(web_ms) * 0.9)]} ms p90")
-    print(f"  time to deliver all: {done - first:.1f} s from the first accept, "
-          f"{done - last:.1f} s from the last")
+        print(
+            f"  in a web worker (access log): {web_ms[len(web_ms) // 2]} ms median, "
+            f"{web_ms[int(len(web_ms) * 0.9)]} ms p90"
+        )
+    print(
+        f"  time to deliver all: {done - first:.1f} s from the first accept, "
+        f"{done - last:.1f} s from the last"
+    )
     print(f"  whole run: {time.monotonic() - began:.0f} s; every process stopped")
     return 0
 

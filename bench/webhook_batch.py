@@ -8,6 +8,7 @@ events recorded one at a time (what a plain per-event signal receiver would do; 
 a round); `--profile` prints a cProfile of one more post. docs/benchmarks.md has the results.
 Run: .venv/bin/python bench/webhook_batch.py [--events 1000] [--rounds 9] [--per-event] [--profile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,16 +75,31 @@ def fresh_data(tag: str, count: int) -> bytes:
         for _ in range(-(-count // RECIPIENTS_PER_MESSAGE))
     )
     Recipient.objects.bulk_create(
-        Recipient(message=messages[i // RECIPIENTS_PER_MESSAGE], kind="to", position=i % RECIPIENTS_PER_MESSAGE,
-                  address=f"u{i}@example.net", email=f"u{i}@example.net", status="sent", provider_message_id=f"{tag}-{i}")
+        Recipient(
+            message=messages[i // RECIPIENTS_PER_MESSAGE],
+            kind="to",
+            position=i % RECIPIENTS_PER_MESSAGE,
+            address=f"u{i}@example.net",
+            email=f"u{i}@example.net",
+            status="sent",
+            provider_message_id=f"{tag}-{i}",
+        )
         for i in range(count)
     )
     now = int(time.time())
     events = []
     for i in range(count):
-        event = {"email": f"u{i}@example.net", "timestamp": now - i % 60, "smtp-id": f"<{tag}-{i}@example.com>",
-                 "sg_event_id": f"{tag}-evt-{i}", "sg_message_id": f"{tag}.filter-{i}", "anymail_id": f"{tag}-{i}",
-                 "category": ["bench"], "ip": "192.0.2.1", "tls": 1}
+        event = {
+            "email": f"u{i}@example.net",
+            "timestamp": now - i % 60,
+            "smtp-id": f"<{tag}-{i}@example.com>",
+            "sg_event_id": f"{tag}-evt-{i}",
+            "sg_message_id": f"{tag}.filter-{i}",
+            "anymail_id": f"{tag}-{i}",
+            "category": ["bench"],
+            "ip": "192.0.2.1",
+            "tls": 1,
+        }
         if i % 10 == 0:
             event.update(event="bounce", type="bounce", status="5.1.1", reason="550 5.1.1 No such user")
         else:
@@ -151,7 +167,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--per-event", action="store_true", help="also record the events one at a time (slow)")
+    parser.add_argument(
+        "--per-event", action="store_true", help="also record the events one at a time (slow)"
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one more post")
     args = parser.parse_args()
     setup_django()
@@ -170,23 +188,29 @@ def main() -> None:
         body = fresh_data("profile", args.events)
         profile(lambda: time_post(client, body, args.events))
 
-    print(f"{args.events} SendGrid events per post, {args.rounds} rounds (medians), SQLite, "
-          f"Python {sys.version.split()[0]}, Django {django.get_version()}")
+    print(
+        f"{args.events} SendGrid events per post, {args.rounds} rounds (medians), SQLite, "
+        f"Python {sys.version.split()[0]}, Django {django.get_version()}"
+    )
     report("recorded through the webhook view", posts, args.events)
     report("Anymail parse-only, same body", parses, args.events)
     if per_event:
         report("one event at a time (no view)", per_event, args.events)
     # Each round's post against the parsing timed right after it, so that the machine's speed,
     # which may drift during a run, is the same on both sides of the ratio.
-    ratio = statistics.median(post / parse for post, parse in zip(posts, parses))
-    print(f"ratio recording / parse-only = {ratio:.1f}x (median of the rounds' ratios); "
-          f"the post takes {statistics.median(posts) / 10:.1%} of SendGrid's 10 s timeout")
+    ratio = statistics.median(post / parse for post, parse in zip(posts, parses, strict=True))
+    print(
+        f"ratio recording / parse-only = {ratio:.1f}x (median of the rounds' ratios); "
+        f"the post takes {statistics.median(posts) / 10:.1%} of SendGrid's 10 s timeout"
+    )
 
 
 def report(label: str, seconds: list[float], events: int) -> None:
     median, low, high = statistics.median(seconds) * 1000, min(seconds) * 1000, max(seconds) * 1000
-    print(f"  {label:34} {median:7.1f} ms per post  {events * 1000 / median:8,.0f} events/s  "
-          f"(rounds {low:.1f}-{high:.1f} ms)")
+    print(
+        f"  {label:34} {median:7.1f} ms per post  {events * 1000 / median:8,.0f} events/s  "
+        f"(rounds {low:.1f}-{high:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ and a `.env` file in the project root is read the same way (the environment wins
 The access log goes to stdout with the path only: never the query string, the referrer or the
 basic-auth user, so a credential someone put in a URL does not reach the log; its values have
 their control characters escaped, so a client cannot forge a line (EscapingLogger)."""
+
 import multiprocessing
 import os
 import sys
@@ -101,10 +102,12 @@ class EscapedAtoms(SafeAtoms):
     gunicorn's SafeAtoms escapes the quotes."""
 
     def __init__(self, atoms: dict) -> None:
-        super().__init__({
-            name: escape_controls(value.replace("\\", "\\\\")) if isinstance(value, str) else value
-            for name, value in atoms.items()
-        })
+        super().__init__(
+            {
+                name: escape_controls(value.replace("\\", "\\\\")) if isinstance(value, str) else value
+                for name, value in atoms.items()
+            }
+        )
 
 
 class EscapingLogger(Logger):

@@ -1,4 +1,5 @@
 """What happened when one provider was tried with one message."""
+
 from dataclasses import dataclass
 
 from django.db.models import TextChoices

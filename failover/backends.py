@@ -1,4 +1,5 @@
 """FirstWorkingEmailBackend: send each message through the first provider that takes it."""
+
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             [provider.name for provider in self.providers],
             cache_alias=cache_alias or conf.cache_alias(),
             timeout=conf.cache_timeout() if cache_timeout is None else float(cache_timeout),
-            probe_interval=conf.probe_interval() if probe_interval is None else max(1.0, float(probe_interval)),
+            probe_interval=conf.probe_interval()
+            if probe_interval is None
+            else max(1.0, float(probe_interval)),
         )
         self._pool = BackendPool()
 
@@ -228,7 +231,11 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             "failover all providers failed providers=%s skipped=%s",
             ",".join(a.provider for a in attempts) or "-",
             ",".join(f"{name}:{why}" for name, why in skipped.items()) or "-",
-            extra={"providers": [a.provider for a in attempts], "skipped": skipped, "message_id": _message_id(message)},
+            extra={
+                "providers": [a.provider for a in attempts],
+                "skipped": skipped,
+                "message_id": _message_id(message),
+            },
         )
         if self.fail_silently:
             return False
@@ -312,7 +319,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 extra={"provider": name, "until": state.until},
             )
 
-    def _note_failure(self, state: ChainState, attempt: Attempt, error: BaseException, *, probe: bool) -> None:
+    def _note_failure(
+        self, state: ChainState, attempt: Attempt, error: BaseException, *, probe: bool
+    ) -> None:
         """A provider error: a request to slow down (429, 503 with Retry-After) makes the provider
         wait that long; anything else marks it failing (and, after a probe, backs the probes off)."""
         name = attempt.provider
@@ -321,7 +330,10 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             wait = self.memory.record_wait(state, name, seconds)
             self.memory.save(state)
             logger.warning(
-                "failover provider asked to wait provider=%s seconds=%s", name, int(wait), extra={"provider": name}
+                "failover provider asked to wait provider=%s seconds=%s",
+                name,
+                int(wait),
+                extra={"provider": name},
             )
             return
         news = self.memory.record_failure(
@@ -354,7 +366,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         return self.memory.describe(self.memory.load(strict=True))
 
 
-def _first_build_error(attempts: list[Attempt], errors_by_provider: dict[str, BaseException]) -> Exception | None:
+def _first_build_error(
+    attempts: list[Attempt], errors_by_provider: dict[str, BaseException]
+) -> Exception | None:
     """The first provider's own construction error, when every provider failed to be built."""
     found = [errors_by_provider.get(attempt.provider) for attempt in attempts]
     if not found or not all(isinstance(error, ProviderBuildError) for error in found):

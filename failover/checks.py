@@ -1,4 +1,5 @@
 """System checks: a broken chain is reported by `manage.py check`, not by the first lost email."""
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
@@ -42,7 +43,8 @@ def check_provider_chain(app_configs=None, **kwargs):
         except ProviderBuildError as err:
             problems.append(
                 Error(
-                    f"FIRST_WORKING_EMAIL_BACKENDS[{index}] ({provider.name!r}) cannot be built: {err.reason}",
+                    f"FIRST_WORKING_EMAIL_BACKENDS[{index}] ({provider.name!r}) cannot be built: "
+                    f"{err.reason}",
                     hint="Set the provider's settings (e.g. its ANYMAIL_<ESP>_API_KEY) or fix its OPTIONS.",
                     id="failover.E004",
                 )

@@ -2,6 +2,7 @@
 
 Values are read when a backend is built, never at import, so `override_settings` works.
 """
+
 from typing import Any
 
 from django.conf import settings

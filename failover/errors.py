@@ -6,6 +6,7 @@ message itself (bad address, every recipient refused, invalid payload) says no, 
 it elsewhere would only spread the refusal. A request that went out and got no answer may have
 been sent: that is ambiguous.
 """
+
 import email.errors
 import json
 import smtplib
@@ -58,7 +59,10 @@ def refuses_recipients(error: BaseException) -> bool:
 # Errors of one message's content (building, encoding or serializing it): they say nothing
 # about the provider unless network code raised them (a non-Latin-1 API key fails in http.client).
 CONTENT_ERRORS: tuple[type[BaseException], ...] = (
-    AnymailSerializationError, email.errors.MessageError, UnicodeError, RecursionError,
+    AnymailSerializationError,
+    email.errors.MessageError,
+    UnicodeError,
+    RecursionError,
 )
 # Code that talks to the provider: an error raised inside it is about the connection or the
 # provider's answer, whatever its class.
@@ -87,7 +91,9 @@ def classify(error: BaseException, *, reached_network: bool | None = None) -> Ou
         return _classify_answer(status_code_of(error), getattr(error, "response", None))
     if isinstance(error, smtplib.SMTPException):
         return _classify_smtp_error(error)
-    if isinstance(error, HEADER_ERRORS) or (isinstance(error, ValueError) and HEADER_NEWLINE_TEXT in str(error)):
+    if isinstance(error, HEADER_ERRORS) or (
+        isinstance(error, ValueError) and HEADER_NEWLINE_TEXT in str(error)
+    ):
         return Outcome.MESSAGE_ERROR
     if isinstance(error, socket.timeout):
         return Outcome.AMBIGUOUS
@@ -114,7 +120,9 @@ def _about_the_connection(error: BaseException) -> bool:
     link: BaseException | None = error
     while link is not None and id(link) not in seen:
         seen.add(id(link))
-        if isinstance(link, (OSError, requests.RequestException, HTTPError)) and not isinstance(link, UnicodeError):
+        if isinstance(link, (OSError, requests.RequestException, HTTPError)) and not isinstance(
+            link, UnicodeError
+        ):
             return True
         link = link.__cause__ or link.__context__
     return False

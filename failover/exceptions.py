@@ -1,4 +1,5 @@
 """Errors raised by the failover backend. Each carries what the caller needs to act on it."""
+
 from __future__ import annotations
 
 from anymail.exceptions import AnymailAPIError
@@ -34,7 +35,11 @@ class AllProvidersFailed(FailoverError, AnymailAPIError):
     """
 
     def __init__(
-        self, attempts: list[Attempt], errors: dict[str, BaseException], *, skipped: dict[str, str] | None = None
+        self,
+        attempts: list[Attempt],
+        errors: dict[str, BaseException],
+        *,
+        skipped: dict[str, str] | None = None,
     ):
         self.attempts = attempts
         self.errors = errors

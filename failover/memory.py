@@ -6,6 +6,7 @@ it once and writes it only when something changes, so a healthy primary costs on
 batch and no write. Probes and send-rate windows use their own small cache keys, touched only
 when a probe is due or a provider has a rate limit (docs/failover.md, "Memory").
 """
+
 from __future__ import annotations
 
 import functools
@@ -175,7 +176,9 @@ class ChainMemory:
         # Winner or not, this process now agrees the next probe is an interval away.
         record["next_probe"] = now() + interval
         try:
-            return bool(self.cache.add(f"{self.key}:probe:{name}:{due}", 1, timeout=max(60, int(interval) * 2)))
+            return bool(
+                self.cache.add(f"{self.key}:probe:{name}:{due}", 1, timeout=max(60, int(interval) * 2))
+            )
         except Exception as error:
             _cache_failed("probe", error)
             return False
@@ -186,7 +189,9 @@ class ChainMemory:
 
     # Outcomes ------------------------------------------------------------------------------
 
-    def record_failure(self, state: ChainState, name: str, *, error: str, error_class: str, probe: bool) -> bool:
+    def record_failure(
+        self, state: ChainState, name: str, *, error: str, error_class: str, probe: bool
+    ) -> bool:
         """Note a failure; True when this is news (the provider was not already failing)."""
         was_failing = self.is_failing(state, name)
         previous = state.failures.get(name) or {}

@@ -8,6 +8,7 @@ http.client/smtplib sends, for every backend built on them (requests, urllib3, s
 without patching any library. One process-wide hook sets a flag on the watch of the thread that
 is sending; threads that are not sending pay one attribute lookup per audited event.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Reading FIRST_WORKING_EMAIL_BACKENDS into provider definitions, and building their backends."""
+
 from __future__ import annotations
 
 import copy
@@ -38,11 +39,12 @@ class RateLimit:
 
     @classmethod
     def parse(cls, value: Any, where: str) -> RateLimit:
-        """"50/s", "600/m", "10000/h", "100000/d" (also "50/2s": 50 sends per 2 seconds)."""
+        """ "50/s", "600/m", "10000/h", "100000/d" (also "50/2s": 50 sends per 2 seconds)."""
         match = RATE_PATTERN.fullmatch(str(value).strip().lower())
         if not match or int(match["sends"]) < 1:
             raise FailoverConfigurationError(
-                f"{where}['OPTIONS']['RATE_LIMIT'] is {value!r}; write sends per period, e.g. '50/s' or '600/m'"
+                f"{where}['OPTIONS']['RATE_LIMIT'] is {value!r}; "
+                "write sends per period, e.g. '50/s' or '600/m'"
             )
         return cls(int(match["sends"]), int(match["count"] or 1) * PERIODS[match["unit"]])
 
@@ -157,7 +159,9 @@ def parse_entry(entry: Any, index: int) -> ProviderConfig:
             )
         backend = entry.get("BACKEND")
         if not isinstance(backend, str) or not backend.strip():
-            raise FailoverConfigurationError(f"{where} needs a BACKEND (a dotted path or an Anymail ESP name)")
+            raise FailoverConfigurationError(
+                f"{where} needs a BACKEND (a dotted path or an Anymail ESP name)"
+            )
         options = entry.get("OPTIONS", {})
         if not isinstance(options, Mapping):
             raise FailoverConfigurationError(f"{where}['OPTIONS'] must be a dict of backend arguments")
@@ -179,8 +183,12 @@ def _from_mailer_alias(alias: str, where: str) -> ProviderConfig:
     config = _mailers()[alias]
     path = config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")
     if path == conf.BACKEND_PATH:
-        raise FailoverConfigurationError(f"{where} names MAILERS[{alias!r}], which is the failover backend itself")
-    return ProviderConfig(name=alias, backend_path=path, options=dict(config.get("OPTIONS", {})), mailer_alias=alias)
+        raise FailoverConfigurationError(
+            f"{where} names MAILERS[{alias!r}], which is the failover backend itself"
+        )
+    return ProviderConfig(
+        name=alias, backend_path=path, options=dict(config.get("OPTIONS", {})), mailer_alias=alias
+    )
 
 
 def load_providers(entries: list | None = None) -> list[ProviderConfig]:

@@ -7,6 +7,7 @@
   than the one it would have gone to first; `reason` is why it left that one: provider_error,
   ambiguous, local_error, retry_after or rate_limited.
 """
+
 from django.dispatch import Signal
 
 provider_attempted = Signal()

@@ -1,5 +1,6 @@
 """Parsing and checking one email address as the API accepts it: `a@example.com` or
 `"Doe, Jane" <a@example.com>`, internationalized domains included."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 actions; tracking events read-only; suppressions; API keys shown by name and prefix only; and
 change lists that refuse a query string they cannot filter by instead of failing (every
 registered ModelAdmin's, guard_changelists)."""
+
 from __future__ import annotations
 
 import functools
@@ -126,7 +127,14 @@ class RecipientInline(ReadOnlyInline):
 class AttemptInline(ReadOnlyInline):
     model = DeliveryAttempt
     fields = (
-        "round", "provider", "outcome", "status_code", "error_class_text", "error_text", "duration_ms", "created_at"
+        "round",
+        "provider",
+        "outcome",
+        "status_code",
+        "error_class_text",
+        "error_text",
+        "duration_ms",
+        "created_at",
     )
     readonly_fields = fields
 
@@ -170,7 +178,14 @@ class SuppressionForm(forms.ModelForm):
 @admin.register(Message)
 class MessageAdmin(ViewOnlyAdmin):
     list_display = (
-        "id", "status", "recipient_list", "subject", "provider", "attempt_count", "possible_duplicate", "created_at"
+        "id",
+        "status",
+        "recipient_list",
+        "subject",
+        "provider",
+        "attempt_count",
+        "possible_duplicate",
+        "created_at",
     )
     list_filter = ("status", "provider", "possible_duplicate")
     search_fields = ("id", "subject", "provider_message_id", "recipients__email")
@@ -185,7 +200,9 @@ class MessageAdmin(ViewOnlyAdmin):
         queryset = super().get_queryset(request)
         if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
             queryset = queryset.defer(*HEAVY_FIELDS).prefetch_related(
-                Prefetch("recipients", queryset=Recipient.objects.only("message_id", "kind", "position", "email"))
+                Prefetch(
+                    "recipients", queryset=Recipient.objects.only("message_id", "kind", "position", "email")
+                )
             )
         return queryset
 
@@ -234,7 +251,9 @@ class MessageAdmin(ViewOnlyAdmin):
         if succeeded:
             self.message_user(request, f"{succeeded} message(s) {done}.", messages.SUCCESS)
         if refused:
-            self.message_user(request, f"{refused} message(s) skipped: not in a state that allows it.", messages.WARNING)
+            self.message_user(
+                request, f"{refused} message(s) skipped: not in a state that allows it.", messages.WARNING
+            )
 
 
 @admin.register(TrackingEvent)
@@ -264,7 +283,12 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Suppression, form, change: bool) -> None:
         saved, _ = suppression_add(address=obj.address, reason=obj.reason)
-        obj.pk, obj.address, obj.reason, obj.created_at = saved.pk, saved.address, saved.reason, saved.created_at
+        obj.pk, obj.address, obj.reason, obj.created_at = (
+            saved.pk,
+            saved.address,
+            saved.reason,
+            saved.created_at,
+        )
 
     def delete_model(self, request: HttpRequest, obj: Suppression) -> None:
         suppressions_remove(entries=Suppression.objects.filter(pk=obj.pk), by="admin")
@@ -280,7 +304,14 @@ class ApiKeyAdmin(ViewOnlyAdmin):
 
     # expires_at: the end of a rotation's grace period (docs/deployment.md, "Rotation without downtime").
     fields = (
-        "name", "masked", "scopes", "sender_domains", "created_at", "last_used_at", "expires_at", "revoked_at"
+        "name",
+        "masked",
+        "scopes",
+        "sender_domains",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
     )
     list_display = fields
     list_filter = ("revoked_at", "scopes")

@@ -13,6 +13,7 @@ against and fails, naming the part, when one of these changes:
   parsed, and each event is matched by its identity to what `screen` made of it;
 - a sending backend's `esp_name`, or the module of an Anymail backend that cannot be imported.
 """
+
 from __future__ import annotations
 
 import functools

@@ -12,6 +12,7 @@ Errors are recognized by class, as PEP 249 names them for every database driver 
 wrappers, and by the driver's own error the wrapper was raised from: Django's OperationalError
 also wraps SQLite's "no such table" (a deployment left unmigrated), which retrying never mends.
 """
+
 from __future__ import annotations
 
 import sqlite3

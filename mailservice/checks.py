@@ -1,4 +1,5 @@
 """System checks for the gateway's configuration."""
+
 from anymail.utils import get_anymail_setting
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -108,7 +109,7 @@ def check_sendgrid_verification_key(app_configs=None, **kwargs):
             "ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY: its posts are checked by the shared "
             "secret only, not by SendGrid's signature.",
             hint="Turn on SendGrid's signed Event Webhook and set the public key it shows; see "
-            "docs/webhooks.md, \"SendGrid's signed Event Webhook\".",
+            'docs/webhooks.md, "SendGrid\'s signed Event Webhook".',
             id="mailservice.W101",
         )
     ]

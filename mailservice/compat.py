@@ -1,5 +1,6 @@
 """One import place for what moved between Django 5.2 and 6.x: the Tasks API (`django.tasks`
 on 6.x, the `django_tasks` backport on 5.2) and the default mail connection (`mailers` on 6.1)."""
+
 from django.core import mail
 
 try:

@@ -3,6 +3,7 @@
 Values are read when used, never at import, so `override_settings` works. docs/delivery.md and
 .env.example describe each one; smtest/settings.py sets those the environment gives.
 """
+
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 

@@ -1,4 +1,5 @@
 """Errors of the gateway. Each carries what its handler needs to answer or act on it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ a second or two instead of hanging the probe. `/metrics` takes a bearer token; w
 closed with DEBUG off unless MAILSERVICE_METRICS_PUBLIC says it is meant to be open, since its
 figures (volumes, providers, failures) are the operator's business.
 """
+
 from __future__ import annotations
 
 import hmac

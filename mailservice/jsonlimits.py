@@ -9,6 +9,7 @@ C-level passes of bytes operations over the body, never a Python loop over its b
 values that passed are parsed. The caps of each field are then checked on the parsed value,
 before pydantic validates its items, by a walk that stops at the first problem.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,9 @@ def metadata_caps() -> JsonCaps:
 
 
 def merge_data_caps() -> JsonCaps:
-    return JsonCaps(conf.max_merge_data_bytes(), conf.max_merge_data_keys(), MAX_JSON_DEPTH, MAX_MERGE_DATA_STRING)
+    return JsonCaps(
+        conf.max_merge_data_bytes(), conf.max_merge_data_keys(), MAX_JSON_DEPTH, MAX_MERGE_DATA_STRING
+    )
 
 
 # Every free-form JSON field of a message and its caps, each field capped on its own. A new one

@@ -11,6 +11,7 @@ Imported by the LOGGING configuration before the app registry is ready: besides 
 imports only readers of settings that need no registry (failover.providers, mailservice.conf).
 The configured secrets are gathered once, at the first record, and again after a setting
 changes (Django's `setting_changed`)."""
+
 from __future__ import annotations
 
 import logging
@@ -98,7 +99,9 @@ def _anymail_credentials() -> Iterator[str]:
     anymail = getattr(settings, "ANYMAIL", None) or {}
     items = [(str(name).upper(), value) for name, value in anymail.items()]
     items += [
-        (name[len("ANYMAIL_"):], getattr(settings, name)) for name in dir(settings) if name.startswith("ANYMAIL_")
+        (name[len("ANYMAIL_") :], getattr(settings, name))
+        for name in dir(settings)
+        if name.startswith("ANYMAIL_")
     ]
     for name, value in items:
         if not any(part in name.lower() for part in SECRET_OPTION_NAMES):
@@ -150,13 +153,18 @@ def _spellings(secret: str) -> str:
         if char in UNRESERVED:
             parts.append(re.escape(char))
             continue
-        options = [re.escape(char), "".join(f"%[{b[0]}{b[0].lower()}][{b[1]}{b[1].lower()}]" for b in _hex(char))]
+        options = [
+            re.escape(char),
+            "".join(f"%[{b[0]}{b[0].lower()}][{b[1]}{b[1].lower()}]" for b in _hex(char)),
+        ]
         if char == " ":
             options.append(r"\+")
         if char in ESCAPABLE:
             options.append(re.escape("\\" + char))
         if not char.isascii() or not char.isprintable():
-            options.append(re.escape(f"\\u{ord(char):04x}") if ord(char) <= 0xFFFF else re.escape(ascii(char)[1:-1]))
+            options.append(
+                re.escape(f"\\u{ord(char):04x}") if ord(char) <= 0xFFFF else re.escape(ascii(char)[1:-1])
+            )
         parts.append(f"(?:{'|'.join(options)})")
     return "".join(parts)
 
@@ -210,7 +218,7 @@ def masked_value(value: Any) -> Any:
         return mask_secrets(value)
     if isinstance(value, (list, tuple)):
         items = [masked_value(item) for item in value]
-        if all(new is old for new, old in zip(items, value)):
+        if all(new is old for new, old in zip(items, value, strict=True)):
             return value
         return tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, dict):

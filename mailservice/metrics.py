@@ -7,6 +7,7 @@ one web process answers for the whole service, and the totals add up whatever th
 processes. Each family is one aggregate query (GROUP BY), so a scrape costs the same number of
 queries whatever the table sizes; the provider states come from the failover memory (cache).
 """
+
 from __future__ import annotations
 
 import functools
@@ -73,7 +74,9 @@ def provider_attempts() -> CounterMetricFamily:
     return _rows_counted("smtest_provider_attempts", documentation, DeliveryAttempt.objects.all(), labels)
 
 
-def _rows_counted(name: str, documentation: str, rows: QuerySet, labels: dict[str, str]) -> CounterMetricFamily:
+def _rows_counted(
+    name: str, documentation: str, rows: QuerySet, labels: dict[str, str]
+) -> CounterMetricFamily:
     """A counter family with one sample per distinct value of the `labels` columns (label name:
     field), counted by one GROUP BY query."""
     family = CounterMetricFamily(name, documentation, labels=list(labels))
@@ -102,13 +105,17 @@ def _failover_rows() -> list[tuple[str, str, str, int]]:
     connection = connections[router.db_for_read(DeliveryAttempt)]
     name = connection.ops.quote_name
     table, message, round_, attempt_id = (
-        name(DeliveryAttempt._meta.db_table), name("message_id"), name("round"), name("id")
+        name(DeliveryAttempt._meta.db_table),
+        name("message_id"),
+        name("round"),
+        name("id"),
     )
     provider, outcome = name("provider"), name("outcome")
     sql = f"""
         SELECT {provider}, next_provider, {outcome}, COUNT(*) FROM (
             SELECT {provider}, {outcome},
-                   LEAD({provider}) OVER (PARTITION BY {message}, {round_} ORDER BY {attempt_id}) AS next_provider
+                   LEAD({provider})
+                       OVER (PARTITION BY {message}, {round_} ORDER BY {attempt_id}) AS next_provider
             FROM {table}
             WHERE {message} IN (SELECT {message} FROM {table} WHERE {outcome} <> %s)
         ) pairs
@@ -163,7 +170,10 @@ def delivery_seconds() -> HistogramMetricFamily:
         "smtest_delivery_seconds",
         "Seconds from acceptance to a provider taking the message (created_at to sent_at).",
         buckets=[
-            *((floatToGoString(bound), totals[f"le_{index}"]) for index, bound in enumerate(DELIVERY_BUCKETS)),
+            *(
+                (floatToGoString(bound), totals[f"le_{index}"])
+                for index, bound in enumerate(DELIVERY_BUCKETS)
+            ),
             ("+Inf", totals["count"]),
         ],
         sum_value=seconds,
@@ -177,7 +187,8 @@ def queue(now: datetime) -> Iterator[GaugeMetricFamily]:
         depth=Count("pk"), oldest=Min("next_attempt_at")
     )
     yield GaugeMetricFamily(
-        "smtest_queue_depth", "Messages due and waiting for a worker (queued or deferred, due now).",
+        "smtest_queue_depth",
+        "Messages due and waiting for a worker (queued or deferred, due now).",
         value=due["depth"],
     )
     age = max((now - due["oldest"]).total_seconds(), 0.0) if due["oldest"] else 0.0

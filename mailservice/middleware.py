@@ -3,6 +3,7 @@ refused before anything reads them, any error page under /api/ or from the send 
 (Django's 404 and 500 pages, a 405) is answered in the API's error format instead of HTML, and
 a view's error that says the database or the cache is out of reach answers 503 with Retry-After
 (api/errors.py, unavailable_response) instead of Django's 500."""
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ provider's own words. A provider's answer can name the account, echo a key or a 
 message, and is the operator's business: its full text stays in the database, the admin and the
 logs (docs/api.md, "GET /api/messages/{id}").
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -46,7 +47,9 @@ OUTCOME_REASONS = {
 INTERRUPTED = "delivery interrupted; a provider may have sent the message"
 
 
-def attempt_reason(*, outcome: str, status_code: int | None, error_class: str = "", provider: str = "") -> str:
+def attempt_reason(
+    *, outcome: str, status_code: int | None, error_class: str = "", provider: str = ""
+) -> str:
     """One line for one attempt: "" when it was sent, else e.g. "provider unavailable (HTTP 503)"."""
     if outcome == Outcome.SENT:
         return ""
@@ -74,7 +77,9 @@ def _status_reason(outcome: str, status: int) -> str:
 
 def delivery_attempt_reason(attempt: DeliveryAttempt) -> str:
     return attempt_reason(
-        outcome=attempt.outcome, status_code=attempt.status_code, error_class=attempt.error_class,
+        outcome=attempt.outcome,
+        status_code=attempt.status_code,
+        error_class=attempt.error_class,
         provider=attempt.provider,
     )
 

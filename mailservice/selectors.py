@@ -1,8 +1,9 @@
 """Reads for the API and the admin. Nothing here writes."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.db.models import Prefetch, QuerySet
 
@@ -82,4 +83,4 @@ def provider_states() -> list[dict]:
 
 
 def _from_epoch(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=dt_timezone.utc) if value else None
+    return datetime.fromtimestamp(value, tz=UTC) if value else None

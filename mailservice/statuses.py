@@ -1,5 +1,6 @@
 """Status names shared by the worker, the API and the admin, and how a message's status follows
 its recipients (docs/delivery.md, "Statuses")."""
+
 from collections.abc import Iterable
 
 from django.db import models

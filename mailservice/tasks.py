@@ -5,6 +5,7 @@ of whatever is due, whichever request accepted it. Wake-ups are coalesced throug
 an accept storm does not become a storm of task rows; losing one delays messages until the
 recovery pass and never loses them (docs/delivery.md, "Waking workers").
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,8 @@ from mailservice.availability import unavailable_dependency
 from mailservice.compat import task
 from mailservice.models import Message
 from mailservice.models.messages import READY_STATUSES
-from mailservice.statuses import MessageStatus
 from mailservice.services.delivery import message_deliver, messages_deliver
+from mailservice.statuses import MessageStatus
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ Anymail already normalizes each ESP's events into `AnymailTrackingEvent`; what r
 ESP-specific is what its normalization cannot say: which bounces are permanent, which raw event
 means "delivered", whether events carry ids, and where a signed timestamp is.
 """
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 providers in FIRST_WORKING_EMAIL_BACKENDS, by each entry's backend, and those listed in
 MAILSERVICE_WEBHOOK_PROVIDERS. Read per request and per check, so that `override_settings` or a
 reload applies at once."""
+
 from __future__ import annotations
 
 from failover.providers import load_providers, normalize_name

@@ -1,6 +1,7 @@
 """The URLs under /anymail/ (app name "anymail", as Anymail's own): a view for every tracking
 endpoint Anymail has, each answering only while its ESP is in use (webhook_providers.py), then a
 JSON 404 for any other path. Inbound mail is not ours."""
+
 from __future__ import annotations
 
 from django.urls import URLPattern, re_path

@@ -13,6 +13,7 @@ the behaviour; Anymail's internals are reached only through anymail_adapter.py.
   it, and recorded together (SendGrid posts up to 1,000 at once).
 - **Replays.** Signed timestamps older than MAILSERVICE_WEBHOOK_MAX_AGE are refused.
 """
+
 from __future__ import annotations
 
 import functools
@@ -92,7 +93,10 @@ def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, ar
     for skipped in post.skipped:
         index, reason = skipped["index"], skipped["reason"]
         logger.warning(
-            "webhook event skipped provider=%s index=%s reason=%s", esp_name, index, reason,
+            "webhook event skipped provider=%s index=%s reason=%s",
+            esp_name,
+            index,
+            reason,
             extra={"provider": esp_name, "reason": reason},
         )
     if refusal is not None:

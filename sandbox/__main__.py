@@ -1,4 +1,5 @@
 """`python -m sandbox`: see sandbox/cli.py and docs/sandbox.md."""
+
 import sys
 
 from sandbox.cli import main

@@ -4,6 +4,7 @@
 own port; tests use it in-process (`with Sandbox(...) as sandbox:`), the CLI runs it until
 interrupted.
 """
+
 from __future__ import annotations
 
 import logging

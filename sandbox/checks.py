@@ -5,6 +5,7 @@ its secrets are an error, reported before the first lost email or forged webhook
 A production-like trial (DEBUG off, the sandbox as providers) says so with
 SANDBOX_PRODUCTION_TRIAL: then these errors stop no command, and `check --deploy` still reports
 each of them, since such settings are never a deployment (docs/sandbox.md, "Never in production")."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -71,7 +72,8 @@ def sandbox_errors(*, trial: bool) -> list[Error]:
     """An error per setting that reaches the sandbox or holds one of its secrets."""
     note = (
         f" {TRIAL_SETTING} lets commands run for a production-like trial; a deployment must not have it."
-        if trial else ""
+        if trial
+        else ""
     )
     return [
         *(

@@ -1,11 +1,12 @@
 """`python -m sandbox [serve] [flags]` runs the sandbox; the other subcommands talk to a running one.
 
-    python -m sandbox                                 # serve on 127.0.0.1:8025 (+ 8026-8028)
-    python -m sandbox --fault mailgun:down            # start with a fault
-    python -m sandbox fault sendgrid 503              # set a fault on a running sandbox
-    python -m sandbox fault sendgrid clear
-    python -m sandbox messages --provider mailgun
+python -m sandbox                                 # serve on 127.0.0.1:8025 (+ 8026-8028)
+python -m sandbox --fault mailgun:down            # start with a fault
+python -m sandbox fault sendgrid 503              # set a fault on a running sandbox
+python -m sandbox fault sendgrid clear
+python -m sandbox messages --provider mailgun
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,22 +40,38 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, help="Control API port (default 8025; 0 = any free port; SANDBOX_PORT).")
     for index, spec in enumerate(PROVIDERS, start=1):
         name = spec.name
-        add(f"--{name}-port", type=int, dest=f"{name}_port",
-            help=f"Port of the {name} API (default: control port + {index}; {spec.variable('PORT')}).")
-        add(f"--{name}-key", dest=f"{name}_key",
+        add(
+            f"--{name}-port",
+            type=int,
+            dest=f"{name}_port",
+            help=f"Port of the {name} API (default: control port + {index}; {spec.variable('PORT')}).",
+        )
+        add(
+            f"--{name}-key",
+            dest=f"{name}_key",
             help=f"API key the {name} API accepts (default {spec.default_api_key!r}; "
-            f"{spec.variable('API_KEY')}).")
+            f"{spec.variable('API_KEY')}).",
+        )
     for spec in PROVIDERS:
         if spec.sender_domain_setting:
-            add(f"--{spec.name}-domain", action="append", dest=f"{spec.name}_domains",
-                help=f"A {spec.name} sender domain that exists (repeatable); default: every domain exists.")
+            add(
+                f"--{spec.name}-domain",
+                action="append",
+                dest=f"{spec.name}_domains",
+                help=f"A {spec.name} sender domain that exists (repeatable); default: every domain exists.",
+            )
     add("--webhook-url", help="Base URL of the service receiving webhooks (default http://127.0.0.1:8000).")
     add("--no-webhooks", action="store_true", help="Post no tracking webhooks.")
     add("--webhook-delay", type=float, help="Seconds from accepting a message to its webhooks (default 1).")
     add("--max-messages", type=int, help="How many received messages to keep (default 1000).")
     add("--seed", type=int, help="Seed of error-rate faults that name none (repeatable runs).")
-    add("--fault", action="append", default=[], metavar="PROVIDER:KIND[:VALUE]",
-        help="Start with a fault: mailgun:down, sendgrid:503, mandrill:slow:2000, sendgrid:error-rate:0.3.")
+    add(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="PROVIDER:KIND[:VALUE]",
+        help="Start with a fault: mailgun:down, sendgrid:503, mandrill:slow:2000, sendgrid:error-rate:0.3.",
+    )
     add("--log-level", default="INFO", help="Logging level of the sandbox (default INFO).")
 
 
@@ -135,7 +152,12 @@ def public_defaults() -> frozenset[str]:
     defaults = SandboxSettings()
     verification_keys = [value for spec in PROVIDERS for _setting, value in spec.webhook_verification]
     return frozenset(
-        [*defaults.api_keys.values(), *defaults.webhook_keys.values(), defaults.webhook_secret, *verification_keys]
+        [
+            *defaults.api_keys.values(),
+            *defaults.webhook_keys.values(),
+            defaults.webhook_secret,
+            *verification_keys,
+        ]
     )
 
 

@@ -1,4 +1,5 @@
 """A small client of a running sandbox's control API (the CLI's subcommands, tests, scripts)."""
+
 from __future__ import annotations
 
 import json

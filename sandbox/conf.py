@@ -4,6 +4,7 @@ Precedence, highest first: command-line flags, SANDBOX_* variables, (for `manage
 the project's ANYMAIL settings, the defaults below. The defaults are development values, not
 secrets: `make run` points the service at the sandbox with exactly these.
 """
+
 from __future__ import annotations
 
 import ipaddress

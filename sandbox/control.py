@@ -3,6 +3,7 @@
 JSON in, JSON out; errors are {"error": "..."} with 400/404/405. docs/sandbox.md lists every
 route.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ delivered and then reported as spam, `reject+anything@...` and `invalid+anything
 refused by the send API itself. The bare forms (`bounce@...`) work too; matching ignores case.
 Every other address is delivered.
 """
+
 from __future__ import annotations
 
 import fnmatch

@@ -1,4 +1,5 @@
 """Errors of the sandbox, each saying what to change."""
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ and turns it into a `Decision` per request; error rates draw from a per-provider
 `random.Random` seeded when the fault is set, so the same seed gives the same sequence of
 failures for the same sequence of requests.
 """
+
 from __future__ import annotations
 
 import random
@@ -86,7 +87,7 @@ class Fault:
     def from_json(cls, data: Any) -> Fault:
         """Build from a control-API body; unknown keys and wrong types are refused by name."""
         if not isinstance(data, Mapping):
-            raise FaultSpecError("A fault is a JSON object, e.g. {\"status\": 503}.")
+            raise FaultSpecError('A fault is a JSON object, e.g. {"status": 503}.')
         types = {f.name: f.type for f in fields(cls)}
         unknown = set(data) - set(types)
         if unknown:

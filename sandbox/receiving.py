@@ -6,6 +6,7 @@ whatever the request; a healthy one checks the key, then the request (Mailgun's 
 required fields), then the recipients; an accepted message is stored and its tracking
 webhooks scheduled. Every request that reaches an endpoint is stored, whatever the answer.
 """
+
 from __future__ import annotations
 
 import logging

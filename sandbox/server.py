@@ -4,6 +4,7 @@
 HTTP answer can imitate: the provider's listening socket is closed (and its open keep-alive
 connections shut), and reopened on the same port when the fault is cleared.
 """
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Records keep what tests and a watching developer need (who, subject, ids, tags, metadata, what
 the sandbox answered) and never bodies, attachments or API keys.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -10,7 +11,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -94,7 +95,7 @@ class ReceivedMessage:
             "id": self.id,
             "provider": self.provider,
             "endpoint": self.endpoint,
-            "received_at": datetime.fromtimestamp(self.received_at, tz=timezone.utc).isoformat(),
+            "received_at": datetime.fromtimestamp(self.received_at, tz=UTC).isoformat(),
             "outcome": str(self.outcome),
             "status_code": self.status_code,
             "fault": self.fault,

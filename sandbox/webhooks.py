@@ -5,6 +5,7 @@ Each accepted message schedules one job; when it is due, the provider builds its
 thread sends them with the standard library. `flush()` posts everything pending at once and
 waits for posts in progress, so tests need no sleeps. A failed post is recorded, not retried.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.providers.base import Provider, WebhookPost
@@ -53,7 +54,7 @@ class WebhookResult:
             "status": self.status,
             "ok": self.ok,
             "error": self.error,
-            "posted_at": datetime.fromtimestamp(self.posted_at, tz=timezone.utc).isoformat(),
+            "posted_at": datetime.fromtimestamp(self.posted_at, tz=UTC).isoformat(),
         }
 
 

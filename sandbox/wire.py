@@ -3,6 +3,7 @@
 They are the sandbox's own, not Django's: the sandbox runs on the standard library alone
 (`python -m sandbox` imports no Django), and its apps are the provider APIs and the control API.
 """
+
 from __future__ import annotations
 
 import json

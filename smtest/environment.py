@@ -1,4 +1,5 @@
 """Helpers that turn environment variables into Django settings (kept apart so tests can call them)."""
+
 import importlib.util
 import ipaddress
 import math
@@ -26,7 +27,7 @@ def anymail_settings(environ: Mapping[str, str]) -> dict[str, str | list[str]]:
     for name, value in environ.items():
         if not name.startswith(ANYMAIL_PREFIX) or len(name) == len(ANYMAIL_PREFIX) or value == "":
             continue
-        setting = name[len(ANYMAIL_PREFIX):]
+        setting = name[len(ANYMAIL_PREFIX) :]
         if setting == "WEBHOOK_SECRET":
             secrets = webhook_secrets(value)
             if secrets:
@@ -102,7 +103,9 @@ def rq_queues(redis_url: str | None, *, job_timeout: int) -> dict:
         )
     url = redis_url.strip()
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ImproperlyConfigured(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}")
+        raise ImproperlyConfigured(
+            f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}"
+        )
     return {"default": {"URL": url, "DEFAULT_TIMEOUT": job_timeout}}
 
 
@@ -126,9 +129,7 @@ def cache_settings(cache: dict, *, socket_timeout: float) -> dict:
     return cache
 
 
-def database_settings(
-    database: dict, *, conn_max_age: int | None, conn_health_checks: bool | None
-) -> dict:
+def database_settings(database: dict, *, conn_max_age: int | None, conn_health_checks: bool | None) -> dict:
     """Persistent connections for a database server (PostgreSQL): each gunicorn worker and task
     worker keeps its connection for `conn_max_age` seconds (default 60) instead of connecting per
     request, and checks it before reuse, so a restarted server costs no failed request. SQLite

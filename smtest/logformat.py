@@ -12,6 +12,7 @@ Logging is configured before the app registry, so this imports only the masking 
 mailservice/logfilters.py. Its filter has masked the message, the traceback, the stack and the
 `extra=` fields before a record gets here; the JSON formatter masks the fields again, for a
 handler configured without the filter (docs/security.md, "Secrets")."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ import math
 import re
 import threading
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mailservice.logfilters import RESERVED, mask_secrets
@@ -82,7 +83,11 @@ def _log_warning(message, category, filename, lineno, file=None, line=None) -> N
         if len(_WarningLog.seen) < MAX_REMEMBERED_WARNINGS:
             _WarningLog.seen.add((name, text))
     logging.getLogger(WARNINGS_LOGGER).warning(
-        "%s: %s (%s:%s)", category.__name__, text, filename, lineno,
+        "%s: %s (%s:%s)",
+        category.__name__,
+        text,
+        filename,
+        lineno,
         extra={"category": name, "source": f"{filename}:{lineno}"},
     )
 
@@ -109,7 +114,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": mask_secrets(record.getMessage()),

@@ -7,6 +7,7 @@ client is the right-most address of that header that is not itself a trusted pro
 stands further left was written by the sender of the request and proves nothing; from a peer
 that is not a trusted proxy the header is ignored altogether, since any client can send it.
 """
+
 from __future__ import annotations
 
 import functools

@@ -2,6 +2,7 @@
 
 A `.env` file in the project root is read when present; `.env.example` documents every variable.
 """
+
 import os
 from pathlib import Path
 
@@ -203,7 +204,9 @@ TASKS = tasks_settings(TASKS_BACKEND)
 if TASKS_BACKEND == "rq":
     # RQ kills a task running longer than its timeout: twice a message's lease, well above the
     # longest delivery round (docs/delivery.md, "Leases").
-    _lease = globals().get("MAILSERVICE_LEASE_SECONDS") or mailservice_conf.DEFAULTS["MAILSERVICE_LEASE_SECONDS"]
+    _lease = (
+        globals().get("MAILSERVICE_LEASE_SECONDS") or mailservice_conf.DEFAULTS["MAILSERVICE_LEASE_SECONDS"]
+    )
     RQ_QUEUES = rq_queues(env.str("REDIS_URL", default=""), job_timeout=int(2 * _lease))
     # `manage.py rqworker` waits for Redis to come back instead of exiting when it goes away,
     # also when started while it is down (docs/deployment.md, "Outages").
@@ -219,7 +222,9 @@ LOGGING = logging_config(
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         # Django's own, for the development server's request lines.
         "django.server": {
-            "()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
         },
     },
     handlers={

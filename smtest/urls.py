@@ -1,5 +1,6 @@
 """Project URLs: the gateway's JSON API under /api/, provider tracking webhooks under /anymail/,
 the admin, the probes (/healthz, /readyz, /metrics), and the send URL at /."""
+
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 

@@ -1,4 +1,5 @@
 """pytest's hooks for the whole suite (the tests themselves are Django TestCase classes)."""
+
 import pytest
 
 

@@ -5,6 +5,7 @@ Tests say what each provider does (`ok`, `fail`, `down`, `timeout`, ...) and the
 provider received; or, for a test that registers its answers itself, `mock_sendgrid` and
 `mock_mailgun` add one answer each. URLs are fake hosts: nothing here can reach the internet.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,11 @@ ENDPOINTS = {
     "mandrill": MANDRILL_API_URL + "messages/send.json",
 }
 
-SENDGRID = {"NAME": "sendgrid", "BACKEND": "sendgrid", "OPTIONS": {"api_key": SENDGRID_KEY, "api_url": SENDGRID_API_URL}}
+SENDGRID = {
+    "NAME": "sendgrid",
+    "BACKEND": "sendgrid",
+    "OPTIONS": {"api_key": SENDGRID_KEY, "api_url": SENDGRID_API_URL},
+}
 MAILGUN = {
     "NAME": "mailgun",
     "BACKEND": "anymail.backends.mailgun.EmailBackend",
@@ -39,9 +44,17 @@ MAILGUN = {
 MAILGUN_EU = {
     "NAME": "mailgun-eu",
     "BACKEND": "mailgun",
-    "OPTIONS": {"api_key": MAILGUN_KEY + "-eu", "sender_domain": "eu.example.com", "api_url": MAILGUN_EU_API_URL},
+    "OPTIONS": {
+        "api_key": MAILGUN_KEY + "-eu",
+        "sender_domain": "eu.example.com",
+        "api_url": MAILGUN_EU_API_URL,
+    },
 }
-MANDRILL = {"NAME": "mandrill", "BACKEND": "mandrill", "OPTIONS": {"api_key": MANDRILL_KEY, "api_url": MANDRILL_API_URL}}
+MANDRILL = {
+    "NAME": "mandrill",
+    "BACKEND": "mandrill",
+    "OPTIONS": {"api_key": MANDRILL_KEY, "api_url": MANDRILL_API_URL},
+}
 
 CHAIN = [SENDGRID, MAILGUN, MANDRILL]
 
@@ -70,11 +83,15 @@ def success(provider: str, request: requests.PreparedRequest) -> tuple[int, dict
     if provider.startswith("mailgun"):
         return 200, {}, json.dumps({"id": "<20261125.1@mg.example.com>", "message": "Queued. Thank you."})
     payload = json.loads(request.body)
-    return 200, {}, json.dumps(
-        [
-            {"email": to["email"], "status": "sent", "_id": f"md-{i}", "reject_reason": None}
-            for i, to in enumerate(payload["message"]["to"])
-        ]
+    return (
+        200,
+        {},
+        json.dumps(
+            [
+                {"email": to["email"], "status": "sent", "_id": f"md-{i}", "reject_reason": None}
+                for i, to in enumerate(payload["message"]["to"])
+            ]
+        ),
     )
 
 
@@ -129,7 +146,9 @@ class ESPMock:
 
     def aborted(self, name: str) -> None:
         """The connection dropped after the request went out."""
-        self.behaviour[name] = requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))
+        self.behaviour[name] = requests.ConnectionError(
+            ProtocolError("Connection aborted.", ConnectionResetError())
+        )
 
     def answer(self, name: str, status: int, body: str) -> None:
         self.behaviour[name] = (status, {}, body)

@@ -15,6 +15,7 @@ with `{"latency": seconds}` forgets every request and sets the delay, `GET /_sta
 counts. Senders reach it through ANYMAIL_SENDGRID_API_URL / ANYMAIL_MAILGUN_API_URL (see
 `anymail_environment`).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -70,8 +71,13 @@ class FakeProvider:
                     return
                 # Decided on arrival: a request whose sender dies while we sleep was still taken.
                 status = provider.failing.get(name) or provider.random_error(name)
-                provider.record(name, body, self.headers.get("Content-Type", ""),
-                                status or (200 if name == "mailgun" else 202), arrived)
+                provider.record(
+                    name,
+                    body,
+                    self.headers.get("Content-Type", ""),
+                    status or (200 if name == "mailgun" else 202),
+                    arrived,
+                )
                 with provider.lock:
                     provider.in_flight += 1
                 try:
@@ -177,7 +183,8 @@ class FakeProvider:
         """Requests answered with a 2xx (the provider took the message), per subject."""
         with self.lock:
             return Counter(
-                r["subject"] for r in self.requests
+                r["subject"]
+                for r in self.requests
                 if provider in (None, r["provider"]) and r["status"] is not None and 200 <= r["status"] < 300
             )
 

@@ -2,6 +2,7 @@
 
 pytest uses them (pyproject.toml) and so does `python manage.py test` (manage.py).
 """
+
 import os
 import sys
 
@@ -20,7 +21,9 @@ _RUN = f"py{sys.version_info[0]}{sys.version_info[1]}-{os.getpid()}"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("TEST", {"NAME": str(VAR_DIR / f"test-{_RUN}.sqlite3")})
 else:
-    DATABASES["default"].setdefault("TEST", {"NAME": f"test_{DATABASES['default']['NAME']}_{_RUN}".replace("-", "_")})
+    DATABASES["default"].setdefault(
+        "TEST", {"NAME": f"test_{DATABASES['default']['NAME']}_{_RUN}".replace("-", "_")}
+    )
 
 # Django's test runner runs the system checks with DEBUG off, where the webhook-secret check
 # would stop every run; the tests set the secrets they need (and test the check itself).

@@ -1,4 +1,5 @@
 """The JSON API (django-ninja): OpenAPI at /api/openapi.json, interactive docs at /api/docs."""
+
 from ninja import NinjaAPI
 
 from mailservice.api import errors

@@ -1,5 +1,6 @@
 """`Authorization: Bearer <key>` on every API call except the docs and the schema; each call's
 scope and the per-key rate limit (docs/api.md, "Authentication"; docs/security.md)."""
+
 from __future__ import annotations
 
 import logging

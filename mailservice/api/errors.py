@@ -7,6 +7,7 @@ validation.MAX_ERRORS errors are listed, then one entry counting the rest.
 An error that says the database or the cache is out of reach answers 503 with Retry-After, not
 500: the client's retry will do (mailservice/availability.py decides which errors say so).
 """
+
 from __future__ import annotations
 
 import logging
@@ -118,6 +119,7 @@ def is_too_big(error: BaseException) -> bool:
 
 def install(api) -> None:
     """Replace ninja's default handlers so every failure answers in our format, never HTML."""
+
     def on_rejected(request: HttpRequest, exc: RequestRejected):
         return rejected_response(exc)
 

@@ -1,4 +1,5 @@
 """POST /api/messages, GET /api/messages/{id}, DELETE /api/messages/{id} (cancel), GET /api/messages."""
+
 # No `from __future__ import annotations` here: ninja reads the paginated views' annotations
 # through @paginate's wrapper, whose module cannot resolve names given as strings.
 from django.http import HttpRequest
@@ -55,7 +56,10 @@ def create_message(request: HttpRequest, payload: MessageIn):
 
 
 @router.get(
-    ONE_MESSAGE, response=MESSAGE_RESPONSES, url_name="message_get", auth=READ,
+    ONE_MESSAGE,
+    response=MESSAGE_RESPONSES,
+    url_name="message_get",
+    auth=READ,
     summary="A message, its recipients, provider attempts and events",
 )
 def get_message(request: HttpRequest, message_id: str):
@@ -63,7 +67,10 @@ def get_message(request: HttpRequest, message_id: str):
 
 
 @router.delete(
-    ONE_MESSAGE, response=MESSAGE_RESPONSES, url_name="message_cancel", auth=CANCEL,
+    ONE_MESSAGE,
+    response=MESSAGE_RESPONSES,
+    url_name="message_cancel",
+    auth=CANCEL,
     summary="Cancel a message no provider has taken yet",
     description="A queued or deferred message (one waiting for its `send_at` included) becomes "
     "`cancelled` and is never sent; the answer is the message. Once a worker is handing it to a "

@@ -1,5 +1,6 @@
 """The lists' pagination: django-ninja's limit/offset, with the page the API has always answered
 (docs/api.md): `{"count": total, "limit", "offset", "items"}`."""
+
 from typing import Any
 
 from django.db.models import QuerySet
@@ -7,7 +8,6 @@ from django.http import HttpRequest
 from ninja import Schema
 from ninja.pagination import LimitOffsetPagination
 from pydantic import Field
-
 
 # The largest offset the databases take (a signed 64-bit integer); beyond it the answer is 422,
 # not a database error (docs/security.md, "Input limits").

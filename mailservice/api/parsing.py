@@ -1,6 +1,7 @@
 """How the API reads a JSON body: measured on its bytes before it is parsed, so a hostile body
 is refused before it builds millions of objects (validation.parse_json_body; docs/security.md,
 "Input limits")."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """The one path every submission takes (the API and the send URL): validate, check the
 Idempotency-Key, store, enqueue."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """GET/POST /api/suppressions and DELETE /api/suppressions/{address}."""
+
 # No `from __future__ import annotations` here: ninja reads the paginated views' annotations
 # through @paginate's wrapper, whose module cannot resolve names given as strings.
 from django.http import HttpRequest, HttpResponse
@@ -6,16 +7,16 @@ from ninja import Query, Router, Status
 from ninja.pagination import paginate
 
 from mailservice import selectors
-from mailservice.api.auth import ApiKeyAuth
 from mailservice.addresses import AddressError, parse_address
-from mailservice.exceptions import FieldError, InvalidRequest, NotFound
+from mailservice.api.auth import ApiKeyAuth
 from mailservice.api.pagination import Pagination
+from mailservice.exceptions import FieldError, InvalidRequest, NotFound
 from mailservice.schemas import ErrorsOut, SuppressionFilters, SuppressionIn, SuppressionOut
 from mailservice.services.suppressions import suppression_add, suppression_remove
 
 # Listing and changing the suppression list needs the manage scope (docs/api.md).
 router = Router(tags=["suppressions"], auth=ApiKeyAuth("manage"))
-ERRORS = {code: ErrorsOut for code in (400, 401, 403, 404, 413, 422, 429)}
+ERRORS = dict.fromkeys((400, 401, 403, 404, 413, 422, 429), ErrorsOut)
 
 
 @router.get("/suppressions", response={200: list[SuppressionOut], **ERRORS}, summary="The suppression list")

@@ -5,6 +5,7 @@ millisecond per row before the database sees anything; a batch of 100 messages s
 there than sending them (docs/benchmarks.md). An UPDATE by primary key run with `executemany`
 is one statement for the database driver: SQLite loops in C, psycopg pipelines it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,11 +27,15 @@ def update_rows(objs: Sequence[Model], fields: Sequence[str], *, using: str | No
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in columns)
     sql = f"UPDATE {quote(opts.db_table)} SET {assignments} WHERE {quote(opts.pk.column)} = %s"
-    return _execute_many(connection, sql, [
-        [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in columns]
-        + [opts.pk.get_db_prep_value(obj.pk, connection)]
-        for obj in objs
-    ])
+    return _execute_many(
+        connection,
+        sql,
+        [
+            [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in columns]
+            + [opts.pk.get_db_prep_value(obj.pk, connection)]
+            for obj in objs
+        ],
+    )
 
 
 def insert_rows(objs: Sequence[Model], *, using: str | None = None) -> int:
@@ -41,15 +46,21 @@ def insert_rows(objs: Sequence[Model], *, using: str | None = None) -> int:
     if not objs:
         return 0
     connection, opts = _target(objs, using)
-    fields = [field for field in opts.concrete_fields if not (field.primary_key and getattr(objs[0], field.attname) is None)]
+    fields = [
+        field
+        for field in opts.concrete_fields
+        if not (field.primary_key and getattr(objs[0], field.attname) is None)
+    ]
     quote = connection.ops.quote_name
     sql = (
         f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
         f"VALUES ({', '.join(['%s'] * len(fields))})"
     )
-    return _execute_many(connection, sql, [
-        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs
-    ])
+    return _execute_many(
+        connection,
+        sql,
+        [[field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields] for obj in objs],
+    )
 
 
 def _target(objs: Sequence[Model], using: str | None) -> tuple[BaseDatabaseWrapper, Options]:

@@ -1,4 +1,5 @@
 """API keys (only a hash is stored) and the idempotency keys requests carry."""
+
 from __future__ import annotations
 
 from datetime import datetime

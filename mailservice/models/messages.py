@@ -1,4 +1,5 @@
 """The outbox: a Message row is the source of truth for delivery, whatever the task queue does."""
+
 from __future__ import annotations
 
 import uuid
@@ -9,7 +10,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from failover.attempts import Outcome
-
 from mailservice import conf
 from mailservice.statuses import MessageStatus, RecipientStatus
 

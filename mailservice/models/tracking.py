@@ -1,4 +1,5 @@
 """What providers report after sending (tracking events) and who must not be mailed again."""
+
 from django.db import models
 from django.utils import timezone
 

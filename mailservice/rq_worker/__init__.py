@@ -24,6 +24,7 @@ redis, nothing of the gateway:
 The tests name the RQ version they were read in (tests/mailservice/test_rq_worker.py); read
 those methods again before upgrading RQ.
 """
+
 from mailservice.rq_worker.worker import ReconnectingWorker
 
 __all__ = ["ReconnectingWorker"]

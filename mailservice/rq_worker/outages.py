@@ -1,6 +1,7 @@
 """Which errors mean Redis is away, and waiting for it to come back: the backoff, the stop that
 ends a wait, and one log line per change (Redis lost; still lost every REPORT_EVERY seconds;
 back). Used by the worker and the scheduler process alike."""
+
 from __future__ import annotations
 
 import logging
@@ -72,7 +73,10 @@ class RedisWait:
         self._next_report = self._down_since + REPORT_EVERY
         logger.warning(
             "%s: Redis unreachable (%s); waiting for it, retrying with backoff up to %g s",
-            self.who, error, MAX_DELAY, extra=self.extra,
+            self.who,
+            error,
+            MAX_DELAY,
+            extra=self.extra,
         )
 
     def back(self) -> None:
@@ -83,7 +87,9 @@ class RedisWait:
         self._down_since = None
         self._attempt = 0
         logger.warning(
-            "%s: Redis reachable again after %.1f s; back at work", self.who, seconds,
+            "%s: Redis reachable again after %.1f s; back at work",
+            self.who,
+            seconds,
             extra={**self.extra, "redis_down_seconds": round(seconds, 1)},
         )
 
@@ -123,7 +129,10 @@ class RedisWait:
         self._next_report = moment + REPORT_EVERY
         seconds = moment - self._down_since
         logger.warning(
-            "%s: Redis still unreachable after %d s (%s)", self.who, seconds, error,
+            "%s: Redis still unreachable after %d s (%s)",
+            self.who,
+            seconds,
+            error,
             extra={**self.extra, "redis_down_seconds": round(seconds, 1)},
         )
 

@@ -1,5 +1,6 @@
 """RQ's scheduler process (`--with-scheduler`), waiting for Redis instead of dying with the first
 error (docs/deployment.md, "Outages")."""
+
 from __future__ import annotations
 
 import time

@@ -1,6 +1,7 @@
 """RQ's forking worker, waiting for Redis instead of exiting when it is unreachable
 (docs/deployment.md, "Outages"). The methods overridden here are where RQ's worker talks to
 Redis: read them again in RQ's worker/base.py before upgrading RQ."""
+
 from __future__ import annotations
 
 import functools
@@ -246,7 +247,10 @@ class ReconnectingWorker(Worker):
                     if self.log_job_description:
                         self.log.info(
                             "Worker %s: %s: %s (%s)",
-                            self.name, green(queue.name), blue(job.description), job.id,
+                            self.name,
+                            green(queue.name),
+                            blue(job.description),
+                            job.id,
                         )
                     else:
                         self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
@@ -275,6 +279,8 @@ class ReconnectingWorker(Worker):
             self.redis_wait.lost(error)
             logger.warning(
                 "RQ worker %s: job %s ended without its record in Redis; the outbox says what was sent",
-                self.name, job.id, extra={"rq_worker": self.name, "rq_job": job.id},
+                self.name,
+                job.id,
+                extra={"rq_worker": self.name, "rq_job": job.id},
             )
             self.set_state(WorkerStatus.IDLE)

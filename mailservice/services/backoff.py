@@ -1,5 +1,6 @@
 """When a deferred message is tried again (docs/delivery.md, "Retries"): the delivery retry's
 schedule, kept apart from the sending that judges an outcome so the formula has one home."""
+
 from __future__ import annotations
 
 import random

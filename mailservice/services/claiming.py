@@ -6,6 +6,7 @@ both win a message. On PostgreSQL the candidates are picked with SELECT … FOR 
 LOCKED, so concurrent workers take disjoint batches instead of queueing on each other's rows; on
 SQLite the transaction takes the write lock when it begins (`transaction_mode=IMMEDIATE`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,9 @@ def messages_claim(
             candidates = candidates.select_for_update(skip_locked=True)
         picked = {
             pk: (previous_owner, started is not None)
-            for pk, previous_owner, started in candidates.values_list("pk", "lease_owner", "send_started_at")[:limit]
+            for pk, previous_owner, started in candidates.values_list("pk", "lease_owner", "send_started_at")[
+                :limit
+            ]
         }
         if not picked:
             return []
@@ -58,7 +61,9 @@ def messages_claim(
             updated_at=now,
         )
         messages = list(
-            Message.objects.using(db).filter(pk__in=list(picked), lease_owner=owner, status=MessageStatus.SENDING)
+            Message.objects.using(db).filter(
+                pk__in=list(picked), lease_owner=owner, status=MessageStatus.SENDING
+            )
         )
         if not messages:
             return []
@@ -94,7 +99,10 @@ def _flag_abandoned(messages: list[Message], previous: dict, *, db: str, now: da
     Message.objects.using(db).filter(pk__in=[m.pk for m in messages]).update(possible_duplicate=True)
     DeliveryAttempt.objects.using(db).bulk_create(
         DeliveryAttempt(
-            message=message, round=message.attempt_count - 1, outcome=Outcome.AMBIGUOUS, error=ABANDONED_ERROR,
+            message=message,
+            round=message.attempt_count - 1,
+            outcome=Outcome.AMBIGUOUS,
+            error=ABANDONED_ERROR,
             created_at=now,
         )
         for message in messages
@@ -103,14 +111,20 @@ def _flag_abandoned(messages: list[Message], previous: dict, *, db: str, now: da
         message.possible_duplicate = True
         logger.warning(
             "message lease expired, reclaimed",
-            extra={"message_id": str(message.pk), "status": "sending", "previous_worker": previous[message.pk]},
+            extra={
+                "message_id": str(message.pk),
+                "status": "sending",
+                "previous_worker": previous[message.pk],
+            },
         )
 
 
 def _take_over_unsent(messages: list[Message], previous: dict, *, db: str) -> None:
     """The last round's worker died before handing these to a provider: nothing was sent, so
     nothing is flagged, and that round does not count."""
-    Message.objects.using(db).filter(pk__in=[m.pk for m in messages]).update(attempt_count=F("attempt_count") - 1)
+    Message.objects.using(db).filter(pk__in=[m.pk for m in messages]).update(
+        attempt_count=F("attempt_count") - 1
+    )
     for message in messages:
         message.attempt_count -= 1
     logger.info(
@@ -127,7 +141,9 @@ def messages_mark_started(ids: list, *, owner: str, now: datetime) -> set:
         return set()
     with transaction.atomic():
         mine = Message.objects.filter(pk__in=ids, lease_owner=owner, status=MessageStatus.SENDING)
-        marked = mine.update(send_started_at=now, lease_expires_at=now + timedelta(seconds=conf.lease_hold_seconds()))
+        marked = mine.update(
+            send_started_at=now, lease_expires_at=now + timedelta(seconds=conf.lease_hold_seconds())
+        )
         if marked == len(ids):
             return set(ids)
         return set(mine.values_list("pk", flat=True))  # which ones: rare, so asked only then

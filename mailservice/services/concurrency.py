@@ -2,6 +2,7 @@
 the controller a round's dispatch asks before starting another sender thread
 (services/dispatch.py), one per worker process, so what one round learned about the provider
 carries over to the next."""
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,13 @@ class Concurrency:
     it. A provider answering in 200 ms is driven by the ceiling within half a second; one
     answering at once, by two or three."""
 
-    def __init__(self, ceiling: int, *, clock: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.process_time):
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cpu: Callable[[], float] = time.process_time,
+    ):
         self.ceiling = max(1, ceiling)
         self.target = 1
         self.rate = 0.0  # sends finished per second in the last round

@@ -8,6 +8,7 @@ renewed while the round lasts; a worker that dies stops renewing, and the next r
 messages over. Outcomes are recorded only for the messages whose lease this worker still holds,
 with a fixed number of statements per record, however many sends it holds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,9 @@ logger = logging.getLogger(__name__)
 SUPPRESSED_ERROR = "The address is on the suppression list."
 RECIPIENT_FIELDS = ["status", "provider_message_id", "error", "updated_at"]
 MESSAGE_FIELDS = [
-    "status", "lease_owner", "lease_expires_at", "send_started_at", "updated_at", "last_error", "possible_duplicate",
-    "provider", "provider_message_id", "sent_at", "next_attempt_at", "enqueued_at", "finished_at",
+    "status", "lease_owner", "lease_expires_at", "send_started_at", "updated_at", "last_error",
+    "possible_duplicate", "provider", "provider_message_id", "sent_at", "next_attempt_at",
+    "enqueued_at", "finished_at",
 ]  # fmt: skip
 
 
@@ -96,7 +98,9 @@ def messages_deliver(
     # A database that is restarting is waited for this long before the round gives up.
     patience = conf.database_patience()
     batch = with_db_retry(
-        lambda: messages_claim(owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id),
+        lambda: messages_claim(
+            owner=owner, now=_now(now), limit=limit or conf.batch_size(), message_id=message_id
+        ),
         patience=patience,
         what="claim",
     )
@@ -153,7 +157,11 @@ def messages_deliver(
         dispatch = Dispatch(
             [r for r in jobs if r.result is None],
             Hooks(
-                send=send, mark=mark, record=record, release=release, renew=renew,
+                send=send,
+                mark=mark,
+                record=record,
+                release=release,
+                renew=renew,
                 renew_every=conf.lease_renew_seconds(),
             ),
             concurrency=_concurrency(conf.send_concurrency()),
@@ -218,7 +226,9 @@ def _drop_suppressed(jobs: list[_SendJob], *, now: datetime) -> None:
         for recipient in job.sending:
             if recipient.email in suppressed:
                 recipient.status, recipient.error, recipient.updated_at = (
-                    RecipientStatus.SUPPRESSED, SUPPRESSED_ERROR, now
+                    RecipientStatus.SUPPRESSED,
+                    SUPPRESSED_ERROR,
+                    now,
                 )
                 dropped.append(recipient.pk)
             else:
@@ -272,9 +282,9 @@ def _finish(jobs: list[_SendJob], owner: str, *, now: datetime) -> None:
     if not jobs:
         return
     with transaction.atomic():
-        insert_rows([
-            _attempt_row(job.message, attempt, now=now) for job in jobs for attempt in job.result.attempts
-        ])
+        insert_rows(
+            [_attempt_row(job.message, attempt, now=now) for job in jobs for attempt in job.result.attempts]
+        )
         held = set(
             Message.objects.select_for_update()
             .filter(pk__in=[r.message.pk for r in jobs], status=MessageStatus.SENDING, lease_owner=owner)
@@ -332,7 +342,12 @@ def _apply_to_message(job: _SendJob, *, now: datetime) -> None:
     message, result = job.message, job.result
     statuses = [recipient.status for recipient in message.recipients_loaded]
     message.status = summarize(statuses)
-    message.lease_owner, message.lease_expires_at, message.send_started_at, message.updated_at = "", None, None, now
+    message.lease_owner, message.lease_expires_at, message.send_started_at, message.updated_at = (
+        "",
+        None,
+        None,
+        now,
+    )
     message.last_error = result.error[:MAX_ERROR]
     message.possible_duplicate = message.possible_duplicate or any(a.ambiguous for a in result.attempts)
     if result.provider:

@@ -8,6 +8,7 @@ send's outcome is durable within about a second whatever the batch size; it rene
 leases (`renew`) while the round lasts; and it sets how many sends are in flight (Concurrency).
 Every hook that touches the database runs in the calling thread: a sender thread never does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,14 @@ def is_transient(error: BaseException) -> bool:
     return is_database_unavailable(error)
 
 
-def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
-                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+def with_db_retry(
+    action: Callable[[], object],
+    *,
+    patience: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+):
     """Run `action`; while the database is unreachable, retry with growing pauses for up to
     `patience` seconds from the first failure, then raise. A dropped connection is closed so the
     retry reconnects."""
@@ -78,8 +85,11 @@ def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
                 raise
             failures += 1
             if failures == 1:
-                logger.warning("database unavailable during %s; retrying", what,
-                               extra={"action": what, "error_class": type(error).__name__})
+                logger.warning(
+                    "database unavailable during %s; retrying",
+                    what,
+                    extra={"action": what, "error_class": type(error).__name__},
+                )
             for alias in connections:
                 connection = connections[alias]
                 if connection.connection is not None and not connection.in_atomic_block:
@@ -88,8 +98,12 @@ def with_db_retry(action: Callable[[], object], *, patience: float, what: str,
             pause = min(pause * 2, MAX_DB_PAUSE)
             continue
         if failures:
-            logger.warning("database back after %s failed tries during %s", failures, what,
-                           extra={"action": what, "failures": failures})
+            logger.warning(
+                "database back after %s failed tries during %s",
+                failures,
+                what,
+                extra={"action": what, "failures": failures},
+            )
         return result
 
 
@@ -121,8 +135,16 @@ class Dispatch(Generic[Job]):
     recorded (unless the database stayed unreachable longer than `patience`), and `unsent()` lists the
     others, for the caller to release."""
 
-    def __init__(self, jobs: Sequence[Job], hooks: Hooks[Job], *, concurrency: Concurrency,
-                 stop: threading.Event, start_until: float, patience: float):
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        hooks: Hooks[Job],
+        *,
+        concurrency: Concurrency,
+        stop: threading.Event,
+        start_until: float,
+        patience: float,
+    ):
         self.hooks, self.concurrency, self.stop = hooks, concurrency, stop
         self.halt = threading.Event()  # ours: set when the round ends, whatever `stop` says
         self.start_until, self.patience = start_until, patience
@@ -210,8 +232,9 @@ class Dispatch(Generic[Job]):
             wanted = min(self.concurrency.target, self.ready_count + self.in_flight)
             while self.active < wanted:
                 self.active += 1
-                thread = threading.Thread(target=self._sender, name=f"mailservice-send-{len(self.threads)}",
-                                          daemon=True)
+                thread = threading.Thread(
+                    target=self._sender, name=f"mailservice-send-{len(self.threads)}", daemon=True
+                )
                 self.threads.append(thread)
                 thread.start()
 

@@ -2,6 +2,7 @@
 or a hash of the raw event), and each row's values as the database takes them, for the one
 insert statement of a post (services/tracking.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,18 @@ from mailservice.tracking_rules import TrackingRules, rules_for
 
 # Columns of one inserted TrackingEvent, in the order `RowValues` gives them.
 COLUMNS = (
-    "provider", "event_id", "event_type", "timestamp", "recipient", "provider_message_id", "message",
-    "message_recipient", "description", "mta_response", "raw", "created_at",
+    "provider",
+    "event_id",
+    "event_type",
+    "timestamp",
+    "recipient",
+    "provider_message_id",
+    "message",
+    "message_recipient",
+    "description",
+    "mta_response",
+    "raw",
+    "created_at",
 )
 
 

@@ -1,4 +1,5 @@
 """API keys: created and shown once, stored as a hash, compared in constant time."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,9 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "smt_"
 PREFIX_LENGTH = 12  # "smt_" + 8 characters of the secret: enough to tell keys apart
 # A domain name in ASCII form: dot-separated labels of letters, digits and inner hyphens.
-DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
 
 
 def _hash(raw_key: str) -> str:
@@ -247,8 +250,8 @@ def api_key_authenticate(*, raw_key: str, now: datetime | None = None) -> ApiKey
     stale = now - timedelta(seconds=conf.api_key_touch_interval())
     if match.last_used_at is None or match.last_used_at <= stale:
         # Conditional, so concurrent requests write once; skipped while recent to spare writes.
-        ApiKey.objects.filter(pk=match.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)).update(
-            last_used_at=now
-        )
+        ApiKey.objects.filter(pk=match.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale)
+        ).update(last_used_at=now)
         match.last_used_at = now
     return match

@@ -2,6 +2,7 @@
 messages"): as a post's events are recorded, by the provider message id the send recorded; and
 late, for events that arrived before their send was recorded (a fast provider can report
 delivery within milliseconds of accepting a message)."""
+
 from __future__ import annotations
 
 import logging
@@ -76,7 +77,13 @@ def tracking_events_link_late(*, messages: list[Message]) -> Counter:
         return Counter()
     events = list(
         TrackingEvent.objects.filter(message__isnull=True, provider_message_id__in=list(owner_of)).only(
-            "id", "provider", "provider_message_id", "recipient", "event_type", "raw", "timestamp",
+            "id",
+            "provider",
+            "provider_message_id",
+            "recipient",
+            "event_type",
+            "raw",
+            "timestamp",
             "created_at",
         )
     )

@@ -189,7 +189,12 @@ def message_cancel(*, message: Message, by: str = "operator", now: datetime | No
         message,
         allowed=CANCELLABLE,
         refusal="Only a queued or deferred message can be cancelled: no provider has taken it yet",
-        changes={"status": MessageStatus.CANCELLED, "next_attempt_at": None, "last_error": reason, "finished_at": now},
+        changes={
+            "status": MessageStatus.CANCELLED,
+            "next_attempt_at": None,
+            "last_error": reason,
+            "finished_at": now,
+        },
         recipients=message.recipients.filter(status__in=CANCELLED_RECIPIENTS),
         recipient_changes={"status": RecipientStatus.CANCELLED, "error": reason},
         now=now,

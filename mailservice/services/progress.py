@@ -1,6 +1,7 @@
 """Moving recipients forward on provider events, never back, and their messages with them
 (docs/webhooks.md, "Statuses"). Used when events are recorded and when early events are linked
 late; a batch of any size costs a fixed number of queries."""
+
 from __future__ import annotations
 
 import functools

@@ -1,6 +1,7 @@
 """Recovery: no accepted message waits forever. A pass wakes delivery again for messages whose
 wake-up was lost or whose worker died (expired lease), drops expired idempotency keys, and links
 tracking events that arrived before their send was recorded (docs/delivery.md)."""
+
 from __future__ import annotations
 
 import logging
@@ -29,12 +30,16 @@ def message_recover(*, now: datetime | None = None, limit: int | None = None) ->
     grace = conf.recovery_grace()
     limit = limit or conf.recovery_batch()
     stuck = list(
-        Message.objects.needs_recovery(now, grace).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+        Message.objects.needs_recovery(now, grace)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
     )
     recovered = 0
     if stuck:
         with transaction.atomic():
-            recovered = Message.objects.needs_recovery(now, grace).filter(pk__in=stuck).update(enqueued_at=now)
+            recovered = (
+                Message.objects.needs_recovery(now, grace).filter(pk__in=stuck).update(enqueued_at=now)
+            )
             if recovered:
                 # Forced: a wake-up marked pending whose task was lost must not hold this one back.
                 wake_delivery_on_commit(force=True)

@@ -1,6 +1,7 @@
 """Sending one claimed message through the failover backend and judging the outcome, without
 touching the database: the worker runs these in threads, up to MAILSERVICE_SEND_CONCURRENCY at a
 time, each thread on its own open connection (docs/delivery.md, "Batches and concurrency")."""
+
 from __future__ import annotations
 
 import logging
@@ -41,14 +42,21 @@ class SendResult:
 
 
 def message_send(
-    message: Message, recipients: list[Recipient], *, connection, now: datetime, rng: random.Random | None = None
+    message: Message,
+    recipients: list[Recipient],
+    *,
+    connection,
+    now: datetime,
+    rng: random.Random | None = None,
 ) -> SendResult:
     """Send to these recipients through `connection` and judge the outcome. Never raises."""
     try:
         email = build_email(message, recipients)
     except Exception as error:  # stored data that cannot become an email will not improve
         logger.exception("message build failed", extra={"message_id": str(message.pk)})
-        return SendResult(RecipientStatus.FAILED, error=f"The message could not be built: {type(error).__name__}")
+        return SendResult(
+            RecipientStatus.FAILED, error=f"The message could not be built: {type(error).__name__}"
+        )
     try:
         sent = connection.send_messages([email])
     except AllProvidersFailed as error:
@@ -61,7 +69,8 @@ def message_send(
         last = attempts[-1] if attempts else None
         described = last.error if last and last.error else f"{type(error).__name__}: {error}"
         if last is not None and (
-            last.outcome is Outcome.MESSAGE_ERROR or (last.outcome is Outcome.LOCAL_ERROR and is_content_error(error))
+            last.outcome is Outcome.MESSAGE_ERROR
+            or (last.outcome is Outcome.LOCAL_ERROR and is_content_error(error))
         ):
             # The failover backend judged the message itself (refused, or no provider's backend
             # could encode it): final, whichever provider is asked.
@@ -75,7 +84,9 @@ def message_send(
     attempts = list(getattr(email, "failover_attempts", None) or [])
     if not sent:
         return SendResult(
-            RecipientStatus.FAILED, error="The provider sent nothing (cancelled before sending).", attempts=attempts
+            RecipientStatus.FAILED,
+            error="The provider sent nothing (cancelled before sending).",
+            attempts=attempts,
         )
     return _sent(email, attempts)
 
@@ -93,8 +104,10 @@ def _sent(email: EmailMessage, attempts: list[Attempt]) -> SendResult:
             message_id = ",".join(sorted(str(i) for i in ids))[:255]
         for address, recipient_status in (status.recipients or {}).items():
             outcome = (
-                RecipientStatus.REJECTED if recipient_status.status in ANYMAIL_REJECTED
-                else RecipientStatus.FAILED if recipient_status.status == "failed"
+                RecipientStatus.REJECTED
+                if recipient_status.status in ANYMAIL_REJECTED
+                else RecipientStatus.FAILED
+                if recipient_status.status == "failed"
                 else RecipientStatus.SENT
             )
             per_recipient[normalize_email(address)] = (outcome, str(recipient_status.message_id or ""))
@@ -112,7 +125,10 @@ def _deferred(message: Message, error: str, attempts: list[Attempt], *, now: dat
     if now >= deadline:
         return SendResult(
             RecipientStatus.FAILED,
-            error=f"No provider took the message within the maximum age ({int(conf.max_age())} s); last error: {error}",
+            error=(
+                f"No provider took the message within the maximum age ({int(conf.max_age())} s); "
+                f"last error: {error}"
+            ),
             attempts=attempts,
         )
     next_at = min(now + timedelta(seconds=retry_delay(attempt=message.attempt_count, rng=rng)), deadline)

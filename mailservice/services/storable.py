@@ -6,6 +6,7 @@ is refused with EventNotStorable, which names the field at fault and never its c
 webhook view asks this of every event of a post, to name a bad one by its position; recording
 asks it only of events that reach it another way.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The suppression list, shared by every provider: addresses no message is sent to, added by an
 operator or by provider events (hard bounces, complaints, unsubscribes)."""
+
 from __future__ import annotations
 
 import logging

@@ -15,6 +15,7 @@ is stored, or the whole batch fails: none is dropped silently.
 The steps live beside this module: services/storable.py (what can be stored), event_rows.py (an
 event's id and its row), linking.py, progress.py and suppressions.py.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,8 +121,12 @@ def _insert(connection: BaseDatabaseWrapper, provider: str, rows: list[EventRow]
     values = RowValues(connection, provider)
     by_id = {row.event_id: row for row in rows}
     inserted = insert_new_rows(
-        TrackingEvent, COLUMNS, [values(row) for row in rows],
-        unique=("provider", "event_id"), returning=("id", "event_id"), using=connection.alias,
+        TrackingEvent,
+        COLUMNS,
+        [values(row) for row in rows],
+        unique=("provider", "event_id"),
+        returning=("id", "event_id"),
+        using=connection.alias,
     )
     for pk, event_id in inserted:
         by_id[event_id].pk = pk

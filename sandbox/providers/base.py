@@ -7,6 +7,7 @@ rest of the sandbox needs to know about a provider (its name, API prefix, defaul
 Anymail settings that point at it) is its `ProviderSpec`, one entry of
 `sandbox.providers.PROVIDERS`: adding a provider is one entry there plus one class here.
 """
+
 from __future__ import annotations
 
 import base64

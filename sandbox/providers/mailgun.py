@@ -2,6 +2,7 @@
 basic auth `api:KEY`; 200 {"id", "message": "Queued. Thank you."}) and the JSON tracking
 webhook, one event per POST, signed with the webhook signing key (HMAC-SHA256 of
 timestamp + token)."""
+
 from __future__ import annotations
 
 import base64

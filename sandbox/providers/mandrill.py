@@ -7,6 +7,7 @@ credentials included, followed by each POST field's name and value in sorted ord
 Mandrill has no "delivered" event: a message handed to the recipient's server is a "send"
 event, which Anymail reports as `sent`.
 """
+
 from __future__ import annotations
 
 import base64

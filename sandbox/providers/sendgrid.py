@@ -9,6 +9,7 @@ fixed DEVELOPMENT key pair, derived below from a published phrase: anyone can si
 it proves nothing outside development. `make run` gives the service its public key
 (`DEV_VERIFICATION_KEY`). Signing uses `cryptography`, the package Anymail verifies with.
 """
+
 from __future__ import annotations
 
 import base64
@@ -180,7 +181,7 @@ class SendGrid(Provider):
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
             # custom_args first: SendGrid merges them into the event, its own keys win.
-            **{key: value for key, value in recipient.metadata.items()},
+            **dict(recipient.metadata.items()),
             "email": recipient.email,
             "timestamp": int(now),
             "event": self.event_names[event],
@@ -237,8 +238,10 @@ def _private_key(number: int) -> ec.EllipticCurvePrivateKey:
 def public_key(private_number: int = DEV_PRIVATE_NUMBER) -> str:
     """The public key as SendGrid shows it (base64 DER, the body of a PEM "PUBLIC KEY"): the
     value of ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY."""
-    der = _private_key(private_number).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    der = (
+        _private_key(private_number)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return base64.b64encode(der).decode("ascii")
 
@@ -249,9 +252,14 @@ def sign(data: bytes, private_number: int = DEV_PRIVATE_NUMBER) -> str:
     return base64.b64encode(signature).decode("ascii")
 
 
-def signature_headers(body: bytes, timestamp: str, private_number: int = DEV_PRIVATE_NUMBER) -> dict[str, str]:
+def signature_headers(
+    body: bytes, timestamp: str, private_number: int = DEV_PRIVATE_NUMBER
+) -> dict[str, str]:
     """The two headers of a signed post: the signature covers the timestamp, then the body."""
-    return {SIGNATURE_HEADER: sign(timestamp.encode("ascii") + body, private_number), TIMESTAMP_HEADER: timestamp}
+    return {
+        SIGNATURE_HEADER: sign(timestamp.encode("ascii") + body, private_number),
+        TIMESTAMP_HEADER: timestamp,
+    }
 
 
 DEV_VERIFICATION_KEY = public_key()

@@ -18,6 +18,7 @@ and the recovery pass carry on. Then `/metrics` is scraped, and Redis is stopped
 The class runs the stack once and keeps what it saw; each test checks one thing of it.
 bench/production_stack.py measures the same stack (docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -110,7 +111,9 @@ class ProductionStackTests(RealServersTestCase):
         port = free_port()
         cls.url = f"http://127.0.0.1:{port}"
         cls.env = production_environment(
-            cls.postgres, cls.redis, FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
+            cls.postgres,
+            cls.redis,
+            FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
             # Off the sandbox's paths, which the system check sandbox.E001 refuses with DEBUG off.
             **cls.provider.anymail_environment(prefix="/esp"),
             DEFAULT_FROM_EMAIL="acceptance@example.com",
@@ -174,8 +177,11 @@ class ProductionStackTests(RealServersTestCase):
                     return
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not stop.is_set():
-                busy = [worker for worker in cls.workers
-                        if any(provider_connections(pid, cls.provider.port) for pid in horses(worker))]
+                busy = [
+                    worker
+                    for worker in cls.workers
+                    if any(provider_connections(pid, cls.provider.port) for pid in horses(worker))
+                ]
                 if busy:
                     kill_with_horse(busy[0])
                     cls.killed, cls.killed_at = busy[0], time.monotonic()

@@ -1,5 +1,6 @@
 """Real processes for the end-to-end tests: the sandbox and a delivery worker, on free loopback
 ports, always stopped (with their whole process group) when the tests end, pass or fail."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     last = None
@@ -75,7 +78,14 @@ class Process:
 # which get exactly the settings each test gives them.
 FOREIGN_PREFIXES = ("SANDBOX_", "ANYMAIL_", "FIRST_WORKING_EMAIL_", "MAILSERVICE_")
 FOREIGN_NAMES = {
-    "DATABASE_URL", "CACHE_URL", "TASKS_BACKEND", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_FORMAT",
+    "DATABASE_URL",
+    "CACHE_URL",
+    "TASKS_BACKEND",
+    "REDIS_URL",
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "LOG_FORMAT",
 }
 CONTROL_LINE = re.compile(r"control: (\S+)")
 
@@ -118,11 +128,24 @@ def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str
     go); returns the process and its status (API URLs). Stopped here if it never comes up."""
     process = Process(
         "sandbox",
-        [sys.executable, "-m", "sandbox", "serve", "--port", "0",
-         "--webhook-url", webhook_url, "--webhook-delay", "0", "--log-level", "INFO"],
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "serve",
+            "--port",
+            "0",
+            "--webhook-url",
+            webhook_url,
+            "--webhook-delay",
+            "0",
+            "--log-level",
+            "INFO",
+        ],
         clean_environment(),
         log_dir,
     )
+
     def status():
         if not process.alive():
             raise AssertionError(f"the sandbox exited:\n{process.output()}")
@@ -147,7 +170,15 @@ def start_worker(log_dir: Path, env: dict[str, str]) -> Process:
     return Process(
         "worker",
         # --no-reload: a crashed worker must exit (and fail the test), not idle in a live process.
-        [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "db_worker",
+            "--interval",
+            "0.1",
+            "--no-reload",
+            "--no-startup-delay",
+        ],
         clean_environment(**env),
         log_dir,
     )

@@ -1,6 +1,7 @@
 """A provider for worker-process tests: every send takes SLOW_BACKEND_SECONDS, nothing leaves
 the process (Django's locmem backend underneath), and each finished send adds a line to
 SLOW_BACKEND_LOG when it is set, so a test can tell how far a worker has gone."""
+
 import os
 import time
 

@@ -4,6 +4,7 @@ the sandbox's SendGrid, Mailgun and Mandrill APIs → signed webhooks → events
 The web server is Django's live test server (in this process); the worker and the sandbox are
 real processes sharing its test database and a file cache, stopped however the tests end.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,20 +12,20 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 from django.core.cache import caches
 from django.test import LiveServerTestCase, override_settings
 
 from mailservice.services.keys import api_key_create
 from sandbox.client import SandboxClient
-from sandbox.providers.sendgrid import DEV_VERIFICATION_KEY as SENDGRID_DEV_VERIFICATION_KEY
 from sandbox.conf import (
     DEFAULT_API_KEYS,
     DEFAULT_WEBHOOK_KEYS,
     DEFAULT_WEBHOOK_SECRET,
 )
+from sandbox.providers.sendgrid import DEV_VERIFICATION_KEY as SENDGRID_DEV_VERIFICATION_KEY
 from tests.e2e.processes import database_url, start_sandbox, start_worker, wait_until
 from tests.failover.base import FAILOVER_BACKEND, sending_through
 
@@ -64,7 +65,12 @@ class EndToEndTests(LiveServerTestCase):
             ANYMAIL=anymail,
             FIRST_WORKING_EMAIL_BACKENDS=CHAIN.split(","),
             FIRST_WORKING_EMAIL_CACHE_TIMEOUT=MEMORY_SECONDS,
-            CACHES={"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(cache_dir)}},
+            CACHES={
+                "default": {
+                    "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                    "LOCATION": str(cache_dir),
+                }
+            },
             TASKS={"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}},
         )
         cls.settings_override.enable()
@@ -99,9 +105,11 @@ class EndToEndTests(LiveServerTestCase):
         from django_tasks_db.models import DBTaskResult
 
         def idle():
-            busy = DBTaskResult.objects.filter(status="RUNNING").exists() or DBTaskResult.objects.filter(
-                status="READY", run_after__lte=timezone.now()
-            ).exists() or DBTaskResult.objects.filter(status="READY", run_after__isnull=True).exists()
+            busy = (
+                DBTaskResult.objects.filter(status="RUNNING").exists()
+                or DBTaskResult.objects.filter(status="READY", run_after__lte=timezone.now()).exists()
+                or DBTaskResult.objects.filter(status="READY", run_after__isnull=True).exists()
+            )
             return not busy
 
         wait_until(idle, timeout=30, what="the worker to finish its due tasks")
@@ -112,7 +120,9 @@ class EndToEndTests(LiveServerTestCase):
 
     def api(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.live_server_url + path, data=data, method=method, headers=self.auth)
+        request = urllib.request.Request(
+            self.live_server_url + path, data=data, method=method, headers=self.auth
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(request, timeout=10) as response:
@@ -177,7 +187,9 @@ class EndToEndTests(LiveServerTestCase):
             message = self.wait_for(self.send(), "sent", "delivered")
             return message if message["provider"] == "sendgrid" else None
 
-        message = wait_until(primary_again, timeout=MEMORY_SECONDS + 10, interval=0.5, what="sendgrid to be used again")
+        message = wait_until(
+            primary_again, timeout=MEMORY_SECONDS + 10, interval=0.5, what="sendgrid to be used again"
+        )
         self.assertEqual(self.providers_tried(message), [("sendgrid", "sent")])
 
     def test_all_down_defers_then_delivers_when_one_returns(self):

@@ -1,6 +1,7 @@
 """Stopping a real `db_worker` in the middle of a batch: SIGTERM finishes the batch in hand; a
 second signal stops it at once and gives back what was never handed to a provider
 (docs/delivery.md, "Leases")."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,9 +12,9 @@ from pathlib import Path
 from django.test import TransactionTestCase, override_settings
 
 from mailservice.models import Message
+from mailservice.schemas import MessageIn
 from mailservice.services.messages import message_accept
 from mailservice.validation import check_message
-from mailservice.schemas import MessageIn
 from tests.e2e.processes import database_url, start_worker, wait_until
 
 MESSAGES = 24
@@ -28,26 +29,34 @@ class WorkerSignalTests(TransactionTestCase):
         self.workdir = Path(tempfile.mkdtemp(prefix="smtest-signals-"))
         self.addCleanup(shutil.rmtree, self.workdir, True)
         self.sends_log = self.workdir / "sends.log"
-        cache = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(self.workdir / "cache")}
+        cache = {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(self.workdir / "cache"),
+        }
         override = override_settings(CACHES={"default": cache})
         override.enable()
         self.addCleanup(override.disable)
         for n in range(MESSAGES):
-            message_accept(draft=check_message(MessageIn.model_validate({"to": f"r{n}@example.com", "text": "x"})))
-        self.worker = start_worker(self.workdir, {
-            "DJANGO_SETTINGS_MODULE": "smtest.settings",
-            "DATABASE_URL": database_url(),
-            "CACHE_URL": f"filecache://{self.workdir / 'cache'}",
-            "TASKS_BACKEND": "database",
-            # DEBUG is off, as in production: a webhook secret and a SECRET_KEY are required.
-            "ANYMAIL_WEBHOOK_SECRET": "signals:test",
-            "SECRET_KEY": "worker-signals-test-" + "k" * 40,
-            "FIRST_WORKING_EMAIL_BACKENDS": "tests.e2e.slow_backend.SlowBackend",
-            "SLOW_BACKEND_SECONDS": str(SEND_SECONDS),
-            "SLOW_BACKEND_LOG": str(self.sends_log),
-            "MAILSERVICE_BATCH_SIZE": str(MESSAGES),
-            "MAILSERVICE_SEND_CONCURRENCY": str(CONCURRENCY),
-        })
+            message_accept(
+                draft=check_message(MessageIn.model_validate({"to": f"r{n}@example.com", "text": "x"}))
+            )
+        self.worker = start_worker(
+            self.workdir,
+            {
+                "DJANGO_SETTINGS_MODULE": "smtest.settings",
+                "DATABASE_URL": database_url(),
+                "CACHE_URL": f"filecache://{self.workdir / 'cache'}",
+                "TASKS_BACKEND": "database",
+                # DEBUG is off, as in production: a webhook secret and a SECRET_KEY are required.
+                "ANYMAIL_WEBHOOK_SECRET": "signals:test",
+                "SECRET_KEY": "worker-signals-test-" + "k" * 40,
+                "FIRST_WORKING_EMAIL_BACKENDS": "tests.e2e.slow_backend.SlowBackend",
+                "SLOW_BACKEND_SECONDS": str(SEND_SECONDS),
+                "SLOW_BACKEND_LOG": str(self.sends_log),
+                "MAILSERVICE_BATCH_SIZE": str(MESSAGES),
+                "MAILSERVICE_SEND_CONCURRENCY": str(CONCURRENCY),
+            },
+        )
         self.addCleanup(self.worker.stop)
 
         def claimed():

@@ -1,4 +1,5 @@
 """Shared set-up for the failover tests: a fresh per-test cache, the ESP mock, a clock."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Batches share connections; many threads sending at once each send every message exactly once."""
+
 import json
 import threading
 from collections import Counter, defaultdict
@@ -20,14 +21,18 @@ class BatchTests(FailoverTestCase):
 
     def test_batch_opens_each_inner_backend_once(self):
         """One requests.Session per provider per batch, however many messages."""
-        with mock.patch.object(SendGridBackend, "create_session", autospec=True, side_effect=lambda self: requests.Session()) as create:
+        with mock.patch.object(
+            SendGridBackend, "create_session", autospec=True, side_effect=lambda self: requests.Session()
+        ) as create:
             self.send(*[self.message(subject=f"m{i}") for i in range(5)])
         self.assertEqual(create.call_count, 1)
 
     def test_explicitly_opened_connection_is_reused_across_batches(self):
         """Within `with connection:` inner backends stay open between send_messages calls."""
         connection = self.connection()
-        with mock.patch.object(SendGridBackend, "create_session", autospec=True, side_effect=lambda self: requests.Session()) as create:
+        with mock.patch.object(
+            SendGridBackend, "create_session", autospec=True, side_effect=lambda self: requests.Session()
+        ) as create:
             with connection:
                 connection.send_messages([self.message()])
                 connection.send_messages([self.message()])

@@ -1,4 +1,5 @@
 """System checks report a broken chain; failover_status shows each provider's state."""
+
 import json
 from io import StringIO
 
@@ -10,7 +11,9 @@ from django.test import SimpleTestCase, override_settings
 from tests.esp import SENDGRID, SENDGRID_KEY
 from tests.failover.base import FailoverTestCase, sending_through
 
-SHARED_CACHE = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/x"}}
+SHARED_CACHE = {
+    "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/x"}
+}
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 FAILOVER = "failover.backends.FirstWorkingEmailBackend"
 
@@ -18,26 +21,45 @@ FAILOVER = "failover.backends.FirstWorkingEmailBackend"
 def check_ids(**settings):
     with override_settings(**settings):
         # Only the tags failover registers under: model checks may query the database.
-        return sorted(m.id for m in run_checks(tags=[Tags.compatibility, Tags.caches]) if m.id.startswith("failover."))
+        return sorted(
+            m.id for m in run_checks(tags=[Tags.compatibility, Tags.caches]) if m.id.startswith("failover.")
+        )
 
 
 class CheckTests(SimpleTestCase):
     def test_healthy_configuration_passes(self):
         """A valid chain on a shared cache raises nothing."""
-        self.assertEqual(check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID], CACHES=SHARED_CACHE), [])
+        self.assertEqual(
+            check_ids(
+                **sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID], CACHES=SHARED_CACHE
+            ),
+            [],
+        )
 
     def test_empty_chain_is_an_error(self):
         """failover.E001 when the backend is used without providers."""
-        self.assertEqual(check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[], CACHES=SHARED_CACHE), ["failover.E001"])
+        self.assertEqual(
+            check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[], CACHES=SHARED_CACHE),
+            ["failover.E001"],
+        )
 
     def test_unimportable_backend_is_an_error(self):
         """failover.E002 names the entry that does not import."""
-        ids = check_ids(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID, "no.such.Backend"], CACHES=SHARED_CACHE)
+        ids = check_ids(
+            **sending_through(FAILOVER),
+            FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID, "no.such.Backend"],
+            CACHES=SHARED_CACHE,
+        )
         self.assertEqual(ids, ["failover.E002"])
 
     def test_missing_api_key_is_found_at_startup(self):
         """failover.E004 names the provider whose backend cannot be built (Anymail's missing key)."""
-        with override_settings(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=["sendgrid"], CACHES=SHARED_CACHE, ANYMAIL={}):
+        with override_settings(
+            **sending_through(FAILOVER),
+            FIRST_WORKING_EMAIL_BACKENDS=["sendgrid"],
+            CACHES=SHARED_CACHE,
+            ANYMAIL={},
+        ):
             messages = [m for m in run_checks(tags=[Tags.compatibility]) if m.id == "failover.E004"]
         self.assertEqual(len(messages), 1)
         self.assertIn("'sendgrid'", messages[0].msg)
@@ -50,7 +72,9 @@ class CheckTests(SimpleTestCase):
             "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
             "OPTIONS": {"use_tls": True, "use_ssl": True, "password": SENDGRID_KEY},
         }
-        with override_settings(**sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[entry], CACHES=SHARED_CACHE):
+        with override_settings(
+            **sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[entry], CACHES=SHARED_CACHE
+        ):
             messages = [m for m in run_checks(tags=[Tags.compatibility]) if m.id == "failover.E004"]
         self.assertEqual(len(messages), 1)
         self.assertIn("'smtp'", messages[0].msg)
@@ -59,7 +83,10 @@ class CheckTests(SimpleTestCase):
     def test_unknown_cache_alias_is_an_error(self):
         """failover.E003 when FIRST_WORKING_EMAIL_CACHE names no cache."""
         ids = check_ids(
-            **sending_through(FAILOVER), FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID], CACHES=SHARED_CACHE, FIRST_WORKING_EMAIL_CACHE="nope"
+            **sending_through(FAILOVER),
+            FIRST_WORKING_EMAIL_BACKENDS=[SENDGRID],
+            CACHES=SHARED_CACHE,
+            FIRST_WORKING_EMAIL_CACHE="nope",
         )
         self.assertEqual(ids, ["failover.E003"])
 
@@ -70,7 +97,11 @@ class CheckTests(SimpleTestCase):
 
     def test_checks_stay_quiet_when_the_backend_is_not_used(self):
         """A project that installs the app but sends otherwise gets no failover errors."""
-        ids = check_ids(**sending_through("django.core.mail.backends.smtp.EmailBackend"), FIRST_WORKING_EMAIL_BACKENDS=[], CACHES=LOCMEM)
+        ids = check_ids(
+            **sending_through("django.core.mail.backends.smtp.EmailBackend"),
+            FIRST_WORKING_EMAIL_BACKENDS=[],
+            CACHES=LOCMEM,
+        )
         self.assertEqual(ids, [])
 
 

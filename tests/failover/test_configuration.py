@@ -1,4 +1,5 @@
 """FIRST_WORKING_EMAIL_BACKENDS entries, names, timeouts and Django 6.1 MAILERS aliases."""
+
 from unittest import skipUnless
 
 import django
@@ -110,7 +111,10 @@ class TimeoutTests(FailoverTestCase):
 
     def test_smtp_backend_gets_the_read_timeout(self):
         """Django's SMTP backend takes a single timeout: the read timeout."""
-        smtp = {"BACKEND": "django.core.mail.backends.smtp.EmailBackend", "OPTIONS": {"host": "localhost", "port": 25}}
+        smtp = {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "localhost", "port": 25},
+        }
         (provider,) = load_providers([smtp])
         self.assertEqual(provider.build((1.0, 7.0)).timeout, 7.0)
 
@@ -124,7 +128,7 @@ class GetConnectionOptionsTests(FailoverTestCase):
         self.assertEqual(message.failover_provider, "mailgun")
 
 
-@skipUnless(HAS_MAILERS, "MAILERS arrives in Django 6.1; this run has Django %s" % django.get_version())
+@skipUnless(HAS_MAILERS, f"MAILERS arrives in Django 6.1; this run has Django {django.get_version()}")
 class MailersTests(FailoverTestCase):
     def mailers(self):
         return {
@@ -132,7 +136,10 @@ class MailersTests(FailoverTestCase):
                 "BACKEND": "failover.backends.FirstWorkingEmailBackend",
                 "OPTIONS": {"backends": ["transactional", "backup"]},
             },
-            "transactional": {"BACKEND": "anymail.backends.sendgrid.EmailBackend", "OPTIONS": SENDGRID["OPTIONS"]},
+            "transactional": {
+                "BACKEND": "anymail.backends.sendgrid.EmailBackend",
+                "OPTIONS": SENDGRID["OPTIONS"],
+            },
             "backup": {"BACKEND": "anymail.backends.mailgun.EmailBackend", "OPTIONS": MAILGUN["OPTIONS"]},
         }
 

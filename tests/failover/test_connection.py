@@ -1,5 +1,6 @@
 """The failover backend as a drop-in Django connection: sessions, copies, send_mail through any
 inner backend, Anymail's exception contract, and one-line attempt records."""
+
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -112,7 +113,11 @@ class SendMailTests(FailoverTestCase):
     def test_send_mail_through_the_file_backend(self):
         """The file backend writes the message."""
         with tempfile.TemporaryDirectory() as folder:
-            entry = {"NAME": "file", "BACKEND": "django.core.mail.backends.filebased.EmailBackend", "OPTIONS": {"file_path": folder}}
+            entry = {
+                "NAME": "file",
+                "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                "OPTIONS": {"file_path": folder},
+            }
             with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[entry]):
                 self.assertEqual(mail.send_mail("Hi", "Body", "app@example.com", ["user@example.net"]), 1)
             self.assertIn("Subject: Hi", "".join(path.read_text() for path in Path(folder).iterdir()))
@@ -126,7 +131,11 @@ class SendMailTests(FailoverTestCase):
 
     def test_send_mail_through_smtp(self):
         """The SMTP backend gets the message (an SMTP server stand-in answers)."""
-        entry = {"NAME": "smtp", "BACKEND": "django.core.mail.backends.smtp.EmailBackend", "OPTIONS": {"host": "smtp.test"}}
+        entry = {
+            "NAME": "smtp",
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "smtp.test"},
+        }
         with mock.patch("smtplib.SMTP") as smtp, self.settings(FIRST_WORKING_EMAIL_BACKENDS=[entry]):
             self.assertEqual(mail.send_mail("Hi", "Body", "app@example.com", ["user@example.net"]), 1)
         self.assertEqual(smtp.return_value.sendmail.call_count, 1)
@@ -139,7 +148,8 @@ class SendMailTests(FailoverTestCase):
 
 class ExceptionContractTests(FailoverTestCase):
     def test_all_providers_failed_is_an_anymail_api_error(self):
-        """Code written for one Anymail backend (`except AnymailAPIError`) still catches the chain's failure."""
+        """Code written for one Anymail backend (`except AnymailAPIError`) still catches the
+        chain's failure."""
         for name in ("sendgrid", "mailgun", "mandrill"):
             self.esp.fail(name, 503)
         with self.assertRaises(AnymailAPIError) as caught:

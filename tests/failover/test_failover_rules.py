@@ -1,4 +1,6 @@
-"""Which errors move a message to the next provider, and which are final (docs/failover.md, "What happens to a message")."""
+"""Which errors move a message to the next provider, and which are final (docs/failover.md,
+"What happens to a message")."""
+
 import requests
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 from django.core.mail import EmailMultiAlternatives
@@ -86,7 +88,10 @@ class ProviderErrorTests(FailoverTestCase):
 
     def test_missing_provider_configuration_fails_over(self):
         """A provider whose backend cannot be built (no API key) is skipped with its reason."""
-        self.chain = [{"NAME": "sendgrid", "BACKEND": "sendgrid", "OPTIONS": {"api_url": "https://x.test/"}}, MAILGUN]
+        self.chain = [
+            {"NAME": "sendgrid", "BACKEND": "sendgrid", "OPTIONS": {"api_url": "https://x.test/"}},
+            MAILGUN,
+        ]
         with self.settings(FIRST_WORKING_EMAIL_BACKENDS=self.chain):
             attempt = self.assert_failed_over("ProviderBuildError")
         self.assertIn("SENDGRID_API_KEY", attempt.error)
@@ -141,7 +146,8 @@ class MessageErrorTests(FailoverTestCase):
             self.esp.answer(
                 "mandrill",
                 200,
-                '[{"email": "user@example.net", "status": "rejected", "_id": "x", "reject_reason": "hard-bounce"}]',
+                '[{"email": "user@example.net", "status": "rejected", "_id": "x",'
+                ' "reject_reason": "hard-bounce"}]',
             )
             message = self.message()
             with self.assertRaises(AnymailRecipientsRefused):

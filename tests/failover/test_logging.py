@@ -1,4 +1,5 @@
 """One structured log line per attempt and per state change, without secrets or bodies."""
+
 from tests.esp import SENDGRID_KEY
 from tests.failover.base import FailoverTestCase
 
@@ -24,7 +25,11 @@ class LoggingTests(FailoverTestCase):
         self.esp.down("sendgrid")
         with self.assertLogs("failover.backends", "DEBUG") as logs:
             self.send(self.message())
-        levels = {r.getMessage().split(" duration")[0]: r.levelname for r in logs.records if "attempt" in r.getMessage()}
+        levels = {
+            r.getMessage().split(" duration")[0]: r.levelname
+            for r in logs.records
+            if "attempt" in r.getMessage()
+        }
         self.assertEqual(levels["failover attempt provider=sendgrid outcome=provider_error"], "WARNING")
         self.assertEqual(levels["failover attempt provider=mailgun outcome=sent"], "INFO")
 

@@ -1,4 +1,5 @@
 """The remembered working provider: shared through the cache, forgotten after the timeout."""
+
 from unittest import mock
 
 from django.core.cache import caches
@@ -92,9 +93,10 @@ class MemoryTests(FailoverTestCase):
     def test_one_cache_read_per_batch_and_no_write_when_healthy(self):
         """A healthy batch of 5 reads the cache once and never writes it."""
         cache = caches["default"]
-        with mock.patch.object(type(cache), "get", wraps=cache.get) as get, mock.patch.object(
-            type(cache), "set", wraps=cache.set
-        ) as set_:
+        with (
+            mock.patch.object(type(cache), "get", wraps=cache.get) as get,
+            mock.patch.object(type(cache), "set", wraps=cache.set) as set_,
+        ):
             self.send(*[self.message(subject=f"m{i}") for i in range(5)])
         self.assertEqual(get.call_count, 1)
         self.assertEqual(set_.call_count, 0)
@@ -134,7 +136,9 @@ class StateSignalTests(FailoverTestCase):
 
     def test_provider_attempted_fires_for_every_try(self):
         """provider_attempted carries the provider, the message and the attempt."""
-        seen = self.listen(signals.provider_attempted, lambda provider, attempt, **kw: (provider, attempt.outcome))
+        seen = self.listen(
+            signals.provider_attempted, lambda provider, attempt, **kw: (provider, attempt.outcome)
+        )
         self.esp.fail("sendgrid", 503)
         self.send(self.message())
         self.assertEqual(seen, [("sendgrid", "provider_error"), ("mailgun", "sent")])
@@ -155,9 +159,12 @@ class UnreachableCacheTests(FailoverTestCase):
         cache = caches["default"]
         down = ConnectionError("Error 111 connecting to redis")
         self.esp.fail("sendgrid", 503)
-        with mock.patch.object(cache, "get", side_effect=down), mock.patch.object(cache, "set", side_effect=down), \
-                mock.patch.object(cache, "add", side_effect=down), \
-                self.assertLogs("failover.memory", "WARNING") as logs:
+        with (
+            mock.patch.object(cache, "get", side_effect=down),
+            mock.patch.object(cache, "set", side_effect=down),
+            mock.patch.object(cache, "add", side_effect=down),
+            self.assertLogs("failover.memory", "WARNING") as logs,
+        ):
             messages = [self.message() for _ in range(3)]
             self.assertEqual(self.send(*messages), 3)
         self.assertEqual([m.failover_provider for m in messages], ["mailgun"] * 3)

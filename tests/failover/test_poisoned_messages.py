@@ -2,6 +2,7 @@
 errors raised before a byte reaches the network are the message's (local_error), whatever
 their class; only the provider's answers, or their absence, judge a provider. Real payloads go
 through the real Anymail backends; `responses` answers whatever reaches HTTP."""
+
 from __future__ import annotations
 
 import base64
@@ -172,7 +173,9 @@ class NetworkReachedTests(FailoverTestCase):
     def test_watch_sees_a_connection_only_in_its_own_thread(self):
         """A socket connected in another thread does not count for this thread's watch."""
         with NetworkWatch() as watch:
-            worker = threading.Thread(target=lambda: socket.create_connection(("127.0.0.1", self.server.port)).close())
+            worker = threading.Thread(
+                target=lambda: socket.create_connection(("127.0.0.1", self.server.port)).close()
+            )
             worker.start()
             worker.join()
         self.assertFalse(watch.reached)
@@ -186,8 +189,13 @@ class NetworkReachedTests(FailoverTestCase):
 class ClassificationTests(FailoverTestCase):
     def test_errors_before_the_network_are_local_whatever_their_class(self):
         """Raised with nothing sent: local_error, for content errors and others alike."""
-        for error in (RecursionError(), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
-                      email.errors.HeaderParseError(), TypeError("x"), RuntimeError("bug")):
+        for error in (
+            RecursionError(),
+            UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
+            email.errors.HeaderParseError(),
+            TypeError("x"),
+            RuntimeError("bug"),
+        ):
             with self.subTest(error=type(error).__name__):
                 self.assertEqual(classify(error, reached_network=False), Outcome.LOCAL_ERROR)
 
@@ -198,8 +206,11 @@ class ClassificationTests(FailoverTestCase):
         class SdkError(Exception):
             pass
 
-        for transport in (requests.ConnectionError("Name or service not known"), ConnectionRefusedError(111, "refused"),
-                          socket.gaierror(-2, "Name or service not known")):
+        for transport in (
+            requests.ConnectionError("Name or service not known"),
+            ConnectionRefusedError(111, "refused"),
+            socket.gaierror(-2, "Name or service not known"),
+        ):
             with self.subTest(transport=type(transport).__name__):
                 try:
                     try:
@@ -237,7 +248,9 @@ class ConfigurationErrorTests(FailoverTestCase):
         """The first provider's own error, not a later one's, with every attempt on it."""
         unbuildable = {"NAME": "sendgrid", "BACKEND": "sendgrid", "OPTIONS": {}}
         broken = {"NAME": "broken", "BACKEND": "django.core.mail.backends.filebased.EmailBackend"}
-        with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[unbuildable, broken], ANYMAIL={}, EMAIL_FILE_PATH=None):
+        with self.settings(
+            FIRST_WORKING_EMAIL_BACKENDS=[unbuildable, broken], ANYMAIL={}, EMAIL_FILE_PATH=None
+        ):
             message = self.message()
             with self.assertRaises(AnymailConfigurationError) as caught:
                 self.send(message)
@@ -287,6 +300,3 @@ class CallerOpenedSessionTests(FailoverTestCase):
             backends.append(connection._pool.retired[-1][1])
         self.assertEqual([name for name, _ in connection._pool.retired], ["sendgrid"])
         self.assertEqual([backend.session is None for backend in backends], [True, True, False])
-
-
-

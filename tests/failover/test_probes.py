@@ -1,5 +1,6 @@
 """Provider health beyond a timer: probes back to a recovered provider, Retry-After, send-rate
 caps, message-specific local errors, and the `failover` signal. All on an injected clock."""
+
 from io import StringIO
 
 from django.core.management import call_command
@@ -103,7 +104,8 @@ class RetryAfterTests(FailoverTestCase):
         self.esp.behaviour[name] = (status, headers, '{"errors": [{"message": "slow down"}]}')
 
     def test_429_skips_the_provider_exactly_as_long_as_asked(self):
-        """A 429 with Retry-After: 30 sends to the next provider, skips the first for 30 s, then tries it again."""
+        """A 429 with Retry-After: 30 sends to the next provider, skips the first for 30 s, then
+        tries it again."""
         failed = SignalRecorder(self, signals.provider_failed)
         self.slow_down("sendgrid")
         message = self.message()
@@ -153,7 +155,8 @@ class RetryAfterTests(FailoverTestCase):
         self.assertEqual(self.connection().provider_states()[0]["retry_after_until"], self.clock.now + 600)
 
     def test_retry_after_wins_over_the_probe(self):
-        """A failing provider that answers its probe with Retry-After is not probed again until the wait ends."""
+        """A failing provider that answers its probe with Retry-After is not probed again until
+        the wait ends."""
         self.esp.down("sendgrid")
         self.send(self.message())
         self.clock.advance(60)
@@ -175,7 +178,10 @@ class RetryAfterTests(FailoverTestCase):
         with self.assertRaises(AllProvidersFailed) as caught:
             self.send(self.message())
         self.assertEqual(self.esp.total_calls(), calls)
-        self.assertEqual(caught.exception.skipped, {"sendgrid": "retry_after", "mailgun": "retry_after", "mandrill": "retry_after"})
+        self.assertEqual(
+            caught.exception.skipped,
+            {"sendgrid": "retry_after", "mailgun": "retry_after", "mandrill": "retry_after"},
+        )
 
     def test_failover_status_shows_the_wait(self):
         """failover_status prints the Retry-After deadline."""
@@ -232,13 +238,16 @@ class LocalErrorTests(FailoverTestCase):
             self.send(message)
             self.assertEqual(message.failover_provider, "sendgrid")
             self.assertEqual(message.failover_attempts[0].outcome, Outcome.LOCAL_ERROR)
-            self.assertEqual([row["state"] for row in self.connection().provider_states()], ["active", "standby"])
+            self.assertEqual(
+                [row["state"] for row in self.connection().provider_states()], ["active", "standby"]
+            )
             plain = self.message()
             self.send(plain)
             self.assertEqual(plain.failover_provider, "locmem")
 
     def test_local_error_with_a_provider_skipped_is_retried_later(self):
-        """A provider passed over (rate-limited, waiting) may still take it: AllProvidersFailed, not the message's fault."""
+        """A provider passed over (rate-limited, waiting) may still take it: AllProvidersFailed,
+        not the message's fault."""
         from failover.exceptions import AllProvidersFailed
 
         limited = {**SENDGRID, "OPTIONS": {**SENDGRID["OPTIONS"], "RATE_LIMIT": "1/m"}}
@@ -255,12 +264,16 @@ class LocalErrorTests(FailoverTestCase):
         from tests.esp import MANDRILL
 
         with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[MANDRILL, SENDGRID]):
-            message = EmailMultiAlternatives(subject="s", body="b", from_email="a@example.com", to=["u@example.net"])
+            message = EmailMultiAlternatives(
+                subject="s", body="b", from_email="a@example.com", to=["u@example.net"]
+            )
             message.attach_alternative("<p>one</p>", "text/html")
             message.attach_alternative("<p>two</p>", "text/html")  # Mandrill takes one HTML part
             self.send(message)
             self.assertEqual(message.failover_attempts[0].outcome, Outcome.LOCAL_ERROR)
-            self.assertEqual([row["state"] for row in self.connection().provider_states()], ["active", "standby"])
+            self.assertEqual(
+                [row["state"] for row in self.connection().provider_states()], ["active", "standby"]
+            )
 
     def test_local_error_everywhere_is_the_messages_error(self):
         """When no provider's backend can encode it, its own error is raised, not AllProvidersFailed."""

@@ -1,4 +1,5 @@
 """What the project's log handlers write, for tests of what reaches a log line."""
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,9 @@ class ProjectLogOutput:
             handler.setFormatter(formatter)
             handler.addFilter(import_string(masking)())
             self.handlers.append(handler)
-        loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+        loggers = [logging.getLogger()] + [
+            logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+        ]
         self.levels = {logger: logger.level for logger in loggers}
         # Loggers that do not propagate are watched directly.
         self.watched = [logging.getLogger()] + [logger for logger in loggers[1:] if not logger.propagate]

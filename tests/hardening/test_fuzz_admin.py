@@ -1,6 +1,7 @@
 """No 5xx from the admin's change lists, whatever their query string (docs/security.md, "The
 admin"): every parameter of every registered ModelAdmin's list filters, date hierarchy, search,
 ordering and pages, and the date parts of every date field, each with hostile values."""
+
 from __future__ import annotations
 
 import logging
@@ -119,7 +120,9 @@ class FuzzAdminChangelistTests(GatewayMixin, TestCase):
                 continue
             url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
             for combination in combinations:
-                params = {f"{model_admin.date_hierarchy}__{part}": value for part, value in combination.items()}
+                params = {
+                    f"{model_admin.date_hierarchy}__{part}": value for part, value in combination.items()
+                }
                 with self.subTest(url=url, params=params):
                     self.assertLess(self.client.get(url, params).status_code, 500)
 

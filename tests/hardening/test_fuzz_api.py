@@ -7,6 +7,7 @@ has every scope. Each answer must not be a 5xx, must have a documented status co
 type, and must match the documented response schema. Deterministic (derandomized, no example
 database); the budget keeps the file well under a minute and a half on two cores.
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,7 +82,11 @@ class FuzzApiTests(TestCase):
             # Negative inputs need something the schema constrains: a query or a body (a path's
             # string parameter takes any string).
             negatable = len(operation.query) > 0 or len(operation.body) > 0
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if negatable else (GenerationMode.POSITIVE,):
+            for mode in (
+                (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+                if negatable
+                else (GenerationMode.POSITIVE,)
+            ):
                 runs += 1
                 with self.subTest(operation=operation.label, mode=mode.value):
                     self._fuzz(operation, mode, statuses)

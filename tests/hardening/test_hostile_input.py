@@ -1,10 +1,11 @@
 """Each hostile input of the probe (issue "Hardening") gets a JSON 4xx on its field and stores
 nothing; the limits are checked before expensive work (docs/security.md, "Input limits")."""
+
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 import time
+from datetime import UTC, datetime
 
 from django.test import TestCase, override_settings
 
@@ -28,10 +29,14 @@ class ControlCharacterTests(GatewayMixin, TestCase):
         self.assert_each_refused(lambda c: {**VALID, "subject": f"Hi{c}there"}, "subject")
 
     def test_header_value(self):
-        self.assert_each_refused(lambda c: {**VALID, "headers": {"X-Campaign": f"a{c}b"}}, "headers.X-Campaign")
+        self.assert_each_refused(
+            lambda c: {**VALID, "headers": {"X-Campaign": f"a{c}b"}}, "headers.X-Campaign"
+        )
 
     def test_header_name(self):
-        self.assert_each_refused(lambda c: {**VALID, "headers": {f"X-A{c}": "v"}}, lambda c: f"headers.X-A{c}")
+        self.assert_each_refused(
+            lambda c: {**VALID, "headers": {f"X-A{c}": "v"}}, lambda c: f"headers.X-A{c}"
+        )
 
     def test_display_names(self):
         for field in ("to", "cc", "bcc", "reply_to"):
@@ -46,7 +51,10 @@ class ControlCharacterTests(GatewayMixin, TestCase):
             "attachments[0].filename",
         )
         self.assert_each_refused(
-            lambda c: {**VALID, "attachments": [{"filename": "a.png", "content": "aGk=", "content_id": f"l{c}"}]},
+            lambda c: {
+                **VALID,
+                "attachments": [{"filename": "a.png", "content": "aGk=", "content_id": f"l{c}"}],
+            },
             "attachments[0].content_id",
         )
 
@@ -56,7 +64,9 @@ class ControlCharacterTests(GatewayMixin, TestCase):
 
     def test_line_break_messages_are_kept(self):
         self.assert_refused(self.post_message({**VALID, "subject": "a\nb"}), 422, "subject", "Line breaks")
-        self.assert_refused(self.post_message({**VALID, "headers": {"X-A\r": "v"}}), 422, "headers.X-A\r", "Line breaks")
+        self.assert_refused(
+            self.post_message({**VALID, "headers": {"X-A\r": "v"}}), 422, "headers.X-A\r", "Line breaks"
+        )
 
     def test_send_url_refuses_them_too(self):
         """GET /?to=…&subject=… goes through the same validation."""
@@ -65,7 +75,10 @@ class ControlCharacterTests(GatewayMixin, TestCase):
         response = self.client.post("/", {"to": "Jo\x1fe <jane@example.com>", "text": "x"}, **self.auth)
         self.assert_refused(response, 422, "to[0]")
         response = self.client.post(
-            "/", json.dumps({**VALID, "headers": {"X-A": "\x00"}}), content_type="application/json", **self.auth
+            "/",
+            json.dumps({**VALID, "headers": {"X-A": "\x00"}}),
+            content_type="application/json",
+            **self.auth,
         )
         self.assert_refused(response, 422, "headers.X-A")
 
@@ -106,7 +119,9 @@ class CalendarEdgeTests(GatewayMixin, TestCase):
     def test_send_at_at_the_edges(self):
         for value in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "9999-06-01T00:00:00Z"):
             with self.subTest(value):
-                self.assert_refused(self.post_message({**VALID, "send_at": value}), 422, "send_at", "must lie between")
+                self.assert_refused(
+                    self.post_message({**VALID, "send_at": value}), 422, "send_at", "must lie between"
+                )
 
     def test_send_at_in_range_is_accepted(self):
         for value in ("0001-01-01T00:00:00Z", "9998-12-31T00:00:00+01:00"):
@@ -140,8 +155,12 @@ class CalendarEdgeTests(GatewayMixin, TestCase):
                 self.assertEqual(response.json()["items"], [])
 
     def test_nul_in_filters(self):
-        self.assert_refused(self.client.get("/api/messages", {"recipient": "a\x00"}, **self.auth), 422, "recipient")
-        self.assert_refused(self.client.get("/api/suppressions", {"address": "a\x00"}, **self.auth), 422, "address")
+        self.assert_refused(
+            self.client.get("/api/messages", {"recipient": "a\x00"}, **self.auth), 422, "recipient"
+        )
+        self.assert_refused(
+            self.client.get("/api/suppressions", {"address": "a\x00"}, **self.auth), 422, "address"
+        )
 
 
 @gateway_settings(MAILSERVICE_API_RATE_LIMIT="0")
@@ -210,7 +229,11 @@ class OpenApiExampleTests(GatewayMixin, TestCase):
                     self.assertIn("example", component)
                     self.assertEqual(component["examples"], [component["example"]])
                     response = self.client.generic(
-                        method.upper(), path, json.dumps(component["example"]), content_type="application/json", **self.auth
+                        method.upper(),
+                        path,
+                        json.dumps(component["example"]),
+                        content_type="application/json",
+                        **self.auth,
                     )
                     self.assertIn(response.status_code, (200, 201, 202), response.content)
                     posted += 1

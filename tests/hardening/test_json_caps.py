@@ -1,6 +1,7 @@
 """Caps on the free-form JSON fields and on a body's shape (docs/security.md, "Input limits"):
 each cap is a 422 on its field before any row is written, and a hostile body (millions of
 keys, deep nesting) is refused on its bytes, fast, without a 500."""
+
 from __future__ import annotations
 
 import functools
@@ -33,7 +34,9 @@ def two_million_keys() -> str:
 
 
 def deep_objects() -> str:
-    return '{"to": "jane@example.com", "text": "x", "metadata": ' + '{"a":' * LEVELS + "1" + "}" * LEVELS + "}"
+    return (
+        '{"to": "jane@example.com", "text": "x", "metadata": ' + '{"a":' * LEVELS + "1" + "}" * LEVELS + "}"
+    )
 
 
 def deep_lists() -> str:
@@ -52,18 +55,24 @@ class FieldCapTests(GatewayMixin, TestCase):
     def test_metadata_over_its_byte_limit_is_a_422_on_metadata(self):
         """Metadata over MAILSERVICE_MAX_METADATA_BYTES (10,000) as JSON is refused on `metadata`."""
         metadata = {f"k{i}": "x" * 500 for i in range(25)}
-        self.assert_refused(self.post_message({**VALID, "metadata": metadata}), 422, "metadata", "10000 bytes")
+        self.assert_refused(
+            self.post_message({**VALID, "metadata": metadata}), 422, "metadata", "10000 bytes"
+        )
 
     def test_metadata_over_its_key_limit_is_a_422_on_metadata(self):
         """More than MAILSERVICE_MAX_METADATA_KEYS (100) keys is refused on `metadata`."""
         metadata = {f"k{i}": i for i in range(101)}
-        self.assert_refused(self.post_message({**VALID, "metadata": metadata}), 422, "metadata", "at most 100 keys")
+        self.assert_refused(
+            self.post_message({**VALID, "metadata": metadata}), 422, "metadata", "at most 100 keys"
+        )
 
     def test_keys_are_counted_at_every_level_with_list_items(self):
         """Keys hidden one level down, or list items, count against the limit too."""
         for metadata in ({"a": {f"k{i}": i for i in range(100)}}, {"a": list(range(100))}):
             with self.subTest(metadata=str(metadata)[:30]):
-                self.assert_refused(self.post_message({**VALID, "metadata": metadata}), 422, "metadata", "at most 100")
+                self.assert_refused(
+                    self.post_message({**VALID, "metadata": metadata}), 422, "metadata", "at most 100"
+                )
 
     def test_a_long_string_is_a_422_naming_its_path(self):
         """A metadata string over 1,000 characters is refused on `metadata`, naming where it is."""
@@ -80,7 +89,9 @@ class FieldCapTests(GatewayMixin, TestCase):
         big = {"block": "x" * 50_000}
         self.assert_refused(self.post_message({**VALID, "metadata": big}), 422, "metadata")
         too_long = {"block": "x" * (MAX_MERGE_DATA_STRING + 1)}
-        self.assert_refused(self.post_message({**VALID, "merge_global_data": too_long}), 422, "merge_global_data")
+        self.assert_refused(
+            self.post_message({**VALID, "merge_global_data": too_long}), 422, "merge_global_data"
+        )
         self.assertEqual(self.post_message({**VALID, "merge_global_data": big}).status_code, 202)
 
     @override_settings(MAILSERVICE_MAX_MERGE_DATA_KEYS=10, MAILSERVICE_MAX_MERGE_DATA_BYTES=200)
@@ -90,7 +101,9 @@ class FieldCapTests(GatewayMixin, TestCase):
         response = self.post_message({**VALID, "merge_global_data": many})
         self.assert_refused(response, 422, "merge_global_data", "at most 10")
         per_recipient = {"jane@example.com": {"text": "y" * 250}}
-        self.assert_refused(self.post_message({**VALID, "merge_data": per_recipient}), 422, "merge_data", "200 bytes")
+        self.assert_refused(
+            self.post_message({**VALID, "merge_data": per_recipient}), 422, "merge_data", "200 bytes"
+        )
 
     def test_bytes_are_counted_in_utf8(self):
         """The byte limit counts UTF-8 bytes, not characters: 4,000 euro signs are 12,000 bytes."""
@@ -120,7 +133,9 @@ class FieldCapTests(GatewayMixin, TestCase):
 class CapProblemTests(SimpleTestCase):
     def test_every_free_form_field_has_caps_template_data_included(self):
         """metadata, merge_data, merge_global_data and template_data each have caps."""
-        self.assertEqual(set(FREE_FORM_FIELDS), {"metadata", "merge_data", "merge_global_data", "template_data"})
+        self.assertEqual(
+            set(FREE_FORM_FIELDS), {"metadata", "merge_data", "merge_global_data", "template_data"}
+        )
         self.assertEqual(field_caps("template_data"), field_caps("merge_global_data"))
 
     def test_a_value_far_over_the_keys_cap_costs_no_more_than_one_at_it(self):
@@ -155,7 +170,8 @@ class HostileBodyTests(GatewayMixin, TestCase):
         self.assertLess(elapsed, 2.0)
 
     def test_100000_levels_of_objects_are_a_422_on_the_field(self):
-        """Objects nested 100,000 deep (a 400 "not valid JSON" before): 422 on `metadata`, no RecursionError."""
+        """Objects nested 100,000 deep: 422 on `metadata` (not a 400 "not valid JSON"), no
+        RecursionError."""
         response, elapsed = self.timed(deep_objects())
         self.assert_refused(response, 422, "metadata", f"more than {MAX_JSON_DEPTH} levels")
         self.assertLess(elapsed, 1.0)
@@ -190,7 +206,7 @@ class HostileBodyTests(GatewayMixin, TestCase):
 class BodyShapeTests(SimpleTestCase):
     def test_values_and_depth_are_read_outside_strings(self):
         """Brackets, commas and quotes inside strings (escaped ones too) do not count."""
-        raw = json.dumps({"a": "[[{,,\"]]", "b": [1, {"c": "\\\"{"}]}).encode()
+        raw = json.dumps({"a": '[[{,,"]]', "b": [1, {"c": '\\"{'}]}).encode()
         shape = body_shape(raw, max_values=1000)
         self.assertEqual((shape.balanced, shape.depth), (True, 3))
         self.assertEqual(shape.values, 6)  # two commas, the body, a list, an object, and one

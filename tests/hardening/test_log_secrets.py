@@ -1,6 +1,7 @@
 """Every configured secret is masked by its value in every log line, whatever its characters
 and however it is spelt there (docs/security.md, "Secrets"): the message and its arguments, the
 traceback, the stack and the `extra=` fields, in text and in JSON."""
+
 import base64
 import json
 import logging
@@ -17,7 +18,13 @@ from django.test import SimpleTestCase, TestCase, override_settings
 
 from mailservice import logfilters
 from tests.hardening.logs import ProjectLogOutput
-from tests.webhooks.payloads import MANDRILL_URL, SENDGRID_URL, WEBHOOK_PROVIDERS, WEBHOOK_SETTINGS, mandrill_event
+from tests.webhooks.payloads import (
+    MANDRILL_URL,
+    SENDGRID_URL,
+    WEBHOOK_PROVIDERS,
+    WEBHOOK_SETTINGS,
+    mandrill_event,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # A slash, a space and an at sign: a URL's credentials end at the first of them, so a pattern
@@ -37,7 +44,12 @@ def spellings(secret: str) -> list[str]:
     encoded = quote(secret, safe="")
     lower_hex = re.sub("%[0-9A-F]{2}", lambda match: match.group().lower(), encoded)
     return [
-        secret, encoded, lower_hex, quote(secret, safe=":/"), quote_plus(secret), quote_plus(secret, safe=":"),
+        secret,
+        encoded,
+        lower_hex,
+        quote(secret, safe=":/"),
+        quote_plus(secret),
+        quote_plus(secret, safe=":"),
         secret.replace("/", "\\/"),
     ]
 
@@ -58,8 +70,11 @@ class WebhookSecretInLogsTests(TestCase):
         params = {"mandrill_events": json.dumps([mandrill_event("send", "a@example.net", "md-1")])}
         with ProjectLogOutput() as logs:
             response = self.client.post(
-                MANDRILL_URL, data=urlencode(params), content_type="application/x-www-form-urlencoded",
-                HTTP_X_MANDRILL_SIGNATURE="forged", **basic_auth(SECRET),
+                MANDRILL_URL,
+                data=urlencode(params),
+                content_type="application/x-www-form-urlencoded",
+                HTTP_X_MANDRILL_SIGNATURE="forged",
+                **basic_auth(SECRET),
             )
         self.assertEqual(response.status_code, 400)
         self.assertIn("incorrect signature (for url 'http://***@testserver/anymail/mandrill/')", logs.text)
@@ -86,8 +101,11 @@ class WebhookSecretInLogsTests(TestCase):
                 raise ValueError(f"refused http://{SECRET}@example.net/hook")
             except ValueError:
                 LOGGER.error(
-                    "posting to %s failed", f"http://{quote(SECRET, safe=':')}@example.net/hook", exc_info=True,
-                    stack_info=True, extra={"url": SECRET, "tried": [PASSWORD], "auth": {"basic": SECRET}},
+                    "posting to %s failed",
+                    f"http://{quote(SECRET, safe=':')}@example.net/hook",
+                    exc_info=True,
+                    stack_info=True,
+                    extra={"url": SECRET, "tried": [PASSWORD], "auth": {"basic": SECRET}},
                 )
         self.assert_nothing_of_the_secret(logs.both)
         entry = json.loads(logs.json)
@@ -114,11 +132,15 @@ class ConfiguredSecretsTests(TestCase):
     @override_settings(
         SECRET_KEY="django-secret/with spaces@and-more-0123456789",
         SECRET_KEY_FALLBACKS=["previous/secret key@0123"],
-        ANYMAIL={"SENDGRID_API_KEY": "SG.sendgrid/key with@signs", "MAILGUN_WEBHOOK_SIGNING_KEY": "mg signing/key@1"},
+        ANYMAIL={
+            "SENDGRID_API_KEY": "SG.sendgrid/key with@signs",
+            "MAILGUN_WEBHOOK_SIGNING_KEY": "mg signing/key@1",
+        },
         MAILSERVICE_METRICS_TOKEN="metrics token/with@signs",
         FIRST_WORKING_EMAIL_BACKENDS=[
             {
-                "NAME": "mailgun-eu", "BACKEND": "mailgun",
+                "NAME": "mailgun-eu",
+                "BACKEND": "mailgun",
                 "OPTIONS": {"api_key": "mg-eu key/with@signs", "sender_domain": "eu.example"},
             },
         ],
@@ -138,8 +160,13 @@ class ConfiguredSecretsTests(TestCase):
         """SECRET_KEY and its fallbacks, Anymail keys, the metrics token, a failover entry's
         OPTIONS, cache and queue URL passwords: masked as they are and percent-encoded."""
         secrets = [
-            "django-secret/with spaces@and-more-0123456789", "previous/secret key@0123", "SG.sendgrid/key with@signs",
-            "mg signing/key@1", "metrics token/with@signs", "mg-eu key/with@signs", "cache/pass@word",
+            "django-secret/with spaces@and-more-0123456789",
+            "previous/secret key@0123",
+            "SG.sendgrid/key with@signs",
+            "mg signing/key@1",
+            "metrics token/with@signs",
+            "mg-eu key/with@signs",
+            "cache/pass@word",
             "queue pass/word",
         ]
         with ProjectLogOutput() as logs:
@@ -166,7 +193,9 @@ class ConfiguredSecretsTests(TestCase):
         """Many records cost one gathering of the settings' secrets; a setting that changes
         (override_settings) makes the next record gather them again."""
         logfilters._secrets.forget()
-        with mock.patch.object(logfilters, "configured_secrets", wraps=logfilters.configured_secrets) as gathered:
+        with mock.patch.object(
+            logfilters, "configured_secrets", wraps=logfilters.configured_secrets
+        ) as gathered:
             with ProjectLogOutput():
                 for index in range(200):
                     LOGGER.info("record %s", index)
@@ -184,7 +213,9 @@ class ConfiguredSecretsTests(TestCase):
         """Both handlers of LOGGING (the console and the development server's) mask secrets."""
         for name in ("console", "django.server"):
             self.assertIn("mask_secrets", settings.LOGGING["handlers"][name]["filters"])
-        self.assertEqual(settings.LOGGING["filters"]["mask_secrets"]["()"], "mailservice.logfilters.MaskSecrets")
+        self.assertEqual(
+            settings.LOGGING["filters"]["mask_secrets"]["()"], "mailservice.logfilters.MaskSecrets"
+        )
 
 
 class BeforeSettingsTests(SimpleTestCase):
@@ -195,13 +226,19 @@ class BeforeSettingsTests(SimpleTestCase):
             "import logging\n"
             "from django.conf import settings\n"
             "from mailservice.logfilters import MaskSecrets\n"
-            "record = logging.LogRecord('x', logging.INFO, 'probe', 1, 'key %s', ('smt_ABCDEFGHsecretsecret',), None)\n"
+            "record = logging.LogRecord(\n"
+            "    'x', logging.INFO, 'probe', 1, 'key %s', ('smt_ABCDEFGHsecretsecret',), None\n"
+            ")\n"
             "MaskSecrets().filter(record)\n"
             "print(record.getMessage(), settings.configured)\n"
         )
         keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
         result = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**keep, "DJANGO_SETTINGS_MODULE": "smtest.settings", "PYTHONDONTWRITEBYTECODE": "1"},
         )
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -223,8 +260,14 @@ class EnvironmentSecretsTests(SimpleTestCase):
         "MAILSERVICE_METRICS_TOKEN": "metrics/token with@signs",
     }
     SECRETS = [
-        "env-secret/key with@signs-0123456789-abcdefghijklmnopqrstuvwxyz", SECRET, PASSWORD, "SG.env/key with@signs",
-        "db pass/word@1", "cache/pass@word", "queue pass/word", "metrics/token with@signs",
+        "env-secret/key with@signs-0123456789-abcdefghijklmnopqrstuvwxyz",
+        SECRET,
+        PASSWORD,
+        "SG.env/key with@signs",
+        "db pass/word@1",
+        "cache/pass@word",
+        "queue pass/word",
+        "metrics/token with@signs",
     ]
 
     def run_child(self, log_format: str) -> str:
@@ -238,9 +281,18 @@ class EnvironmentSecretsTests(SimpleTestCase):
         values = json.dumps([spelling for secret in self.SECRETS for spelling in spellings(secret)])
         keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
         result = subprocess.run(
-            [sys.executable, "-c", code, values], cwd=ROOT, capture_output=True, text=True, timeout=120,
-            env={**keep, "DJANGO_SETTINGS_MODULE": "smtest.settings", "PYTHONDONTWRITEBYTECODE": "1",
-                 "LOG_FORMAT": log_format, **self.ENVIRONMENT},
+            [sys.executable, "-c", code, values],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                **keep,
+                "DJANGO_SETTINGS_MODULE": "smtest.settings",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "LOG_FORMAT": log_format,
+                **self.ENVIRONMENT,
+            },
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         return result.stderr

@@ -1,6 +1,7 @@
 """What a tenant reads about a failure (docs/api.md, "GET /api/messages/{id}"): a one-line
 reason built from the attempt's outcome, HTTP status and error class, never the provider's own
 answer; operators keep the full text in the database and the admin."""
+
 import json
 
 import requests
@@ -20,7 +21,9 @@ from tests.mailservice.helpers import MAILGUN_URL, SENDGRID_URL, VALID, GatewayM
 
 # What providers answered, with what a tenant must not read: an account name, an echoed key,
 # an internal host.
-SENDGRID_401 = json.dumps({"errors": [{"message": "Invalid API key SG.acme-corp-prod for account acme-corp-42"}]})
+SENDGRID_401 = json.dumps(
+    {"errors": [{"message": "Invalid API key SG.acme-corp-prod for account acme-corp-42"}]}
+)
 MAILGUN_503 = "upstream mg-eu-internal-7.mailgun.net unavailable"
 SENDGRID_400 = json.dumps(
     {"errors": [{"message": "Content rejected: subscriber list acme-vip-2030", "field": "content"}]}
@@ -55,7 +58,9 @@ class TenantReasonTests(GatewayMixin, TestCase):
                 ("mailgun", "provider unavailable (HTTP 503)", 503),
             ],
         )
-        expected = "sendgrid: provider refused the API key (HTTP 401); mailgun: provider unavailable (HTTP 503)"
+        expected = (
+            "sendgrid: provider refused the API key (HTTP 401); mailgun: provider unavailable (HTTP 503)"
+        )
         self.assertEqual(body["last_error"], expected)
         self.assertEqual(body["recipients"][0]["error"], expected)
         text = json.dumps(body)
@@ -91,13 +96,20 @@ class TenantReasonTests(GatewayMixin, TestCase):
     @responses.activate
     def test_timeouts(self):
         """A connect timeout and a read timeout (which may have sent it) each say so."""
-        responses.add(responses.POST, SENDGRID_URL, body=requests.ConnectTimeout("connect to sg-internal-3 timed out"))
-        responses.add(responses.POST, MAILGUN_URL, body=requests.ReadTimeout("read from mg-internal-9 timed out"))
+        responses.add(
+            responses.POST, SENDGRID_URL, body=requests.ConnectTimeout("connect to sg-internal-3 timed out")
+        )
+        responses.add(
+            responses.POST, MAILGUN_URL, body=requests.ReadTimeout("read from mg-internal-9 timed out")
+        )
         body = self.shown(self.deliver())
-        self.assertEqual([a["error"] for a in body["attempts"]], [
-            "timed out connecting to provider",
-            "timed out waiting for provider's answer; it may have sent the message",
-        ])
+        self.assertEqual(
+            [a["error"] for a in body["attempts"]],
+            [
+                "timed out connecting to provider",
+                "timed out waiting for provider's answer; it may have sent the message",
+            ],
+        )
         self.assertNotIn("internal", json.dumps(body))
 
     @responses.activate
@@ -125,7 +137,9 @@ class TenantReasonTests(GatewayMixin, TestCase):
             with CaptureQueriesContext(connection) as queries:
                 body = self.shown(message_id)
             self.assertEqual(len(body["recipients"]), recipients)
-            self.assertTrue(all(r["error"].startswith("sendgrid: provider refused") for r in body["recipients"]))
+            self.assertTrue(
+                all(r["error"].startswith("sendgrid: provider refused") for r in body["recipients"])
+            )
             counts.append(len(queries))
         self.assertEqual(counts[0], counts[1])
 
@@ -144,33 +158,60 @@ class AttemptReasonTests(SimpleTestCase):
             (Outcome.PROVIDER_ERROR, 200): "provider answered with something other than its API (HTTP 200)",
             (Outcome.MESSAGE_ERROR, 400): "message refused by provider (HTTP 400)",
             (Outcome.MESSAGE_ERROR, 422): "message refused by provider (HTTP 422)",
-            (Outcome.AMBIGUOUS, 200): "provider's answer could not be read; it may have sent the message (HTTP 200)",
+            (
+                Outcome.AMBIGUOUS,
+                200,
+            ): "provider's answer could not be read; it may have sent the message (HTTP 200)",
         }
         for (outcome, status), reason in cases.items():
             with self.subTest(status=status, outcome=outcome):
-                self.assertEqual(attempt_reason(outcome=outcome, status_code=status, provider="sendgrid"), reason)
+                self.assertEqual(
+                    attempt_reason(outcome=outcome, status_code=status, provider="sendgrid"), reason
+                )
 
     def test_reasons_without_a_status(self):
         """Without an HTTP answer the outcome and the error class say it; a sent attempt says nothing."""
         cases = [
             (Outcome.SENT, "", "sendgrid", ""),
             (Outcome.LOCAL_ERROR, "UnicodeEncodeError", "sendgrid", "could not be encoded for this provider"),
-            (Outcome.LOCAL_ERROR, "anymail.exceptions.AnymailUnsupportedFeature", "mailgun",
-             "uses a feature this provider does not support"),
-            (Outcome.MESSAGE_ERROR, "anymail.exceptions.AnymailRecipientsRefused", "sendgrid",
-             "every recipient refused by provider"),
-            (Outcome.PROVIDER_ERROR, "requests.exceptions.ConnectionError", "sendgrid",
-             "could not connect to provider"),
-            (Outcome.PROVIDER_ERROR, "failover.exceptions.ProviderBuildError", "sendgrid",
-             "provider not configured correctly on this service"),
-            (Outcome.AMBIGUOUS, "requests.exceptions.ConnectionError", "sendgrid",
-             "no answer from provider; it may have sent the message"),
+            (
+                Outcome.LOCAL_ERROR,
+                "anymail.exceptions.AnymailUnsupportedFeature",
+                "mailgun",
+                "uses a feature this provider does not support",
+            ),
+            (
+                Outcome.MESSAGE_ERROR,
+                "anymail.exceptions.AnymailRecipientsRefused",
+                "sendgrid",
+                "every recipient refused by provider",
+            ),
+            (
+                Outcome.PROVIDER_ERROR,
+                "requests.exceptions.ConnectionError",
+                "sendgrid",
+                "could not connect to provider",
+            ),
+            (
+                Outcome.PROVIDER_ERROR,
+                "failover.exceptions.ProviderBuildError",
+                "sendgrid",
+                "provider not configured correctly on this service",
+            ),
+            (
+                Outcome.AMBIGUOUS,
+                "requests.exceptions.ConnectionError",
+                "sendgrid",
+                "no answer from provider; it may have sent the message",
+            ),
             (Outcome.AMBIGUOUS, "", "", INTERRUPTED),
             (Outcome.PROVIDER_ERROR, "some.library.StrangeError", "sendgrid", "provider error"),
         ]
         for outcome, error_class, provider, reason in cases:
             with self.subTest(outcome=outcome, error_class=error_class):
-                reasoned = attempt_reason(outcome=outcome, status_code=None, error_class=error_class, provider=provider)
+                reasoned = attempt_reason(
+                    outcome=outcome, status_code=None, error_class=error_class, provider=provider
+                )
                 self.assertEqual(reasoned, reason)
 
 

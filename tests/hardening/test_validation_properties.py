@@ -1,6 +1,7 @@
 """Properties of validation.check_message, tried on generated input (hypothesis): a control
 character in a header-bound field is refused on that field, accepted messages keep what was
 sent, and no input makes validation raise anything but the gateway's own refusals."""
+
 from __future__ import annotations
 
 import pydantic
@@ -20,9 +21,7 @@ PROPERTY_SETTINGS = settings(
 BASE = {"to": "jane@example.com", "text": "Hi"}
 # Control characters but tab, DEL, C1, and the line and paragraph separators.
 controls = st.sampled_from([chr(c) for c in [*range(0, 9), *range(10, 32), *range(127, 160), 0x2028, 0x2029]])
-clean_text = st.text(
-    alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"]), max_size=40
-)
+clean_text = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc", "Zl", "Zp"]), max_size=40)
 
 
 @st.composite
@@ -38,11 +37,17 @@ def fields_of(error: InvalidRequest) -> set[str | None]:
 
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=10)
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=10),
 )
 json_values = st.recursive(
     json_leaf,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -57,13 +62,18 @@ class ValidationPropertyTests(SimpleTestCase):
         self.assertIn("subject", fields_of(caught.exception))
 
     @PROPERTY_SETTINGS
-    @given(value=with_control(), where=st.sampled_from(["header", "name", "display", "filename", "content_id"]))
+    @given(
+        value=with_control(), where=st.sampled_from(["header", "name", "display", "filename", "content_id"])
+    )
     def test_control_character_in_any_header_bound_field_is_refused_there(self, value, where):
         body, field = {
             "header": ({"headers": {"X-A": value}}, "headers.X-A"),
             "name": ({"headers": {f"X-{value}": "v"}}, f"headers.X-{value}"),
             "display": ({"cc": [f'"{value}" <cc@example.com>']}, "cc[0]"),
-            "filename": ({"attachments": [{"filename": f"f{value}", "content": "aGk="}]}, "attachments[0].filename"),
+            "filename": (
+                {"attachments": [{"filename": f"f{value}", "content": "aGk="}]},
+                "attachments[0].filename",
+            ),
             "content_id": (
                 {"attachments": [{"filename": "f", "content": "aGk=", "content_id": f"c{value}"}]},
                 "attachments[0].content_id",
@@ -78,7 +88,9 @@ class ValidationPropertyTests(SimpleTestCase):
         subject=clean_text.filter(lambda s: not CONTROL.search(s)),
         header=clean_text.filter(lambda s: not CONTROL.search(s)),
         tags=st.lists(st.text(alphabet="abcxyz-_", min_size=1, max_size=8), max_size=3),
-        metadata=st.dictionaries(st.text(alphabet="abc", max_size=4), st.integers() | st.text(alphabet="xyz "), max_size=3),
+        metadata=st.dictionaries(
+            st.text(alphabet="abc", max_size=4), st.integers() | st.text(alphabet="xyz "), max_size=3
+        ),
     )
     def test_an_accepted_message_keeps_what_was_sent(self, subject, header, tags, metadata):
         data = MessageIn.model_validate(
@@ -108,7 +120,11 @@ class ValidationPropertyTests(SimpleTestCase):
                 "attachments": st.lists(
                     st.fixed_dictionaries(
                         {"filename": st.text(max_size=10), "content": st.text(max_size=12)},
-                        optional={"mimetype": st.text(max_size=12), "content_id": st.text(max_size=8), "inline": st.booleans()},
+                        optional={
+                            "mimetype": st.text(max_size=12),
+                            "content_id": st.text(max_size=8),
+                            "inline": st.booleans(),
+                        },
                     ),
                     max_size=2,
                 ),

@@ -1,5 +1,6 @@
 """Shared test setup: a gateway with an API key and a failover chain; `esp_settings()` sends to
 the ESP HTTP APIs tests/esp.py mocks."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def gateway_settings(**extra):
         "TASKS": DATABASE_TASKS,
         **sending_through(FAILOVER),
         "FIRST_WORKING_EMAIL_BACKENDS": [LOCMEM],
-        "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}},
+        "CACHES": {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}
+        },
         "MAILSERVICE_RETRY_JITTER": 0,
         "ANYMAIL": ANYMAIL,
     }
@@ -69,7 +72,9 @@ class GatewayMixin:
 
     def post_message(self, body, *, headers=None, raw=False):
         data = body if raw else json.dumps(body)
-        return self.client.post("/api/messages", data, content_type="application/json", **{**self.auth, **(headers or {})})
+        return self.client.post(
+            "/api/messages", data, content_type="application/json", **{**self.auth, **(headers or {})}
+        )
 
     def assert_refused(self, response, status, field, message_part=None):
         """The answer is `status` with an error on `field`, and nothing was stored."""

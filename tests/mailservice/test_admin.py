@@ -1,4 +1,5 @@
 """The admin: retry and cancel actions, read-only attempts, masked API keys, suppressions."""
+
 import os
 import subprocess
 import sys
@@ -8,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.test import SimpleTestCase, TestCase
 
 from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression
-from mailservice.services.keys import api_key_create
 from mailservice.services.delivery import message_deliver
+from mailservice.services.keys import api_key_create
 from mailservice.services.messages import message_cancel, message_requeue
 from mailservice.services.suppressions import suppression_add, suppression_remove
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
@@ -110,7 +111,9 @@ class AdminTests(LoggedInAdminMixin, TestCase):
     def test_admin_revoke_action(self):
         """The admin can revoke keys."""
         self.client.post(
-            "/admin/mailservice/apikey/", {"action": "revoke", "_selected_action": [self.api_key.pk]}, follow=True
+            "/admin/mailservice/apikey/",
+            {"action": "revoke", "_selected_action": [self.api_key.pk]},
+            follow=True,
         )
         self.assertIsNotNone(ApiKey.objects.get(pk=self.api_key.pk).revoked_at)
 
@@ -125,12 +128,16 @@ class SuppressionAdminTests(LoggedInAdminMixin, TestCase):
             "/admin/mailservice/suppression/add/", {"address": "Ops.Block@Example.COM", "reason": "manual"}
         )
         self.assertEqual(response.status_code, 302)
-        self.assertEqual(list(Suppression.objects.values_list("address", flat=True)), ["ops.block@example.com"])
+        self.assertEqual(
+            list(Suppression.objects.values_list("address", flat=True)), ["ops.block@example.com"]
+        )
         self.assertTrue(suppression_remove(address="ops.block@example.com"))
 
     def test_invalid_address_is_refused_with_the_reason(self):
         """An address that is not one is refused on the form, and nothing is stored."""
-        response = self.client.post("/admin/mailservice/suppression/add/", {"address": "not an address", "reason": "manual"})
+        response = self.client.post(
+            "/admin/mailservice/suppression/add/", {"address": "not an address", "reason": "manual"}
+        )
         self.assertEqual(response.status_code, 200)
         self.assertTrue(response.context["adminform"].form.errors["address"])
         self.assertFalse(Suppression.objects.exists())
@@ -147,13 +154,17 @@ class SuppressionAdminTests(LoggedInAdminMixin, TestCase):
     def test_entries_cannot_be_edited(self):
         """An entry is added or removed, never edited in place."""
         suppression, _ = suppression_add(address="a@example.com")
-        self.client.post(f"/admin/mailservice/suppression/{suppression.pk}/change/", {"address": "b@example.com"})
+        self.client.post(
+            f"/admin/mailservice/suppression/{suppression.pk}/change/", {"address": "b@example.com"}
+        )
         self.assertEqual(Suppression.objects.get().address, "a@example.com")
 
     def test_an_address_listed_in_another_case_is_refused_as_a_duplicate(self):
         """Adding `A@Example.com` when `a@example.com` is listed says so instead of claiming a new entry."""
         suppression_add(address="a@example.com")
-        response = self.client.post("/admin/mailservice/suppression/add/", {"address": "A@Example.com", "reason": "manual"})
+        response = self.client.post(
+            "/admin/mailservice/suppression/add/", {"address": "A@Example.com", "reason": "manual"}
+        )
         self.assertEqual(response.status_code, 200)
         self.assertTrue(response.context["adminform"].form.errors)
         self.assertEqual(Suppression.objects.count(), 1)
@@ -190,8 +201,12 @@ class AdminReadabilityTests(LoggedInAdminMixin, TestCase):
         message_id = self.post_message(VALID).json()["id"]
         error = " ".join(f"word{i}" for i in range(150))  # ~1,000 characters
         DeliveryAttempt.objects.create(
-            message_id=message_id, round=1, provider="sendgrid", outcome="provider_error",
-            error_class="anymail.exceptions.AnymailRequestsAPIError", error=error,
+            message_id=message_id,
+            round=1,
+            provider="sendgrid",
+            outcome="provider_error",
+            error_class="anymail.exceptions.AnymailRequestsAPIError",
+            error=error,
             duration=0.006960218999665813,
         )
         DeliveryAttempt.objects.create(
@@ -276,7 +291,11 @@ class AdminToggleTests(SimpleTestCase):
         for value, expected in (("0", "ok"), ("1", "/admin/ resolves")):
             with self.subTest(MAILSERVICE_ADMIN=value):
                 result = subprocess.run(
-                    [sys.executable, "-c", code], cwd=ROOT, env={**env, "MAILSERVICE_ADMIN": value},
-                    capture_output=True, text=True, timeout=60,
+                    [sys.executable, "-c", code],
+                    cwd=ROOT,
+                    env={**env, "MAILSERVICE_ADMIN": value},
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
                 )
                 self.assertIn(expected, result.stdout + result.stderr)

@@ -1,11 +1,12 @@
 """The admin's login lockout behind a reverse proxy (docs/security.md, "The admin"): failures are
 counted per account and per real client address, and the client's address is taken from
 X-Forwarded-For only when a proxy in TRUSTED_PROXIES sent the request."""
+
+from axes.models import AccessAttempt
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory, SimpleTestCase, TestCase, override_settings
 
-from axes.models import AccessAttempt
 from smtest.environment import trusted_proxies
 from smtest.proxies import client_ip
 from tests.mailservice.helpers import GatewayMixin, gateway_settings
@@ -38,7 +39,9 @@ class ClientAddressTests(SimpleTestCase):
 
     def test_what_the_client_wrote_before_the_proxy_is_ignored(self):
         """The right-most untrusted address wins: entries left of it came from the client."""
-        forwarded = f"{ADMIN_ADDRESS}, {ATTACKER_ADDRESS}"  # the client sent the first, nginx appended the second
+        forwarded = (
+            f"{ADMIN_ADDRESS}, {ATTACKER_ADDRESS}"  # the client sent the first, nginx appended the second
+        )
         self.assertEqual(self.address(PROXY, forwarded, proxies=[PROXY]), ATTACKER_ADDRESS)
 
     def test_a_chain_of_trusted_proxies_is_walked_through(self):
@@ -87,8 +90,10 @@ class LockoutBehindProxyTests(GatewayMixin, TestCase):
         headers = {} if forwarded is None else {"HTTP_X_FORWARDED_FOR": forwarded}
         self.client.logout()
         response = self.client.post(
-            "/admin/login/?next=/admin/", {"username": username, "password": password, "next": "/admin/"},
-            REMOTE_ADDR=remote, **headers,
+            "/admin/login/?next=/admin/",
+            {"username": username, "password": password, "next": "/admin/"},
+            REMOTE_ADDR=remote,
+            **headers,
         )
         return response.status_code
 
@@ -98,15 +103,15 @@ class LockoutBehindProxyTests(GatewayMixin, TestCase):
             self.login(username, "wrong", remote=PROXY, forwarded=f"{ADMIN_ADDRESS}, {ATTACKER_ADDRESS}")
         self.assertEqual(self.login("someone", "wrong", remote=PROXY, forwarded=ATTACKER_ADDRESS), 429)
         self.assertEqual(self.login("admin", "right-password", remote=PROXY, forwarded=ADMIN_ADDRESS), 302)
-        self.assertEqual(
-            set(AccessAttempt.objects.values_list("ip_address", flat=True)), {ATTACKER_ADDRESS}
-        )
+        self.assertEqual(set(AccessAttempt.objects.values_list("ip_address", flat=True)), {ATTACKER_ADDRESS})
 
     def test_a_forged_header_from_an_untrusted_peer_is_ignored(self):
         """A direct client claiming the admin's address is counted, and locked, at its own."""
         for username in ("root", "guest", "test"):
             self.login(username, "wrong", remote=ATTACKER_ADDRESS, forwarded=ADMIN_ADDRESS)
-        self.assertEqual(self.login("someone", "wrong", remote=ATTACKER_ADDRESS, forwarded=ADMIN_ADDRESS), 429)
+        self.assertEqual(
+            self.login("someone", "wrong", remote=ATTACKER_ADDRESS, forwarded=ADMIN_ADDRESS), 429
+        )
         self.assertEqual(self.login("admin", "right-password", remote=ADMIN_ADDRESS), 302)
         self.assertFalse(AccessAttempt.objects.filter(ip_address=ADMIN_ADDRESS).exists())
 

@@ -1,4 +1,5 @@
 """GET /api/messages and GET /api/suppressions: the page, its limits and its cost (docs/api.md)."""
+
 from datetime import timedelta
 
 from django.db import connection

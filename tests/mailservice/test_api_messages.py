@@ -1,4 +1,5 @@
 """POST /api/messages, GET /api/messages/{id}, GET /api/messages."""
+
 from datetime import timedelta
 
 from django.test import TestCase
@@ -6,7 +7,6 @@ from django.utils import timezone
 
 from mailservice.models import Message, TrackingEvent
 from mailservice.services.delivery import message_deliver
-from mailservice.statuses import MessageStatus
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
 try:
@@ -15,12 +15,31 @@ except ImportError:  # pragma: no cover
     DBTaskResult = None
 
 SUMMARY_FIELDS = [
-    "id", "url", "status", "from", "subject", "to", "provider", "provider_message_id", "created_at",
+    "id",
+    "url",
+    "status",
+    "from",
+    "subject",
+    "to",
+    "provider",
+    "provider_message_id",
+    "created_at",
     "send_at",
 ]
 DETAIL_FIELDS = SUMMARY_FIELDS + [
-    "cc", "bcc", "tags", "metadata", "attempt_count", "next_attempt_at", "possible_duplicate", "last_error",
-    "sent_at", "finished_at", "recipients", "attempts", "events",
+    "cc",
+    "bcc",
+    "tags",
+    "metadata",
+    "attempt_count",
+    "next_attempt_at",
+    "possible_duplicate",
+    "last_error",
+    "sent_at",
+    "finished_at",
+    "recipients",
+    "attempts",
+    "events",
 ]
 
 
@@ -45,8 +64,11 @@ class CreateMessageTests(GatewayMixin, TestCase):
         self.assertEqual(message.from_email, "smtest@localhost")
         self.assertEqual(
             sorted((r.kind, r.address, r.email) for r in message.recipients.all()),
-            [("bcc", "b@example.com", "b@example.com"), ("cc", "c@example.com", "c@example.com"),
-             ("to", "Jane <jane@example.com>", "jane@example.com")],
+            [
+                ("bcc", "b@example.com", "b@example.com"),
+                ("cc", "c@example.com", "c@example.com"),
+                ("to", "Jane <jane@example.com>", "jane@example.com"),
+            ],
         )
         self.assertEqual(message.api_key, self.api_key)
 
@@ -94,12 +116,21 @@ class GetMessageTests(GatewayMixin, TestCase):
     def test_answers_exactly_the_documented_fields_in_order(self):
         """The message, its recipients, attempts and events have these fields, nothing else."""
         message_id = self.post_message(
-            {**VALID, "from": "Shop <shop@example.com>", "cc": "c@example.com", "bcc": "b@example.com",
-             "tags": ["t"], "metadata": {"order": 4711}}
+            {
+                **VALID,
+                "from": "Shop <shop@example.com>",
+                "cc": "c@example.com",
+                "bcc": "b@example.com",
+                "tags": ["t"],
+                "metadata": {"order": 4711},
+            }
         ).json()["id"]
         message_deliver(message_id=message_id)
         TrackingEvent.objects.create(
-            message_id=message_id, provider="locmem", event_id="e1", event_type="delivered",
+            message_id=message_id,
+            provider="locmem",
+            event_id="e1",
+            event_type="delivered",
             recipient="jane@example.com",
         )
         body = self.client.get(f"/api/messages/{message_id}", **self.auth).json()
@@ -107,8 +138,14 @@ class GetMessageTests(GatewayMixin, TestCase):
         self.assertEqual(body["url"], f"http://testserver/api/messages/{message_id}")
         self.assertEqual(
             (body["from"], body["to"], body["cc"], body["bcc"], body["tags"], body["metadata"]),
-            ("Shop <shop@example.com>", ["jane@example.com"], ["c@example.com"], ["b@example.com"], ["t"],
-             {"order": 4711}),
+            (
+                "Shop <shop@example.com>",
+                ["jane@example.com"],
+                ["c@example.com"],
+                ["b@example.com"],
+                ["t"],
+                {"order": 4711},
+            ),
         )
         self.assertEqual(
             list(body["recipients"][0]),
@@ -116,8 +153,17 @@ class GetMessageTests(GatewayMixin, TestCase):
         )
         self.assertEqual(
             list(body["attempts"][0]),
-            ["round", "provider", "outcome", "ambiguous", "error_class", "error", "status_code", "duration",
-             "created_at"],
+            [
+                "round",
+                "provider",
+                "outcome",
+                "ambiguous",
+                "error_class",
+                "error",
+                "status_code",
+                "duration",
+                "created_at",
+            ],
         )
         self.assertEqual(
             list(body["events"][0]),

@@ -1,4 +1,5 @@
 """API keys: Bearer auth on every /api/ call but the docs and schema; hashed; revocable."""
+
 import hashlib
 import logging
 from datetime import timedelta
@@ -8,6 +9,7 @@ from django.core.management import CommandError, call_command
 from django.test import SimpleTestCase, TestCase
 from django.utils import timezone
 
+from mailservice.exceptions import ApiKeyError
 from mailservice.models import ApiKey, Message
 from mailservice.services.keys import api_key_authenticate, api_key_create, api_key_revoke
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
@@ -94,7 +96,7 @@ class ApiKeyStorageTests(TestCase):
     def test_same_name_twice_needs_rotate(self):
         """An active name cannot be reused unless rotating, which revokes the old key."""
         old, old_raw = api_key_create(name="dev")
-        with self.assertRaises(Exception):
+        with self.assertRaises(ApiKeyError):
             api_key_create(name="dev")
         new, new_raw = api_key_create(name="dev", rotate=True)
         self.assertIsNone(api_key_authenticate(raw_key=old_raw))
@@ -165,7 +167,9 @@ class EverythingLogged:
         project's formatters never write)."""
         lines = []
         for record in self.records:
-            extras = {name: value for name, value in vars(record).items() if isinstance(value, (str, int, float))}
+            extras = {
+                name: value for name, value in vars(record).items() if isinstance(value, (str, int, float))
+            }
             lines.append(f"{record.getMessage()} {record.args!r} {extras!r}")
         return "\n".join(lines)
 
@@ -180,7 +184,13 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
         for debug in (True, False):
             with self.subTest(debug=debug), self.settings(DEBUG=debug), EverythingLogged() as logged:
                 for raw in (self.raw_key, reader):
-                    for header in (f"Basic {raw}", f"Token {raw}", raw, f"Bearer {raw} extra", f"bearer  {raw}x"):
+                    for header in (
+                        f"Basic {raw}",
+                        f"Token {raw}",
+                        raw,
+                        f"Bearer {raw} extra",
+                        f"bearer  {raw}x",
+                    ):
                         self.client.get("/api/messages", HTTP_AUTHORIZATION=header)
                         self.client.post("/", {"to": "a@example.com"}, HTTP_AUTHORIZATION=header)
                     self.client.get(f"/api/messages?api_key={raw}", HTTP_AUTHORIZATION=f"Bearer {raw}")
@@ -192,7 +202,7 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
             self.assertNotIn("Unexpected auth", text)
             for raw in (self.raw_key, reader):
                 at = text.find(raw[4:])
-                self.assertEqual(at, -1, text[max(0, at - 300):at + 100])
+                self.assertEqual(at, -1, text[max(0, at - 300) : at + 100])
         api_key_revoke(name_or_prefix=self.api_key.name)
         with self.settings(DEBUG=True), EverythingLogged() as logged:
             self.client.get("/api/messages", **self.auth)
@@ -208,7 +218,13 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
         for name in ("console", "django.server"):
             self.assertIn("mask_secrets", settings.LOGGING["handlers"][name]["filters"])
         record = logging.LogRecord(
-            "django.server", logging.INFO, __file__, 1, '"GET /api/messages?api_key=%s HTTP/1.1" 401', (self.raw_key,), None
+            "django.server",
+            logging.INFO,
+            __file__,
+            1,
+            '"GET /api/messages?api_key=%s HTTP/1.1" 401',
+            (self.raw_key,),
+            None,
         )
         self.assertTrue(MaskSecrets().filter(record))
         self.assertNotIn(self.raw_key, record.getMessage())
@@ -220,7 +236,7 @@ class NoSecretInLogsTests(GatewayMixin, TestCase):
 
         from mailservice.logfilters import mask_api_keys
 
-        secret = self.raw_key[len(self.api_key.prefix):]
+        secret = self.raw_key[len(self.api_key.prefix) :]
         encoded = "".join(f"%{byte:02X}" for byte in self.raw_key.encode())
         for text in (
             f"key {self.raw_key.upper()} refused",

@@ -1,5 +1,6 @@
 """Batched rounds: one claim for many messages, bulk records, concurrent sends, releasing what was
 never sent, and the coalesced wake-ups that start rounds (docs/delivery.md)."""
+
 from __future__ import annotations
 
 import threading
@@ -75,7 +76,9 @@ class BatchTests(DeliveryMixin, TestCase):
             Message.objects.filter(pk=pk).update(next_attempt_at=later(-n))
         batch = messages_deliver(now=T0, limit=3)
         self.assertEqual([m.pk for m in batch], list(reversed(ids))[:3])
-        self.assertEqual(sorted(Message.objects.values_list("status", flat=True)), ["queued"] * 2 + ["sent"] * 3)
+        self.assertEqual(
+            sorted(Message.objects.values_list("status", flat=True)), ["queued"] * 2 + ["sent"] * 3
+        )
         self.assertEqual(len(mail.outbox), 3)
 
     def test_statements_per_round_do_not_grow_with_its_size(self):
@@ -84,8 +87,11 @@ class BatchTests(DeliveryMixin, TestCase):
         from mailservice.services import dispatch
 
         counts = []
-        with mock.patch.object(dispatch, "FLUSH_GAP", 60), mock.patch.object(dispatch, "HAND_OUT_MAX_AHEAD", 1000), \
-                mock.patch.object(dispatch, "HAND_OUT_MIN_AHEAD", 1000):
+        with (
+            mock.patch.object(dispatch, "FLUSH_GAP", 60),
+            mock.patch.object(dispatch, "HAND_OUT_MAX_AHEAD", 1000),
+            mock.patch.object(dispatch, "HAND_OUT_MIN_AHEAD", 1000),
+        ):
             for size in (2, 20):
                 submit_many(self, size)
                 with CaptureQueriesContext(connection) as queries:
@@ -125,10 +131,14 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise DataError("value too long")
             return update_rows(objs, fields)
 
-        with mock.patch.object(delivery_service, "update_rows", side_effect=fails_once), \
-                self.assertLogs("mailservice.services.delivery", "ERROR"):
+        with (
+            mock.patch.object(delivery_service, "update_rows", side_effect=fails_once),
+            self.assertLogs("mailservice.services.delivery", "ERROR"),
+        ):
             messages_deliver(now=T0)
-        self.assertEqual(list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")])
+        self.assertEqual(
+            list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")]
+        )
         self.assertEqual(len(mail.outbox), 3)
 
     def test_a_database_that_cannot_be_reached_is_waited_for_not_abandoned(self):
@@ -145,10 +155,14 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise OperationalError("server closed the connection unexpectedly")
             return update_rows(objs, fields)
 
-        with mock.patch.object(delivery_service, "update_rows", side_effect=unreachable_twice), \
-                self.assertLogs("mailservice.services.dispatch", "WARNING") as logs:
+        with (
+            mock.patch.object(delivery_service, "update_rows", side_effect=unreachable_twice),
+            self.assertLogs("mailservice.services.dispatch", "WARNING") as logs,
+        ):
             messages_deliver(now=T0)
-        self.assertEqual(list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")])
+        self.assertEqual(
+            list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")]
+        )
         self.assertEqual(len(mail.outbox), 3)
         self.assertIn("database back", "\n".join(logs.output))
 
@@ -168,8 +182,10 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise OperationalError("server closed the connection unexpectedly")  # 2nd message
             return update_rows(objs, fields)
 
-        with mock.patch.object(delivery_service, "update_rows", side_effect=refused_then_unreachable), \
-                self.assertLogs("mailservice.services.delivery", "ERROR"):
+        with (
+            mock.patch.object(delivery_service, "update_rows", side_effect=refused_then_unreachable),
+            self.assertLogs("mailservice.services.delivery", "ERROR"),
+        ):
             messages_deliver(now=T0)
         self.assertEqual(list(Message.objects.values_list("status", flat=True).distinct()), ["sent"])
         self.assertEqual(DeliveryAttempt.objects.count(), 3)
@@ -184,8 +200,10 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise DataError("value refused")
             return update_rows(objs, fields)
 
-        with mock.patch.object(delivery_service, "update_rows", side_effect=refuses_one), \
-                self.assertLogs("mailservice.services.delivery", "ERROR"):
+        with (
+            mock.patch.object(delivery_service, "update_rows", side_effect=refuses_one),
+            self.assertLogs("mailservice.services.delivery", "ERROR"),
+        ):
             messages_deliver(now=T0)
         self.assertEqual(Message.objects.get(pk=bad).status, "sending")  # recovery reclaims it, flagged
         self.assertEqual(set(Message.objects.filter(pk__in=good).values_list("status", flat=True)), {"sent"})
@@ -197,10 +215,14 @@ class BatchTests(DeliveryMixin, TestCase):
         from mailservice.services import delivery
 
         submit_many(self, 2)
-        with mock.patch.object(delivery, "_drop_suppressed", side_effect=DataError("gone")), \
-                self.assertRaises(DataError):
+        with (
+            mock.patch.object(delivery, "_drop_suppressed", side_effect=DataError("gone")),
+            self.assertRaises(DataError),
+        ):
             messages_deliver(now=T0)
-        self.assertEqual(list(Message.objects.values_list("status", "attempt_count").distinct()), [("queued", 0)])
+        self.assertEqual(
+            list(Message.objects.values_list("status", "attempt_count").distinct()), [("queued", 0)]
+        )
         self.assertEqual(len(mail.outbox), 0)
 
     def test_claimed_callback_sees_the_batch_before_any_send(self):
@@ -254,7 +276,9 @@ class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
         import signal
 
         # The default handler raises KeyboardInterrupt; an earlier test may have left another one.
-        self.addCleanup(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, signal.default_int_handler))
+        self.addCleanup(
+            signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, signal.default_int_handler)
+        )
         submit_many(self, 3)
 
         def interrupt(messages):
@@ -265,7 +289,9 @@ class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
         with self.settings(MAILSERVICE_SEND_CONCURRENCY=1), self.assertRaises(KeyboardInterrupt):
             messages_deliver(now=T0)
         self.assertEqual(sorted(Message.objects.values_list("status", flat=True)), ["queued", "sent", "sent"])
-        self.assertEqual(Message.objects.filter(status="queued", send_started_at=None, lease_owner="").count(), 1)
+        self.assertEqual(
+            Message.objects.filter(status="queued", send_started_at=None, lease_owner="").count(), 1
+        )
 
     def test_a_send_that_raises_keeps_its_lease_for_recovery_to_flag(self):
         """A send whose outcome is unknown (it raised past the gateway's judgement) is neither
@@ -280,7 +306,10 @@ class ConcurrentSendTests(DeliveryMixin, TransactionTestCase):
                 raise SystemExit("the send thread died")
 
         SlowBackend.hook = explode
-        with self.settings(MAILSERVICE_SEND_CONCURRENCY=1), self.assertLogs("mailservice.services.dispatch", "ERROR"):
+        with (
+            self.settings(MAILSERVICE_SEND_CONCURRENCY=1),
+            self.assertLogs("mailservice.services.dispatch", "ERROR"),
+        ):
             messages_deliver(now=T0)
         statuses = sorted(Message.objects.values_list("status", flat=True))
         self.assertEqual(statuses.count("sending"), 1, statuses)
@@ -503,7 +532,9 @@ class WakeUpTests(DeliveryMixin, TestCase):
         with self.settings(FIRST_WORKING_EMAIL_BACKENDS=[]):  # no provider: deferred
             self.assertEqual(deliver_due.call(), {"deferred": 2})
         retry = Message.objects.order_by("next_attempt_at").first().next_attempt_at
-        at_retry = [run_after for _, run_after in self.wakes() if abs((run_after - retry).total_seconds()) < 1]
+        at_retry = [
+            run_after for _, run_after in self.wakes() if abs((run_after - retry).total_seconds()) < 1
+        ]
         self.assertEqual(len(at_retry), 1, self.wakes())
 
     def test_pending_wake_up_coalesces_until_its_task_starts(self):
@@ -545,8 +576,10 @@ class WakeUpTests(DeliveryMixin, TestCase):
             return real_enqueue(task, *args, **kwargs)
 
         pauses = []
-        with mock.patch.object(type(deliver_due), "enqueue", flaky), \
-                mock.patch.object(tasks, "_retrier", object()):  # no background thread in this test
+        with (
+            mock.patch.object(type(deliver_due), "enqueue", flaky),
+            mock.patch.object(tasks, "_retrier", object()),
+        ):  # no background thread in this test
             with self.assertLogs("mailservice.tasks", "WARNING"):
                 self.assertFalse(wake_delivery())
             with self.assertLogs("mailservice.tasks", "WARNING") as logs:
@@ -586,7 +619,10 @@ class WakeUpTests(DeliveryMixin, TestCase):
         """Accepts meeting a cache outage log one WARNING when it goes and one when it is back."""
         from mailservice import tasks
 
-        with mock.patch.object(tasks, "_retrier", object()), self.assertLogs("mailservice.tasks", "DEBUG") as logs:
+        with (
+            mock.patch.object(tasks, "_retrier", object()),
+            self.assertLogs("mailservice.tasks", "DEBUG") as logs,
+        ):
             with mock.patch.object(cache, "add", side_effect=ConnectionError("cache down")):
                 for _ in range(5):
                     tasks._already_pending("key", 10, force=False)

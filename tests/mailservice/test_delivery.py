@@ -1,5 +1,6 @@
 """The delivery state machine: success, failover, deferral and retry, message errors, max age,
 suppression, send_at; what reaches the provider (attachments, headers, Anymail attributes)."""
+
 import base64
 import json
 import random
@@ -12,11 +13,10 @@ from django.core import mail
 from django.test import TestCase, override_settings
 
 from mailservice.composing import build_email
-from mailservice.models import DeliveryAttempt, Message
-from mailservice.services.delivery import message_deliver
+from mailservice.models import Message
 from mailservice.services.backoff import retry_delay
+from mailservice.services.delivery import message_deliver
 from mailservice.services.suppressions import suppression_add
-from mailservice.statuses import MessageStatus
 from tests.esp import mock_mailgun, mock_sendgrid
 from tests.mailservice.helpers import (
     MAILGUN_URL,
@@ -46,7 +46,9 @@ class DeliveryMixin(GatewayMixin):
         message = Message.objects.get(pk=response.json()["id"])
         # Pin the clock: the message was accepted at T0.
         Message.objects.filter(pk=message.pk).update(
-            created_at=T0, window_start=max(T0, message.send_at or T0), next_attempt_at=max(T0, message.send_at or T0)
+            created_at=T0,
+            window_start=max(T0, message.send_at or T0),
+            next_attempt_at=max(T0, message.send_at or T0),
         )
         return message.pk
 
@@ -125,8 +127,18 @@ class LocmemDeliveryTests(DeliveryMixin, TestCase):
                 reply_to="replies@example.com",
                 headers={"X-Campaign": "spring"},
                 attachments=[
-                    {"filename": "report.pdf", "content": base64.b64encode(b"%PDF-1").decode(), "mimetype": "application/pdf"},
-                    {"filename": "logo.png", "content": png, "mimetype": "image/png", "inline": True, "content_id": "logo"},
+                    {
+                        "filename": "report.pdf",
+                        "content": base64.b64encode(b"%PDF-1").decode(),
+                        "mimetype": "application/pdf",
+                    },
+                    {
+                        "filename": "logo.png",
+                        "content": png,
+                        "mimetype": "image/png",
+                        "inline": True,
+                        "content_id": "logo",
+                    },
                 ],
             )
         )
@@ -185,7 +197,9 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
         self.assertEqual(message.recipients.get().status, "deferred")
         self.assertEqual(message.next_attempt_at, later(30))  # MAILSERVICE_RETRY_BASE_DELAY, no jitter
         self.assertIsNone(self.deliver(message_id, at=later(29)))  # not due yet
-        responses.replace(responses.POST, MAILGUN_URL, status=200, body=json.dumps({"id": "<ok@mg>", "message": "Queued"}))
+        responses.replace(
+            responses.POST, MAILGUN_URL, status=200, body=json.dumps({"id": "<ok@mg>", "message": "Queued"})
+        )
         message = self.deliver(message_id, at=later(30))
         self.assertEqual((message.status, message.provider, message.attempt_count), ("sent", "mailgun", 2))
         self.assertEqual(list(message.attempts.values_list("round", flat=True)), [1, 1, 2, 2])
@@ -236,7 +250,9 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
         mock_mailgun(responses)
         message = self.deliver(self.submit())
         self.assertEqual(message.status, "failed")
-        self.assertEqual(list(message.attempts.values_list("provider", "outcome")), [("sendgrid", "message_error")])
+        self.assertEqual(
+            list(message.attempts.values_list("provider", "outcome")), [("sendgrid", "message_error")]
+        )
         self.assertIsNone(message.next_attempt_at)
         self.assertEqual(len(responses.calls), 1)
 
@@ -246,7 +262,9 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
         responses.add(responses.POST, SENDGRID_URL, body=requests.ReadTimeout("read timed out"))
         mock_mailgun(responses)
         message = self.deliver(self.submit())
-        self.assertEqual((message.status, message.provider, message.possible_duplicate), ("sent", "mailgun", True))
+        self.assertEqual(
+            (message.status, message.provider, message.possible_duplicate), ("sent", "mailgun", True)
+        )
         self.assertTrue(message.attempts.get(provider="sendgrid").ambiguous)
 
     @responses.activate
@@ -277,7 +295,9 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
         payload = json.loads(responses.calls[0].request.body)
         self.assertEqual(payload["template_id"], "d-123")
         self.assertEqual(payload["categories"], ["welcome"])
-        self.assertEqual(payload["personalizations"][0]["dynamic_template_data"], {"name": "Jane", "company": "ACME"})
+        self.assertEqual(
+            payload["personalizations"][0]["dynamic_template_data"], {"name": "Jane", "company": "ACME"}
+        )
         self.assertEqual(payload["custom_args"]["order"], "42")
         self.assertEqual(payload["headers"]["X-Campaign"], "spring")
         self.assertEqual(payload["attachments"][0]["filename"], "a.txt")

@@ -1,4 +1,5 @@
 """No HTML and no bare 500 under /api/ or from the send URL: always the JSON error format."""
+
 from unittest import mock
 
 from django.test import TestCase, override_settings

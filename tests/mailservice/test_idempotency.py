@@ -1,4 +1,5 @@
 """Idempotency-Key: same key and body -> first message, sent once; another body -> 409."""
+
 import threading
 from datetime import timedelta
 
@@ -81,7 +82,9 @@ class IdempotencyTests(GatewayMixin, TestCase):
 class ConcurrentIdempotencyTests(GatewayMixin, TransactionTestCase):
     def test_two_concurrent_requests_with_one_key_store_one_message(self):
         """Two requests racing with one key both answer the same message; one is stored."""
-        if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
+        if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(
+            ("file:memorydb", ":memory:")
+        ):
             self.fail("The concurrency test needs a file database (see DATABASES TEST NAME in settings).")
         barrier = threading.Barrier(2)
         answers = []
@@ -93,8 +96,11 @@ class ConcurrentIdempotencyTests(GatewayMixin, TransactionTestCase):
             try:
                 barrier.wait(timeout=5)
                 response = Client().post(
-                    "/api/messages", VALID, content_type="application/json",
-                    HTTP_IDEMPOTENCY_KEY="race", **self.auth,
+                    "/api/messages",
+                    VALID,
+                    content_type="application/json",
+                    HTTP_IDEMPOTENCY_KEY="race",
+                    **self.auth,
                 )
                 answers.append((response.status_code, response.json().get("id")))
             finally:
@@ -116,14 +122,16 @@ class IdempotencyRaceTests(GatewayMixin, TestCase):
         """When the key appears between the check and the insert, the winner's message is returned."""
         from unittest import mock
 
+        from mailservice.schemas import MessageIn
         from mailservice.services import messages as message_services
         from mailservice.services.messages import request_fingerprint
-        from mailservice.schemas import MessageIn
         from mailservice.validation import check_message
 
         winner = self.post_message(VALID, headers={"HTTP_IDEMPOTENCY_KEY": "race"}).json()["id"]
         payload = MessageIn.model_validate(VALID)
-        fingerprint = request_fingerprint(payload.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+        fingerprint = request_fingerprint(
+            payload.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        )
         real_replay = message_services._replay
         calls = []
 
@@ -133,7 +141,10 @@ class IdempotencyRaceTests(GatewayMixin, TestCase):
 
         with mock.patch.object(message_services, "_replay", side_effect=replay_missing_first):
             message, replayed = message_services.message_accept(
-                draft=check_message(payload), api_key=self.api_key, idempotency_key="race", request_hash=fingerprint
+                draft=check_message(payload),
+                api_key=self.api_key,
+                idempotency_key="race",
+                request_hash=fingerprint,
             )
         self.assertEqual((str(message.pk), replayed, len(calls)), (winner, True, 2))
         self.assertEqual(Message.objects.count(), 1)

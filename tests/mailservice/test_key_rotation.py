@@ -1,6 +1,7 @@
 """Rotating an API key without downtime (docs/deployment.md, "Rotation without downtime"): the
 replaced key keeps working, with its own scopes and sender domains, for the grace period, then is
 refused like a revoked key; the new key inherits its scopes and sender domains."""
+
 import json
 import logging
 from datetime import timedelta
@@ -36,7 +37,9 @@ class RotationThroughTheApiTests(TestCase):
         )
 
     def post(self, raw_key: str, body: dict):
-        return self.client.post("/api/messages", json.dumps(body), content_type="application/json", **bearer(raw_key))
+        return self.client.post(
+            "/api/messages", json.dumps(body), content_type="application/json", **bearer(raw_key)
+        )
 
     def test_both_keys_work_during_the_grace_period(self):
         """After --rotate --grace 24h the old and the new key both authenticate."""
@@ -97,7 +100,9 @@ class RotationServiceTests(TestCase):
         _, old_raw = api_key_create(name="shop")
         now = timezone.now()
         api_key_rotate(name="shop", grace=timedelta(minutes=30), now=now)
-        self.assertIsNotNone(api_key_authenticate(raw_key=old_raw, now=now + timedelta(minutes=29, seconds=59)))
+        self.assertIsNotNone(
+            api_key_authenticate(raw_key=old_raw, now=now + timedelta(minutes=29, seconds=59))
+        )
         self.assertIsNone(api_key_authenticate(raw_key=old_raw, now=now + timedelta(minutes=30)))
 
     def test_rotating_again_never_extends_an_old_keys_grace(self):
@@ -173,7 +178,9 @@ class RotationCommandTests(TestCase):
         self.assertIn(f"Replaced key {old.prefix}… keeps working until", out.getvalue())
         self.assertEqual(api_key_authenticate(raw_key=old_raw), old)
         old.refresh_from_db()
-        self.assertAlmostEqual(old.expires_at, timezone.now() + timedelta(hours=24), delta=timedelta(minutes=1))
+        self.assertAlmostEqual(
+            old.expires_at, timezone.now() + timedelta(hours=24), delta=timedelta(minutes=1)
+        )
 
     def test_rotate_without_grace_stops_the_old_key(self):
         """--rotate alone replaces the old key at once, as `make run` does for its "dev" key."""

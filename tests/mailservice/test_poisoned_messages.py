@@ -1,6 +1,7 @@
 """One bad message never marks a provider failing (docs/delivery.md, "A message's own errors"):
 what can be detected is refused at accept with a 422 on the field; what cannot fails that
 message alone with local_error attempts, and the next message goes to the primary as before."""
+
 import base64
 from unittest import mock
 
@@ -71,10 +72,18 @@ class StoredPoisonTests(GatewayMixin, TestCase):
         attempts and no provider call; the next message is sent by SendGrid, still active."""
         mock_sendgrid(responses)
         mock_mailgun(responses)
-        attachment = {"filename": "n.txt", "content": NOT_UTF8, "mimetype": "text/plain", "inline": True,
-                      "content_id": "n"}
+        attachment = {
+            "filename": "n.txt",
+            "content": NOT_UTF8,
+            "mimetype": "text/plain",
+            "inline": True,
+            "content_id": "n",
+        }
         poisoned = message_deliver(message_id=self.poisoned(attachments=[attachment]).pk, now=T0)
-        if django.VERSION < (6, 0):  # Django 6 builds inline parts as MIMEPart, which sends these bytes as they are
+        if django.VERSION < (
+            6,
+            0,
+        ):  # Django 6 builds inline parts as MIMEPart, which sends these bytes as they are
             self.assertEqual(poisoned.status, "failed")
             self.assertEqual(set(poisoned.attempts.values_list("outcome", flat=True)), {"local_error"})
             self.assertIn("utf-8", poisoned.last_error.lower())
@@ -86,8 +95,14 @@ class StoredPoisonTests(GatewayMixin, TestCase):
     @responses.activate
     def test_a_backend_bug_before_the_network_is_retried_not_failed(self):
         """An error that is not about the content (a bug) blames no provider and is deferred."""
-        with mock.patch("anymail.backends.sendgrid.EmailBackend.build_message_payload", side_effect=KeyError("x")), \
-                mock.patch("anymail.backends.mailgun.EmailBackend.build_message_payload", side_effect=KeyError("x")):
+        with (
+            mock.patch(
+                "anymail.backends.sendgrid.EmailBackend.build_message_payload", side_effect=KeyError("x")
+            ),
+            mock.patch(
+                "anymail.backends.mailgun.EmailBackend.build_message_payload", side_effect=KeyError("x")
+            ),
+        ):
             message = message_deliver(message_id=self.poisoned().pk, now=T0)
         self.assertEqual(message.status, "deferred")
         self.assertEqual(set(message.attempts.values_list("outcome", flat=True)), {"local_error"})

@@ -1,6 +1,7 @@
 """The per-key rate limit (MAILSERVICE_API_RATE_LIMIT; docs/security.md): counted in the shared
 cache by django-ratelimit, 429 JSON with Retry-After past it, nothing stored. The library's clock
 is fixed, so no test sleeps."""
+
 from unittest import mock
 
 from django.core.exceptions import ImproperlyConfigured
@@ -60,7 +61,9 @@ class RateLimitTests(GatewayMixin, TestCase):
         for _ in range(4):
             self.client.get("/api/messages", **self.auth)
         _, other = api_key_create(name="other", scopes=["send", "read"])
-        self.assertEqual(self.client.get("/api/messages", HTTP_AUTHORIZATION=f"Bearer {other}").status_code, 200)
+        self.assertEqual(
+            self.client.get("/api/messages", HTTP_AUTHORIZATION=f"Bearer {other}").status_code, 200
+        )
 
     def test_the_limit_lifts_once_retry_after_has_passed(self):
         """After Retry-After seconds the key is served again."""
@@ -76,7 +79,9 @@ class RateLimitTests(GatewayMixin, TestCase):
     def test_unauthenticated_calls_are_not_counted_against_a_key(self):
         """A wrong key is a 401 and does not use up the real key's limit."""
         for _ in range(5):
-            self.assertEqual(self.client.get("/api/messages", HTTP_AUTHORIZATION="Bearer smt_wrong").status_code, 401)
+            self.assertEqual(
+                self.client.get("/api/messages", HTTP_AUTHORIZATION="Bearer smt_wrong").status_code, 401
+            )
         self.assertEqual(self.client.get("/api/messages", **self.auth).status_code, 200)
 
     def test_zero_turns_the_limit_off(self):
@@ -98,8 +103,9 @@ class RateLimitTests(GatewayMixin, TestCase):
         for value, expected in (("600/m", ("600/m", 600)), ("100/5m", ("100/5m", 100)), ("0", None)):
             with self.subTest(value=value), self.settings(MAILSERVICE_API_RATE_LIMIT=value):
                 self.assertEqual(api_rate_limit(), expected)
-        with self.settings(MAILSERVICE_API_RATE_LIMIT="lots"), self.assertRaisesMessage(
-            ImproperlyConfigured, "MAILSERVICE_API_RATE_LIMIT"
+        with (
+            self.settings(MAILSERVICE_API_RATE_LIMIT="lots"),
+            self.assertRaisesMessage(ImproperlyConfigured, "MAILSERVICE_API_RATE_LIMIT"),
         ):
             api_rate_limit()
 

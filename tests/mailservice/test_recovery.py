@@ -1,10 +1,10 @@
 """Leases and recovery: a worker that dies after claiming, a lost task, two workers racing."""
+
+from datetime import timedelta
 from io import StringIO
 
 from django.core import mail
 from django.core.management import call_command
-from datetime import timedelta
-
 from django.test import TestCase, TransactionTestCase, override_settings
 from django.utils import timezone
 
@@ -27,7 +27,9 @@ def message_claim(*, message_id, owner, now):
     return claimed[0] if claimed else None
 
 
-@gateway_settings(MAILSERVICE_LEASE_SECONDS=300, MAILSERVICE_LEASE_RENEW_SECONDS=5, MAILSERVICE_RECOVERY_GRACE=120)
+@gateway_settings(
+    MAILSERVICE_LEASE_SECONDS=300, MAILSERVICE_LEASE_RENEW_SECONDS=5, MAILSERVICE_RECOVERY_GRACE=120
+)
 class LeaseTests(DeliveryMixin, TestCase):
     """A claim holds a message for six renewal periods (30 s here) unless its worker renews it."""
 
@@ -42,7 +44,9 @@ class LeaseTests(DeliveryMixin, TestCase):
     def test_claim_sets_sending_and_lease(self):
         """A claim marks the message and its recipients `sending` with a short lease."""
         message = message_claim(message_id=self.submit(), owner="w1", now=T0)
-        self.assertEqual((message.status, message.lease_owner, message.lease_expires_at), ("sending", "w1", later(30)))
+        self.assertEqual(
+            (message.status, message.lease_owner, message.lease_expires_at), ("sending", "w1", later(30))
+        )
         self.assertEqual(list(message.recipients.values_list("status", flat=True)), ["sending"])
 
     def test_a_living_worker_renews_its_leases(self):
@@ -66,7 +70,9 @@ class LeaseTests(DeliveryMixin, TestCase):
         task = DBTaskResult.objects.get()
         self.assertEqual((task.task_path, task.args_kwargs["args"]), ("mailservice.tasks.deliver_due", []))
         message = message_deliver(message_id=message_id, worker="new-worker", now=later(31))
-        self.assertEqual((message.status, message.attempt_count, message.possible_duplicate), ("sent", 1, False))
+        self.assertEqual(
+            (message.status, message.attempt_count, message.possible_duplicate), ("sent", 1, False)
+        )
         self.assertFalse(message.attempts.filter(outcome="ambiguous").exists())
         self.assertEqual(len(mail.outbox), 1)
         self.assertIsNone(message_deliver(message_id=message_id, now=later(900)))
@@ -162,12 +168,13 @@ class TaskTests(DeliveryMixin, TestCase):
         self.assertEqual(len(mail.outbox), 1)
 
 
-
 @gateway_settings()
 class WorkerProcessTests(GatewayMixin, TransactionTestCase):
     def test_db_worker_runs_the_enqueued_task(self):
         """The embedded queue's worker (`db_worker --batch`) delivers an accepted message."""
         response = self.post_message({"to": "jane@example.com", "subject": "S", "text": "T"})  # autocommit
-        call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", stdout=StringIO(), verbosity=0)
+        call_command(
+            "db_worker", "--batch", "--no-startup-delay", "--no-reload", stdout=StringIO(), verbosity=0
+        )
         self.assertEqual(Message.objects.get(pk=response.json()["id"]).status, "sent")
         self.assertEqual(len(mail.outbox), 1)

@@ -1,6 +1,7 @@
 """The RQ worker's wait for Redis (mailservice/rq_worker/): its backoff, its log lines, which
 errors it waits out, and the RQ versions whose internals it was written against. The worker
 riding out real Redis outages is tested in tests/servers/test_rq_outage.py."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -62,7 +63,9 @@ def waiting(clock: FakeClock) -> RedisWait:
 class BackoffTests(SimpleTestCase):
     def test_backoff_doubles_from_one_second_up_to_its_cap(self):
         """Attempts wait 1, 2, 4 s, then the cap (5 s), however long Redis stays away."""
-        self.assertEqual([backoff_delay(n) for n in range(7)], [1, 2, 4, MAX_DELAY, MAX_DELAY, MAX_DELAY, MAX_DELAY])
+        self.assertEqual(
+            [backoff_delay(n) for n in range(7)], [1, 2, 4, MAX_DELAY, MAX_DELAY, MAX_DELAY, MAX_DELAY]
+        )
         self.assertEqual(backoff_delay(10_000), MAX_DELAY)
 
 
@@ -129,14 +132,22 @@ class RedisWaitTests(SimpleTestCase):
 class OutageErrorTests(SimpleTestCase):
     def test_connection_errors_and_timeouts_are_outages(self):
         """Refused or dropped connections, timeouts and a Redis loading its data are waited out."""
-        for error in (redis.exceptions.ConnectionError("x"), redis.exceptions.TimeoutError("x"),
-                      redis.exceptions.BusyLoadingError("x")):
+        for error in (
+            redis.exceptions.ConnectionError("x"),
+            redis.exceptions.TimeoutError("x"),
+            redis.exceptions.BusyLoadingError("x"),
+        ):
             self.assertTrue(is_redis_outage(error), error)
 
     def test_a_refused_password_or_a_bug_is_not_an_outage(self):
         """A wrong password and any other error end the worker as RQ would."""
-        for error in (redis.exceptions.AuthenticationError("x"), redis.exceptions.AuthorizationError("x"),
-                      redis.exceptions.ResponseError("x"), ValueError("x"), StopRequested()):
+        for error in (
+            redis.exceptions.AuthenticationError("x"),
+            redis.exceptions.AuthorizationError("x"),
+            redis.exceptions.ResponseError("x"),
+            ValueError("x"),
+            StopRequested(),
+        ):
             self.assertFalse(is_redis_outage(error), error)
 
 
@@ -152,5 +163,8 @@ class WorkerTests(SimpleTestCase):
         """mailservice/rq_worker/ overrides RQ's worker internals as rq 3.0 and django-rq 4.2 have
         them: read rq's worker/base.py and scheduler.py again before upgrading either."""
         versions = {name: importlib.metadata.version(name) for name in ("rq", "django-rq")}
-        self.assertEqual({name: version.rsplit(".", 1)[0] for name, version in versions.items()},
-                         {"rq": "3.0", "django-rq": "4.2"}, versions)
+        self.assertEqual(
+            {name: version.rsplit(".", 1)[0] for name, version in versions.items()},
+            {"rq": "3.0", "django-rq": "4.2"},
+            versions,
+        )

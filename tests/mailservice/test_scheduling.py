@@ -1,6 +1,7 @@
 """The scheduling horizon (MAILSERVICE_MAX_SCHEDULE_DAYS) and cancelling a message no provider
 has taken yet: DELETE /api/messages/{id} and the admin's action, one service (docs/api.md,
 "DELETE /api/messages/{id}"; docs/delivery.md, "Operator actions")."""
+
 from __future__ import annotations
 
 import uuid
@@ -41,7 +42,9 @@ class ScheduleHorizonTests(GatewayMixin, TestCase):
     @override_settings(MAILSERVICE_MAX_SCHEDULE_DAYS=1)
     def test_the_horizon_follows_its_setting(self):
         """With MAILSERVICE_MAX_SCHEDULE_DAYS=1, two days ahead is too far."""
-        self.assert_refused(self.post_message({**VALID, "send_at": self.send_at(2)}), 422, "send_at", "at most 1 days")
+        self.assert_refused(
+            self.post_message({**VALID, "send_at": self.send_at(2)}), 422, "send_at", "at most 1 days"
+        )
 
     @override_settings(MAILSERVICE_MAX_SCHEDULE_DAYS=0)
     def test_zero_turns_the_horizon_off(self):
@@ -127,7 +130,9 @@ class CancelApiTests(GatewayMixin, TestCase):
         """A `send` key cancels what it sent; another key's message is a 404, left queued."""
         _, raw_a = api_key_create(name="a", scopes=["send"])
         _, raw_b = api_key_create(name="b", scopes=["send"])
-        mine = self.client.post("/api/messages", VALID, content_type="application/json", **bearer(raw_a)).json()["id"]
+        mine = self.client.post(
+            "/api/messages", VALID, content_type="application/json", **bearer(raw_a)
+        ).json()["id"]
         self.assertEqual(self.cancel(mine, bearer(raw_b)).status_code, 404)
         self.assertEqual(Message.objects.get(pk=mine).status, "queued")
         self.assertEqual(self.cancel(mine, bearer(raw_a)).status_code, 200)
@@ -136,7 +141,9 @@ class CancelApiTests(GatewayMixin, TestCase):
         """A `manage` key cancels another key's message."""
         _, raw_sender = api_key_create(name="sender", scopes=["send"])
         _, raw_manager = api_key_create(name="ops", scopes=["manage"])
-        response = self.client.post("/api/messages", VALID, content_type="application/json", **bearer(raw_sender))
+        response = self.client.post(
+            "/api/messages", VALID, content_type="application/json", **bearer(raw_sender)
+        )
         theirs = response.json()["id"]
         self.assertEqual(self.cancel(theirs, bearer(raw_manager)).json()["status"], "cancelled")
 

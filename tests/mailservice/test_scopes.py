@@ -1,5 +1,6 @@
 """Scoped, isolated API keys (docs/api.md, "Authentication"): a key reads only the messages it
 sent, a call outside its scopes is a JSON 403, and sender domains limit `from`."""
+
 import json
 from io import StringIO
 
@@ -39,7 +40,11 @@ class ScopeTests(GatewayMixin, TestCase):
     def call(self, method, path, raw_key, body=None):
         data = json.dumps(body) if body is not None else None
         kwargs = {"content_type": "application/json", **bearer(raw_key)}
-        return getattr(self.client, method)(path, data, **kwargs) if data else getattr(self.client, method)(path, **kwargs)
+        return (
+            getattr(self.client, method)(path, data, **kwargs)
+            if data
+            else getattr(self.client, method)(path, **kwargs)
+        )
 
     def test_a_call_outside_the_keys_scopes_is_a_json_403_naming_the_scope(self):
         """Each operation answers 403 to a key with none of the scopes it needs, naming them."""
@@ -78,7 +83,9 @@ class ScopeTests(GatewayMixin, TestCase):
         """Key B gets 404 for key A's message and does not list it; A sees its own."""
         raw_a, raw_b = self.key("a", ["send", "read"]), self.key("b", ["send", "read"])
         mine = self.call("post", "/api/messages", raw_a, VALID).json()["id"]
-        theirs = self.call("post", "/api/messages", raw_b, {**VALID, "bcc": "secret@example.com"}).json()["id"]
+        theirs = self.call("post", "/api/messages", raw_b, {**VALID, "bcc": "secret@example.com"}).json()[
+            "id"
+        ]
         self.assertEqual(self.call("get", f"/api/messages/{mine}", raw_a).status_code, 200)
         refused = self.call("get", f"/api/messages/{theirs}", raw_a)
         self.assertEqual(refused.status_code, 404)
@@ -98,7 +105,9 @@ class ScopeTests(GatewayMixin, TestCase):
         raw = self.key("shop", ["send"], from_domains=["example.com", "Bücher.de"])
         for sender in ("shop@example.com", "Shop <news@EXAMPLE.com>", "a@xn--bcher-kva.de", "a@bücher.de"):
             with self.subTest(sender=sender):
-                self.assertEqual(self.call("post", "/api/messages", raw, {**VALID, "from": sender}).status_code, 202)
+                self.assertEqual(
+                    self.call("post", "/api/messages", raw, {**VALID, "from": sender}).status_code, 202
+                )
         count = Message.objects.count()
         for sender in ("a@example.org", "a@mail.example.com", "a@notexample.com"):
             with self.subTest(sender=sender):
@@ -145,7 +154,9 @@ class CreateApiKeyCommandScopeTests(TestCase):
     def test_scopes_and_domains_options(self):
         """--scopes and --from-domains are stored; the output names them."""
         out = StringIO()
-        call_command("create_api_key", "ops", "--scopes", "manage,read", "--from-domains", "example.com", stdout=out)
+        call_command(
+            "create_api_key", "ops", "--scopes", "manage,read", "--from-domains", "example.com", stdout=out
+        )
         api_key = api_key_authenticate(raw_key=out.getvalue().strip().splitlines()[-1])
         self.assertEqual((api_key.scopes, api_key.from_domains), ("read,manage", "example.com"))
         self.assertIn("read,manage", out.getvalue())
@@ -171,7 +182,9 @@ class ScopeMigrationTests(TransactionTestCase):
         executor = MigrationExecutor(connection)
         executor.migrate(self.before)
         old_apps = executor.loader.project_state(self.before).apps
-        old_apps.get_model("mailservice", "ApiKey").objects.create(name="old", prefix="smt_old", key_hash="0" * 64)
+        old_apps.get_model("mailservice", "ApiKey").objects.create(
+            name="old", prefix="smt_old", key_hash="0" * 64
+        )
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(self.after)

@@ -1,4 +1,5 @@
 """The send URL: GET /?to=addr[&subject=&text=] and POST / (form or JSON)."""
+
 import json
 
 from django.test import TestCase, override_settings

@@ -1,4 +1,5 @@
 """Status names: how a message summarises its recipients, and that worker and API agree."""
+
 from django.test import SimpleTestCase, TestCase
 
 from mailservice.statuses import MessageStatus, RecipientStatus, summarize

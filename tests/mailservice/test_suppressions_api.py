@@ -1,4 +1,5 @@
 """GET/POST/DELETE /api/suppressions."""
+
 import json
 
 from django.test import TestCase
@@ -11,7 +12,9 @@ from tests.mailservice.helpers import GatewayMixin, gateway_settings
 @gateway_settings()
 class SuppressionApiTests(GatewayMixin, TestCase):
     def post(self, body):
-        return self.client.post("/api/suppressions", json.dumps(body), content_type="application/json", **self.auth)
+        return self.client.post(
+            "/api/suppressions", json.dumps(body), content_type="application/json", **self.auth
+        )
 
     def test_post_adds_normalized_address(self):
         """POST adds the address, lowercased, with its reason; 201."""
@@ -38,8 +41,12 @@ class SuppressionApiTests(GatewayMixin, TestCase):
         for address in ("a@\\ud800.example", "\\udfff@example.com", "a\\u0000@example.com"):
             with self.subTest(address=address):
                 body = '{"address": "' + address + '"}'
-                response = self.client.post("/api/suppressions", body, content_type="application/json", **self.auth)
-                self.assertEqual((response.status_code, response.json()["errors"][0]["field"]), (422, "address"))
+                response = self.client.post(
+                    "/api/suppressions", body, content_type="application/json", **self.auth
+                )
+                self.assertEqual(
+                    (response.status_code, response.json()["errors"][0]["field"]), (422, "address")
+                )
         self.assertFalse(Suppression.objects.exists())
 
     def test_post_unknown_reason_is_422(self):
@@ -59,9 +66,13 @@ class SuppressionApiTests(GatewayMixin, TestCase):
     def test_delete_removes_the_address(self):
         """DELETE removes the address (204); again it is 404."""
         suppression_add(address="jane@example.com")
-        self.assertEqual(self.client.delete("/api/suppressions/Jane@example.com", **self.auth).status_code, 204)
+        self.assertEqual(
+            self.client.delete("/api/suppressions/Jane@example.com", **self.auth).status_code, 204
+        )
         self.assertFalse(Suppression.objects.exists())
-        self.assertEqual(self.client.delete("/api/suppressions/jane@example.com", **self.auth).status_code, 404)
+        self.assertEqual(
+            self.client.delete("/api/suppressions/jane@example.com", **self.auth).status_code, 404
+        )
 
 
 @gateway_settings()
@@ -72,7 +83,9 @@ class ProviderApiTests(GatewayMixin, TestCase):
 
         with override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun"]):
             body = self.client.get("/api/providers", **self.auth).json()
-        self.assertEqual([(p["name"], p["state"]) for p in body], [("sendgrid", "active"), ("mailgun", "standby")])
+        self.assertEqual(
+            [(p["name"], p["state"]) for p in body], [("sendgrid", "active"), ("mailgun", "standby")]
+        )
         self.assertEqual(
             set(body[0]),
             {
@@ -90,13 +103,15 @@ class ProviderApiTests(GatewayMixin, TestCase):
     def test_failing_provider_shows_its_last_error(self):
         """After a failure the provider is `failing` with its error and time."""
         import responses
+        from django.test import override_settings
 
         from mailservice.services.delivery import message_deliver
         from tests.esp import mock_mailgun, mock_sendgrid
 
-        from django.test import override_settings
-
-        with override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun"]), responses.RequestsMock() as rsps:
+        with (
+            override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun"]),
+            responses.RequestsMock() as rsps,
+        ):
             mock_sendgrid(rsps, status=503)
             mock_mailgun(rsps)
             message_id = self.post_message({"to": "a@example.com", "text": "x"}).json()["id"]

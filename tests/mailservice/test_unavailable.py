@@ -7,6 +7,7 @@ The database fails at a chosen statement through an execute wrapper, raising wha
 wrapper raises in production: its own class, raised from the driver's error (psycopg's for
 PostgreSQL, sqlite3's). The cache is Django's RedisCache on a loopback port nobody listens on.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Several comma-separated ANYMAIL_WEBHOOK_SECRET values, so the webhooks' basic-auth secret is
 rotated without refusing a provider's posts (docs/deployment.md, "Rotation without downtime")."""
+
 import json
 import os
 import subprocess
@@ -28,14 +29,17 @@ class WebhookSecretParsingTests(SimpleTestCase):
 
     def test_one_secret_stays_a_string(self):
         """A single secret is passed as before, a string, whatever its characters besides commas."""
-        self.assertEqual(anymail_settings({"ANYMAIL_WEBHOOK_SECRET": "u:p a/s@s"}), {"WEBHOOK_SECRET": "u:p a/s@s"})
+        self.assertEqual(
+            anymail_settings({"ANYMAIL_WEBHOOK_SECRET": "u:p a/s@s"}), {"WEBHOOK_SECRET": "u:p a/s@s"}
+        )
 
     def test_only_commas_set_no_secret(self):
         """A value of blanks and commas sets no secret, so the missing-secret check still fires."""
         self.assertEqual(anymail_settings({"ANYMAIL_WEBHOOK_SECRET": " , ,"}), {})
 
     def test_a_secret_without_a_colon_is_refused_without_showing_it(self):
-        """A part that is not user:password (a secret split at its comma) stops startup, naming its position only."""
+        """A part that is not user:password (a secret split at its comma) stops startup, naming its
+        position only."""
         with self.assertRaises(ImproperlyConfigured) as caught:
             webhook_secrets("user:pass,word-after-comma")
         self.assertIn("secret 2 of 2", str(caught.exception))
@@ -90,7 +94,9 @@ class RotatingWebhookSecretTests(TestCase):
 
 class RotatingSecretCheckTests(SimpleTestCase):
     def errors(self) -> list[str]:
-        return [message.id for message in run_checks(tags=[Tags.security]) if message.id == "mailservice.E101"]
+        return [
+            message.id for message in run_checks(tags=[Tags.security]) if message.id == "mailservice.E101"
+        ]
 
     def test_a_list_of_secrets_satisfies_the_check(self):
         """mailservice.E101 stays quiet outside DEBUG when several secrets are set."""

@@ -1,4 +1,5 @@
 """/healthz, /readyz and their exemption from the HTTPS redirect (docs/monitoring.md)."""
+
 from __future__ import annotations
 
 import shutil
@@ -53,7 +54,9 @@ class ReadyzTests(TestCase):
     def test_ready(self):
         response = self.client.get("/readyz")
         self.assertEqual(response.status_code, 200, response.content)
-        self.assertEqual(response.json(), {"status": "ready", "down": [], "checks": {"database": "ok", "cache": "ok"}})
+        self.assertEqual(
+            response.json(), {"status": "ready", "down": [], "checks": {"database": "ok", "cache": "ok"}}
+        )
 
     def test_database_down(self):
         """The driver's error is logged with its class, the password masked; the body names the database."""
@@ -81,7 +84,10 @@ class ReadyzTests(TestCase):
         self.assertEqual(logs.records[0].error_class, "builtins.OSError")
 
     def test_cache_that_loses_writes_is_down(self):
-        with mock.patch.object(caches["default"], "get", return_value=None), self.assertLogs("mailservice.health"):
+        with (
+            mock.patch.object(caches["default"], "get", return_value=None),
+            self.assertLogs("mailservice.health"),
+        ):
             self.assert_down(self.client.get("/readyz"), ["cache"], {"cache": "down"})
 
     def test_redis_cache_down_answers_quickly(self):
@@ -95,7 +101,9 @@ class ReadyzTests(TestCase):
         self.assert_down(response, ["redis"], {"database": "ok", "cache": "down"})
         self.assertLess(elapsed, 1.0)
         self.assertEqual(logs.records[0].kind, "redis")
-        self.assertNotIn(SECRET, " ".join(r.getMessage() + r.error for r in logs.records) + response.content.decode())
+        self.assertNotIn(
+            SECRET, " ".join(r.getMessage() + r.error for r in logs.records) + response.content.decode()
+        )
 
     def test_redis_that_never_answers_is_bounded(self):
         """A server that accepts the connection and never replies costs the probe about a second."""
@@ -114,13 +122,19 @@ class ReadyzTests(TestCase):
     def test_rq_queue_down(self):
         """The RQ task backend's Redis is checked; the database queue needs no check of its own."""
         queues = {"default": {"URL": f"redis://127.0.0.1:{closed_port()}/1"}}
-        with override_settings(TASKS=RQ_TASKS, RQ_QUEUES=queues), self.assertLogs("mailservice.health") as logs:
+        with (
+            override_settings(TASKS=RQ_TASKS, RQ_QUEUES=queues),
+            self.assertLogs("mailservice.health") as logs,
+        ):
             response = self.client.get("/readyz")
         self.assert_down(response, ["redis"], {"database": "ok", "cache": "ok", "queue": "down"})
         self.assertEqual((logs.records[0].check, logs.records[0].kind), ("queue", "redis"))
 
     def test_failover_memory_cache_is_checked_when_it_is_another(self):
-        caches_ = {**LOCMEM, "failover": {"BACKEND": REDIS_CACHE, "LOCATION": f"redis://127.0.0.1:{closed_port()}"}}
+        caches_ = {
+            **LOCMEM,
+            "failover": {"BACKEND": REDIS_CACHE, "LOCATION": f"redis://127.0.0.1:{closed_port()}"},
+        }
         with (
             override_settings(CACHES=caches_, FIRST_WORKING_EMAIL_CACHE="failover"),
             self.assertLogs("mailservice.health"),
@@ -137,7 +151,9 @@ class ReadyzTests(TestCase):
             self.assertLogs("mailservice.health") as logs,
         ):
             response = self.client.get("/readyz")
-        self.assert_down(response, ["cache", "database", "redis"], {"database": "down", "cache": "down", "queue": "down"})
+        self.assert_down(
+            response, ["cache", "database", "redis"], {"database": "down", "cache": "down", "queue": "down"}
+        )
         self.assertEqual(len(logs.records), 3)
 
 
@@ -154,7 +170,19 @@ class RealRedisReadyzTests(TestCase):
         folder = tempfile.mkdtemp(prefix="smtest-ops-redis-")
         self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
         self.server = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                folder,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

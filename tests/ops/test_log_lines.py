@@ -1,6 +1,7 @@
 """Log lines an operator's tools can trust (docs/monitoring.md, "Logs"): with LOG_FORMAT=json
 one JSON object per line per record, tracebacks and odd line breaks included; Python warnings
 (Anymail's SendGrid notice) as one log record each, once per process, in either format."""
+
 import io
 import json
 import logging
@@ -38,10 +39,16 @@ log.warning("done")
 def run_probe(**values: str) -> subprocess.CompletedProcess:
     keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env = {
-        **keep, "DJANGO_SETTINGS_MODULE": "smtest.settings", "PYTHONDONTWRITEBYTECODE": "1", "DEBUG": "1",
-        "ANYMAIL_WEBHOOK_SECRET": "hook:probe-secret", **values,
+        **keep,
+        "DJANGO_SETTINGS_MODULE": "smtest.settings",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DEBUG": "1",
+        "ANYMAIL_WEBHOOK_SECRET": "hook:probe-secret",
+        **values,
     }
-    return subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 class JsonLinesTests(SimpleTestCase):
@@ -60,9 +67,14 @@ class JsonLinesTests(SimpleTestCase):
         the traceback and the stack are escaped, not written."""
         entries = [json.loads(line) for line in self.lines()]
         probe = [entry for entry in entries if entry["logger"] == "mailservice.probe"]
-        self.assertEqual([entry["message"].split("\n")[0] for entry in probe], [
-            "one", "failed", "done",
-        ])
+        self.assertEqual(
+            [entry["message"].split("\n")[0] for entry in probe],
+            [
+                "one",
+                "failed",
+                "done",
+            ],
+        )
         self.assertEqual(probe[0]["message"], "one\ntwo\rthree\u2028four\u2029five\x85six\x1bseven")
         self.assertEqual(probe[0]["field"], "a\nb\u2028c")
         self.assertIn("ValueError: first line\nsecond line", probe[1]["exception"])
@@ -76,7 +88,9 @@ class JsonLinesTests(SimpleTestCase):
         notices = [entry for entry in entries if entry.get("category") == category]
         self.assertEqual(len(notices), 1, entries)
         self.assertEqual((notices[0]["logger"], notices[0]["level"]), ("py.warnings", "WARNING"))
-        self.assertTrue(notices[0]["message"].startswith("AnymailNotSupportedWarning: django-anymail has dropped"))
+        self.assertTrue(
+            notices[0]["message"].startswith("AnymailNotSupportedWarning: django-anymail has dropped")
+        )
         self.assertRegex(notices[0]["source"], r"anymail/(backends|webhooks)/sendgrid\.py:\d+$")
 
 
@@ -88,7 +102,9 @@ class TextLinesTests(SimpleTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         lines = [line for line in result.stderr.splitlines() if "AnymailNotSupportedWarning" in line]
         self.assertEqual(len(lines), 1, result.stderr)
-        self.assertRegex(lines[0], r" WARNING py\.warnings AnymailNotSupportedWarning: django-anymail has dropped ")
+        self.assertRegex(
+            lines[0], r" WARNING py\.warnings AnymailNotSupportedWarning: django-anymail has dropped "
+        )
         self.assertNotIn("warnings.warn(", result.stderr)
 
 

@@ -1,5 +1,6 @@
 """/metrics: the Prometheus format, each family's values from known rows, the token, and a
 fixed number of queries whatever the table sizes (docs/monitoring.md)."""
+
 from __future__ import annotations
 
 import itertools
@@ -35,7 +36,9 @@ def attempts(message_: Message, round_: int, *pairs: tuple[str, str]) -> None:
 
 
 def event(provider: str, event_type: str) -> TrackingEvent:
-    return TrackingEvent.objects.create(provider=provider, event_id=f"ev-{next(_event_ids)}", event_type=event_type)
+    return TrackingEvent.objects.create(
+        provider=provider, event_id=f"ev-{next(_event_ids)}", event_type=event_type
+    )
 
 
 class ProbesOpenMixin:
@@ -64,18 +67,24 @@ class ScrapeMixin:
         found = scraped or self.scrape()
         wanted = sample or family
         return {
-            tuple(value for _, value in key[1:]): number for key, number in found[family].items() if key[0] == wanted
+            tuple(value for _, value in key[1:]): number
+            for key, number in found[family].items()
+            if key[0] == wanted
         }
 
 
-@override_settings(CACHES=LOCMEM, FIRST_WORKING_EMAIL_BACKENDS=["django.core.mail.backends.locmem.EmailBackend"])
+@override_settings(
+    CACHES=LOCMEM, FIRST_WORKING_EMAIL_BACKENDS=["django.core.mail.backends.locmem.EmailBackend"]
+)
 class MetricsFormatTests(ScrapeMixin, TestCase):
     def test_prometheus_text_format_with_every_family(self):
         response = self.client.get("/metrics")
         self.assertEqual(response.status_code, 200)
         self.assertTrue(response["Content-Type"].startswith("text/plain; version=0.0.4"))
         self.assertIn("no-cache", response["Cache-Control"])
-        types = {family.name: family.type for family in text_string_to_metric_families(response.content.decode())}
+        types = {
+            family.name: family.type for family in text_string_to_metric_families(response.content.decode())
+        }
         self.assertEqual(
             types,
             {
@@ -110,7 +119,9 @@ class MetricsFormatTests(ScrapeMixin, TestCase):
         self.assertEqual(logs.records[0].error_class, "django.db.utils.OperationalError")
 
 
-@override_settings(CACHES=LOCMEM, FIRST_WORKING_EMAIL_BACKENDS=["django.core.mail.backends.locmem.EmailBackend"])
+@override_settings(
+    CACHES=LOCMEM, FIRST_WORKING_EMAIL_BACKENDS=["django.core.mail.backends.locmem.EmailBackend"]
+)
 class MetricValuesTests(ScrapeMixin, TestCase):
     def test_messages_by_status_with_zeros(self):
         for status in ("queued", "queued", "sent", "delivered", "partially_delivered"):
@@ -118,7 +129,9 @@ class MetricValuesTests(ScrapeMixin, TestCase):
         found = self.values("smtest_messages")
         self.assertEqual(set(found), {(status,) for status in MessageStatus.values})
         self.assertEqual(found[("queued",)], 2)
-        self.assertEqual((found[("sent",)], found[("delivered",)], found[("partially_delivered",)]), (1, 1, 1))
+        self.assertEqual(
+            (found[("sent",)], found[("delivered",)], found[("partially_delivered",)]), (1, 1, 1)
+        )
         self.assertEqual(found[("failed",)], 0)
 
     def test_provider_attempts(self):
@@ -159,7 +172,10 @@ class MetricValuesTests(ScrapeMixin, TestCase):
             },
         )
 
-    @override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun", "mandrill"], FIRST_WORKING_EMAIL_CACHE_TIMEOUT=600)
+    @override_settings(
+        FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun", "mandrill"],
+        FIRST_WORKING_EMAIL_CACHE_TIMEOUT=600,
+    )
     def test_provider_state_from_the_failover_memory(self):
         caches["default"].clear()
         store = FirstWorkingEmailBackend().memory
@@ -190,10 +206,27 @@ class MetricValuesTests(ScrapeMixin, TestCase):
         buckets = self.values("smtest_delivery_seconds", "smtest_delivery_seconds_bucket", **scraped)
         self.assertEqual(
             {le: count for (le,), count in buckets.items()},
-            {"0.1": 1, "0.25": 1, "0.5": 2, "1.0": 2, "2.5": 2, "5.0": 3, "10.0": 3, "30.0": 3, "60.0": 4,
-             "120.0": 4, "300.0": 4, "600.0": 4, "1800.0": 4, "3600.0": 4, "+Inf": 5},
+            {
+                "0.1": 1,
+                "0.25": 1,
+                "0.5": 2,
+                "1.0": 2,
+                "2.5": 2,
+                "5.0": 3,
+                "10.0": 3,
+                "30.0": 3,
+                "60.0": 4,
+                "120.0": 4,
+                "300.0": 4,
+                "600.0": 4,
+                "1800.0": 4,
+                "3600.0": 4,
+                "+Inf": 5,
+            },
         )
-        self.assertEqual(self.values("smtest_delivery_seconds", "smtest_delivery_seconds_count", **scraped), {(): 5})
+        self.assertEqual(
+            self.values("smtest_delivery_seconds", "smtest_delivery_seconds_count", **scraped), {(): 5}
+        )
         total = self.values("smtest_delivery_seconds", "smtest_delivery_seconds_sum", **scraped)[()]
         self.assertAlmostEqual(total, 0.05 + 0.3 + 3 + 45 + 7200, places=3)
 
@@ -218,15 +251,23 @@ class MetricValuesTests(ScrapeMixin, TestCase):
         self.assertEqual(self.values("smtest_queue_oldest_age_seconds", **scraped), {(): 0})
 
     def test_webhook_events(self):
-        for provider, event_type in [("sendgrid", "delivered"), ("sendgrid", "delivered"), ("sendgrid", "bounced"),
-                                     ("mailgun", "delivered")]:
+        for provider, event_type in [
+            ("sendgrid", "delivered"),
+            ("sendgrid", "delivered"),
+            ("sendgrid", "bounced"),
+            ("mailgun", "delivered"),
+        ]:
             event(provider, event_type)
         found = self.values("smtest_webhook_events", "smtest_webhook_events_total")
         # Labels sorted by name: provider, type.
-        self.assertEqual(found, {("sendgrid", "delivered"): 2, ("sendgrid", "bounced"): 1, ("mailgun", "delivered"): 1})
+        self.assertEqual(
+            found, {("sendgrid", "delivered"): 2, ("sendgrid", "bounced"): 1, ("mailgun", "delivered"): 1}
+        )
 
 
-@override_settings(CACHES=LOCMEM, FIRST_WORKING_EMAIL_BACKENDS=["django.core.mail.backends.locmem.EmailBackend"])
+@override_settings(
+    CACHES=LOCMEM, FIRST_WORKING_EMAIL_BACKENDS=["django.core.mail.backends.locmem.EmailBackend"]
+)
 class MetricsCostTests(TestCase):
     def fill(self, count: int) -> None:
         now = timezone.now()
@@ -259,8 +300,13 @@ class MetricsTokenTests(ProbesOpenMixin, TestCase):
                 self.assertEqual(self.client.get("/metrics", HTTP_AUTHORIZATION=header).status_code, 200)
 
     def test_wrong_token(self):
-        for header in ("Bearer metrics-token-012345678", "Bearer metrics-token-0123456789x", "Basic metrics-token-0123456789",
-                       "metrics-token-0123456789", "Bearer "):
+        for header in (
+            "Bearer metrics-token-012345678",
+            "Bearer metrics-token-0123456789x",
+            "Basic metrics-token-0123456789",
+            "metrics-token-0123456789",
+            "Bearer ",
+        ):
             with self.subTest(header):
                 self.assertEqual(self.client.get("/metrics", HTTP_AUTHORIZATION=header).status_code, 401)
 
@@ -325,14 +371,20 @@ class MetricsFromRealDeliveryTests(GatewayMixin, ScrapeMixin, TestCase):
         self.assertEqual(self.values("smtest_queue_depth"), {(): 1})
         message_deliver(message_id=message_id, now=timezone.now())
         scraped = self.scrape()
-        self.assertEqual(self.values("smtest_failovers", "smtest_failovers_total", **scraped),
-                         {("sendgrid", "provider_error", "mailgun"): 1})
+        self.assertEqual(
+            self.values("smtest_failovers", "smtest_failovers_total", **scraped),
+            {("sendgrid", "provider_error", "mailgun"): 1},
+        )
         self.assertEqual(
             self.values("smtest_provider_attempts", "smtest_provider_attempts_total", **scraped),
             {("provider_error", "sendgrid"): 1, ("sent", "mailgun"): 1},
         )
-        states = {key: value for key, value in self.values("smtest_provider_state", **scraped).items() if value}
+        states = {
+            key: value for key, value in self.values("smtest_provider_state", **scraped).items() if value
+        }
         self.assertEqual(states, {("sendgrid", "failing"): 1, ("mailgun", "active"): 1})
         self.assertEqual(self.values("smtest_messages", **scraped)[("sent",)], 1)
-        self.assertEqual(self.values("smtest_delivery_seconds", "smtest_delivery_seconds_count", **scraped), {(): 1})
+        self.assertEqual(
+            self.values("smtest_delivery_seconds", "smtest_delivery_seconds_count", **scraped), {(): 1}
+        )
         self.assertEqual(self.values("smtest_queue_depth", **scraped), {(): 0})

@@ -1,6 +1,7 @@
 """Real gunicorn with deploy/gunicorn.conf.py for the tests of the web process as deployed
 (tests/project/test_gunicorn*.py): the environment of a production host on loopback, started
 once per class and always stopped."""
+
 from __future__ import annotations
 
 import os
@@ -48,7 +49,10 @@ class Gunicorn:
         with open(self.access_log, "wb") as out, open(self.error_log, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
-                cwd=ROOT, env=env, stdout=out, stderr=err,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=err,
             )
         try:
             self._wait_listening()
@@ -60,13 +64,17 @@ class Gunicorn:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.error_log.read_text()}")
+                raise AssertionError(
+                    f"gunicorn exited with {self.process.returncode}:\n{self.error_log.read_text()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
-            except OSError:
+            except OSError as err:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not listen in {START_TIMEOUT}s:\n{self.error_log.read_text()}")
+                    raise AssertionError(
+                        f"gunicorn did not listen in {START_TIMEOUT}s:\n{self.error_log.read_text()}"
+                    ) from err
                 time.sleep(0.2)
 
     def stop(self) -> None:

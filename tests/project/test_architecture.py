@@ -1,6 +1,7 @@
 """The import rules of docs/architecture.md, checked on the source: no import cycles among the
 project's modules (function-level imports count), `failover` imports nothing of the project,
 and the gateway's production code never imports the sandbox."""
+
 import ast
 from collections import defaultdict
 from collections.abc import Iterator
@@ -55,7 +56,9 @@ def import_graph(*, with_packages: bool = False) -> dict[str, set[str]]:
                 graph[module].add(name)
         if with_packages:
             parts = module.split(".")
-            graph[module].update(".".join(parts[:end]) for end in range(1, len(parts)) if ".".join(parts[:end]) in modules)
+            graph[module].update(
+                ".".join(parts[:end]) for end in range(1, len(parts)) if ".".join(parts[:end]) in modules
+            )
         graph.setdefault(module, set())
     return graph
 

@@ -1,5 +1,6 @@
 """Every environment variable the project reads is documented, and every one documented is read;
 the defaults .env.example shows are the ones the code uses."""
+
 import re
 from pathlib import Path
 
@@ -55,7 +56,9 @@ class EnvironmentDocumentationTests(SimpleTestCase):
     def test_env_example_names_only_variables_that_are_read(self):
         """.env.example names no variable that nothing reads (ANYMAIL_* all become ANYMAIL settings)."""
         unread = {
-            name for name in example_values() if name not in read_variables() and not name.startswith("ANYMAIL_")
+            name
+            for name in example_values()
+            if name not in read_variables() and not name.startswith("ANYMAIL_")
         }
         self.assertEqual(sorted(unread), [], "in .env.example but read by nothing")
 

@@ -12,6 +12,7 @@ The settings are evaluated in subprocesses with a clean environment (as in
 test_production_settings.py). Only the database differs from Compose's (SQLite instead of
 PostgreSQL, which no static file depends on); Redis is a throwaway redis-server on loopback when
 one is installed, for django-rq's pages (written against django-rq 4.2)."""
+
 from __future__ import annotations
 
 import json
@@ -136,7 +137,7 @@ def image_build_environment() -> dict[str, str]:
             command = rest.split("&&")[0]
             words = shlex.split(command)
             run_env = assignments(words)
-            assert words[len(run_env):][:3] == ["python", "manage.py", "collectstatic"], command
+            assert words[len(run_env) :][:3] == ["python", "manage.py", "collectstatic"], command
             return {**environment, **run_env}
     raise AssertionError("The Dockerfile has no RUN line with collectstatic")
 
@@ -145,7 +146,9 @@ def compose_environment(service: str) -> dict[str, str]:
     """What docker-compose.yml sets for `service` (its `${VAR:-default}` at their defaults), and `.env`'s."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     values = compose["services"][service].get("environment") or {}
-    resolved = {name: COMPOSE_VARIABLE.sub(lambda m: m.group(2) or "", str(value)) for name, value in values.items()}
+    resolved = {
+        name: COMPOSE_VARIABLE.sub(lambda m: m.group(2) or "", str(value)) for name, value in values.items()
+    }
     return {**DOT_ENV, **resolved}  # Compose's `environment` wins over `env_file`
 
 
@@ -164,7 +167,10 @@ def run(args: list[str], values: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def collected(values: dict[str, str], static_root: Path) -> set[str]:
-    run([sys.executable, "manage.py", "collectstatic", "--no-input"], {**values, "STATIC_ROOT": str(static_root)})
+    run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input"],
+        {**values, "STATIC_ROOT": str(static_root)},
+    )
     return {path.relative_to(static_root).as_posix() for path in static_root.rglob("*") if path.is_file()}
 
 
@@ -201,8 +207,19 @@ class DockerImageStaticFilesTests(SimpleTestCase):
             return None
         port = free_port()
         server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(cls.folder)],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(cls.folder),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -267,9 +284,12 @@ class DockerImageStaticFilesTests(SimpleTestCase):
         self.assertIn("django_rq/css/admin.css", linked)
 
     def test_every_static_file_the_installed_templates_name_is_in_the_image(self):
-        """Each `{% static "…" %}` in the templates of the apps Compose's configuration installs is collected."""
+        """Each `{% static "…" %}` in the templates of the apps Compose's configuration installs is
+        collected."""
         templates = self.probe["templates"]
-        self.assertTrue(any(name.startswith("django_rq:") for name in templates), "django_rq is not installed")
+        self.assertTrue(
+            any(name.startswith("django_rq:") for name in templates), "django_rq is not installed"
+        )
         for template, names in templates.items():
             with self.subTest(template=template):
                 self.assert_in_image(names, template)

@@ -1,4 +1,5 @@
 """Settings read from the environment."""
+
 from django.core.exceptions import ImproperlyConfigured
 from django.test import SimpleTestCase
 
@@ -15,7 +16,12 @@ from smtest.environment import (
 class EnvironmentTests(SimpleTestCase):
     def test_anymail_variables_become_the_anymail_dict(self):
         """ANYMAIL_SENDGRID_API_KEY becomes ANYMAIL['SENDGRID_API_KEY']; other variables are ignored."""
-        environ = {"ANYMAIL_SENDGRID_API_KEY": "k", "ANYMAIL_WEBHOOK_SECRET": "u:p", "ANYMAIL_": "x", "HOME": "/root"}
+        environ = {
+            "ANYMAIL_SENDGRID_API_KEY": "k",
+            "ANYMAIL_WEBHOOK_SECRET": "u:p",
+            "ANYMAIL_": "x",
+            "HOME": "/root",
+        }
         self.assertEqual(anymail_settings(environ), {"SENDGRID_API_KEY": "k", "WEBHOOK_SECRET": "u:p"})
 
     def test_empty_anymail_variables_are_dropped(self):
@@ -59,14 +65,19 @@ class SettingsFromEnvironmentTests(SimpleTestCase):
 
     def test_values_that_are_not_of_the_type_stop_startup(self):
         """A misspelt boolean or a non-finite number is refused, naming the variable."""
-        for environ, name in (({"FLAG": "ture"}, "FLAG"), ({"DELAY": "nan"}, "DELAY"), ({"DELAY": "inf"}, "DELAY")):
+        for environ, name in (
+            ({"FLAG": "ture"}, "FLAG"),
+            ({"DELAY": "nan"}, "DELAY"),
+            ({"DELAY": "inf"}, "DELAY"),
+        ):
             with self.subTest(environ), self.assertRaisesMessage(ImproperlyConfigured, name):
                 settings_from_environment(environ, self.DEFAULTS)
 
     def test_surrounding_blanks_are_ignored(self):
         """`TEXT= hi ` is "hi", and `FLAG= yes` is True."""
         self.assertEqual(
-            settings_from_environment({"TEXT": " hi ", "FLAG": " yes"}, self.DEFAULTS), {"TEXT": "hi", "FLAG": True}
+            settings_from_environment({"TEXT": " hi ", "FLAG": " yes"}, self.DEFAULTS),
+            {"TEXT": "hi", "FLAG": True},
         )
 
     def test_the_gateway_limits_follow_into_django(self):

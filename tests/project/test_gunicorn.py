@@ -3,6 +3,7 @@ DEBUG off, static files gathered by collectstatic and served through WhiteNoise,
 log without query strings.
 
 Nothing here needs a database server: the pages fetched touch no table."""
+
 import re
 import secrets
 import subprocess
@@ -33,7 +34,11 @@ class GunicornStaticFilesTests(SimpleTestCase):
         cls.env = production_environment(tmp, cls.port, STATIC_ROOT=str(tmp / "static"), WEB_CONCURRENCY="2")
         collected = subprocess.run(
             [sys.executable, "manage.py", "collectstatic", "--no-input"],
-            cwd=ROOT, env=cls.env, capture_output=True, text=True, timeout=300,
+            cwd=ROOT,
+            env=cls.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if collected.returncode:
             raise AssertionError(collected.stdout + collected.stderr)
@@ -64,7 +69,9 @@ class GunicornStaticFilesTests(SimpleTestCase):
         self.assertTrue(any(path.endswith(".js") for path in assets), assets)
         for path in sorted(assets):
             with self.subTest(path):
-                self.assert_served(path, "text/css" if path.endswith(".css") else "text/javascript|application/javascript")
+                self.assert_served(
+                    path, "text/css" if path.endswith(".css") else "text/javascript|application/javascript"
+                )
 
     def test_access_log_has_no_query_string(self):
         """A request with a query string is logged with its path only."""
@@ -74,7 +81,11 @@ class GunicornStaticFilesTests(SimpleTestCase):
         deadline = time.monotonic() + 10
         lines: list[str] = []
         while time.monotonic() < deadline:
-            lines = [line for line in self.access_log.read_text().splitlines() if "/static/admin/css/base.css" in line]
+            lines = [
+                line
+                for line in self.access_log.read_text().splitlines()
+                if "/static/admin/css/base.css" in line
+            ]
             if lines:
                 break
             time.sleep(0.1)

@@ -2,6 +2,7 @@
 the client puts in the path or a header, and configured secrets masked there too.
 
 Real gunicorn, requests written byte for byte on a socket (an HTTP client would encode them)."""
+
 import re
 import secrets
 import socket
@@ -59,7 +60,7 @@ class GunicornAccessLogTests(SimpleTestCase):
         """`%0d%0a` in the path (gunicorn decodes it to CR LF) is written as `\\r\\n`: the
         request is one well-formed line and the forged text starts none."""
         marker = secrets.token_hex(6)
-        forged = f"127.0.0.1 [01/Jan/2030:00:00:00 +0000] \"GET /admin/ HTTP/1.1\" 200 0 1ms \"{marker}\""
+        forged = f'127.0.0.1 [01/Jan/2030:00:00:00 +0000] "GET /admin/ HTTP/1.1" 200 0 1ms "{marker}"'
         status = self.send(f"GET /healthz-{marker}%0d%0a{quote(forged)} HTTP/1.1".encode())
         self.assertEqual(status, b"HTTP/1.1 404 Not Found")
         lines = self.logged(self.access_log, marker)

@@ -1,4 +1,5 @@
 """The models and the migrations agree: no model change waits for a migration."""
+
 from io import StringIO
 
 from django.core.management import call_command

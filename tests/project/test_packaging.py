@@ -1,4 +1,5 @@
 """`failover` is a reusable app: it ships alone and depends on nothing else in the project."""
+
 import ast
 import shutil
 import subprocess
@@ -37,9 +38,21 @@ class PackagingTests(SimpleTestCase):
             for name in ("pyproject.toml", "setup.cfg", "README.md"):
                 shutil.copy(ROOT / name, source / name)
             shutil.copytree(ROOT / "docs", source / "docs")
-            shutil.copytree(ROOT / "failover", source / "failover", ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                ROOT / "failover", source / "failover", ignore=shutil.ignore_patterns("__pycache__")
+            )
             result = subprocess.run(
-                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "-w",
+                    str(out),
+                    str(source),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=300,

@@ -5,6 +5,7 @@ The project's own settings (smtest.settings, not the tests') are evaluated in a 
 a clean environment, as tests/project/test_security_settings.py does; nothing connects to a
 server, so no PostgreSQL or Redis is needed here. The helpers of smtest/environment.py and the
 JSON formatter are also tested directly."""
+
 import io
 import json
 import logging
@@ -67,14 +68,21 @@ def clean_environment(**values: str) -> dict[str, str]:
     """Nothing of this shell's configuration; DEBUG is off, so a SECRET_KEY (required there)."""
     keep = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "SYSTEMROOT") if name in os.environ}
     return {
-        **keep, "DJANGO_SETTINGS_MODULE": "smtest.settings", "PYTHONDONTWRITEBYTECODE": "1",
-        "SECRET_KEY": "production-settings-test-" + "k" * 40, **values,
+        **keep,
+        "DJANGO_SETTINGS_MODULE": "smtest.settings",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "SECRET_KEY": "production-settings-test-" + "k" * 40,
+        **values,
     }
 
 
 def run(code: str, **values: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=clean_environment(**values), capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean_environment(**values),
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 
@@ -118,7 +126,9 @@ class ProductionSettingsTests(SimpleTestCase):
         )
         self.assertEqual(found["tasks"], {"default": {"BACKEND": "django_tasks_rq.RQBackend"}})
         # The backend Django's Tasks API (or the backport on 5.2) builds from it, able to defer.
-        self.assertEqual((found["backend_class"], found["supports_defer"]), ("django_tasks_rq.backend.RQBackend", True))
+        self.assertEqual(
+            (found["backend_class"], found["supports_defer"]), ("django_tasks_rq.backend.RQBackend", True)
+        )
         self.assertEqual(
             found["rq_queues"], {"default": {"URL": "redis://queue.internal:6379/1", "DEFAULT_TIMEOUT": 600}}
         )
@@ -130,7 +140,10 @@ class ProductionSettingsTests(SimpleTestCase):
         """DATABASE_CONN_MAX_AGE, DATABASE_CONN_HEALTH_CHECKS and CACHE_SOCKET_TIMEOUT change the defaults;
         the RQ job timeout follows MAILSERVICE_LEASE_SECONDS."""
         found = probe(
-            **SERVERS, DATABASE_CONN_MAX_AGE="0", DATABASE_CONN_HEALTH_CHECKS="0", CACHE_SOCKET_TIMEOUT="0.5",
+            **SERVERS,
+            DATABASE_CONN_MAX_AGE="0",
+            DATABASE_CONN_HEALTH_CHECKS="0",
+            CACHE_SOCKET_TIMEOUT="0.5",
             MAILSERVICE_LEASE_SECONDS="120",
         )
         self.assertEqual((found["conn_max_age"], found["conn_health_checks"]), (0, False))
@@ -159,8 +172,13 @@ class ProductionSettingsTests(SimpleTestCase):
         entry = json.loads(lines[0])
         self.assertEqual(
             {name: entry[name] for name in ("level", "logger", "message_id", "count", "url")},
-            {"level": "WARNING", "logger": "mailservice.probe", "message_id": "m-1", "count": 3,
-             "url": "/send?api_key=***"},
+            {
+                "level": "WARNING",
+                "logger": "mailservice.probe",
+                "message_id": "m-1",
+                "count": 3,
+                "url": "/send?api_key=***",
+            },
         )
         self.assertEqual(entry["message"], "key smt_AbCdEfGh… refused")
         self.assertRegex(entry["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
@@ -185,7 +203,11 @@ class EnvironmentHelperTests(SimpleTestCase):
         """Whatever backend django-environ picked for redis://, Django's own RedisCache is used;
         options from the URL win over the default timeouts."""
         cache = cache_settings(
-            {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "rediss://h:6380/2", "OPTIONS": {"socket_timeout": 5}},
+            {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": "rediss://h:6380/2",
+                "OPTIONS": {"socket_timeout": 5},
+            },
             socket_timeout=1.0,
         )
         self.assertEqual(cache["BACKEND"], "django.core.cache.backends.redis.RedisCache")
@@ -198,18 +220,25 @@ class EnvironmentHelperTests(SimpleTestCase):
     def test_database_url_options_win(self):
         """`?conn_max_age=5` in DATABASE_URL wins over the default; SQLite keeps Django's defaults."""
         postgres = database_settings(
-            {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 5}, conn_max_age=None, conn_health_checks=None
+            {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 5},
+            conn_max_age=None,
+            conn_health_checks=None,
         )
         self.assertEqual((postgres["CONN_MAX_AGE"], postgres["CONN_HEALTH_CHECKS"]), (5, True))
-        sqlite = database_settings({"ENGINE": "django.db.backends.sqlite3"}, conn_max_age=None, conn_health_checks=None)
+        sqlite = database_settings(
+            {"ENGINE": "django.db.backends.sqlite3"}, conn_max_age=None, conn_health_checks=None
+        )
         self.assertNotIn("CONN_MAX_AGE", sqlite)
         self.assertIn("OPTIONS", sqlite)
         with self.assertRaisesMessage(ImproperlyConfigured, "DATABASE_CONN_MAX_AGE must be 0 or more"):
-            database_settings({"ENGINE": "django.db.backends.postgresql"}, conn_max_age=-1, conn_health_checks=None)
+            database_settings(
+                {"ENGINE": "django.db.backends.postgresql"}, conn_max_age=-1, conn_health_checks=None
+            )
 
     def test_rq_queues(self):
         self.assertEqual(
-            rq_queues(" redis://q:6379/1 ", job_timeout=600), {"default": {"URL": "redis://q:6379/1", "DEFAULT_TIMEOUT": 600}}
+            rq_queues(" redis://q:6379/1 ", job_timeout=600),
+            {"default": {"URL": "redis://q:6379/1", "DEFAULT_TIMEOUT": 600}},
         )
         with self.assertRaisesMessage(ImproperlyConfigured, "TASKS_BACKEND=rq needs REDIS_URL"):
             rq_queues("", job_timeout=600)
@@ -235,7 +264,9 @@ class EnvironmentHelperTests(SimpleTestCase):
             try:
                 raise ValueError(f"bad key {KEY}")
             except ValueError:
-                logger.error("failed", exc_info=True, extra={"ids": ["a", KEY], "ratio": float("nan"), "obj": object()})
+                logger.error(
+                    "failed", exc_info=True, extra={"ids": ["a", KEY], "ratio": float("nan"), "obj": object()}
+                )
         finally:
             logger.removeHandler(handler)
         entry = json.loads(stream.getvalue())

@@ -1,5 +1,6 @@
 """SECRET_KEY rotated without logging the admins out (docs/deployment.md, "Rotation without
 downtime"): SECRET_KEY_FALLBACKS from the environment keeps what the old key signed valid."""
+
 import json
 import os
 import subprocess
@@ -27,8 +28,13 @@ class SecretKeyFallbacksSettingTests(SimpleTestCase):
                 result = subprocess.run(
                     [sys.executable, "-c", code],
                     cwd=ROOT,
-                    env={**env, "DJANGO_SETTINGS_MODULE": "smtest.settings", "DEBUG": "0", "SECRET_KEY": NEW_KEY,
-                         "SECRET_KEY_FALLBACKS": value},
+                    env={
+                        **env,
+                        "DJANGO_SETTINGS_MODULE": "smtest.settings",
+                        "DEBUG": "0",
+                        "SECRET_KEY": NEW_KEY,
+                        "SECRET_KEY_FALLBACKS": value,
+                    },
                     capture_output=True,
                     text=True,
                     timeout=120,

@@ -4,6 +4,7 @@ variables; a plain-HTTP local run works with SECURE_SSL_REDIRECT=0 and SECURE_HS
 
 Each case runs the project's own settings (smtest.settings, not the tests') in a subprocess with
 a clean environment, so nothing of the developer's shell leaks in."""
+
 import json
 import os
 import secrets
@@ -54,7 +55,12 @@ def clean_environment(**values: str) -> dict[str, str]:
 
 def run(args: list[str], **values: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=clean_environment(**values), capture_output=True, text=True, timeout=120
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=clean_environment(**values),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -100,7 +106,9 @@ class DeploySecurityTests(SimpleTestCase):
     def test_behind_a_tls_proxy(self):
         """SECURE_PROXY_SSL_HEADER: a request the proxy marks as HTTPS is served, with HSTS."""
         found = probe(
-            {"HTTP_X_FORWARDED_PROTO": "https"}, **REQUIRED, SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https"
+            {"HTTP_X_FORWARDED_PROTO": "https"},
+            **REQUIRED,
+            SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO,https",
         )
         self.assertEqual(found["settings"]["SECURE_PROXY_SSL_HEADER"], ["HTTP_X_FORWARDED_PROTO", "https"])
         self.assertEqual(found["status"], 200)
@@ -117,9 +125,7 @@ class DeploySecurityTests(SimpleTestCase):
             SESSION_COOKIE_SECURE="0",
             CSRF_COOKIE_SECURE="0",
         )["settings"]
-        self.assertEqual(
-            [found[name] for name in SECURITY_SETTINGS[1:6]], [3600, False, False, False, False]
-        )
+        self.assertEqual([found[name] for name in SECURITY_SETTINGS[1:6]], [3600, False, False, False, False])
 
     def test_debug_on_defaults_suit_plain_http(self):
         """With DEBUG on nothing redirects or pins HTTPS: `make run` serves plain HTTP."""

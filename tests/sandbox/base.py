@@ -1,5 +1,6 @@
 """Shared set-up for the sandbox tests: an in-process sandbox on free loopback ports, the real
 Anymail backends pointed at it, and the failover backend over them. Nothing leaves 127.0.0.1."""
+
 from __future__ import annotations
 
 import itertools

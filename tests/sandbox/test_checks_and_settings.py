@@ -1,5 +1,6 @@
 """The production guard (sandbox.E001), the sandbox's settings, and the pure rules behind faults
 and address conventions."""
+
 import dataclasses
 import socket
 from unittest import mock

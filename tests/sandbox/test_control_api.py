@@ -1,4 +1,5 @@
 """The control API over HTTP (through SandboxClient) and the command line that uses it."""
+
 import io
 import json
 import socket

@@ -1,6 +1,7 @@
 """Each fault, seen through the real Anymail backends and classified by the failover backend as
 docs/sandbox.md ("Faults") says: down, 5xx, 429 and 401 are the provider's; a read timeout is
 ambiguous; a refused recipient is the message's."""
+
 import socket
 import time
 

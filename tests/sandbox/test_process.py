@@ -1,5 +1,6 @@
 """The sandbox as real processes: `python -m sandbox` and `manage.py sandbox`, driven by the CLI
 and used by the real Anymail backends. Processes are stopped even when a test fails."""
+
 from __future__ import annotations
 
 import os
@@ -80,7 +81,10 @@ class PythonDashMTests(ProcessTestCase):
 
         cli = subprocess.run(
             [sys.executable, "-m", "sandbox", "fault", "sendgrid", "503", "--url", control],
-            cwd=ROOT, capture_output=True, text=True, timeout=30,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         self.assertEqual(cli.returncode, 0, cli.stderr)
         with self.assertRaises(AnymailRequestsAPIError) as caught:
@@ -99,7 +103,11 @@ class ManagePyTests(ProcessTestCase):
     def test_manage_py_sandbox_accepts_the_projects_anymail_keys(self):
         """`manage.py sandbox` takes its keys from the project's ANYMAIL settings."""
         _, urls = self.start(
-            "manage.py", "sandbox", "--port", "0", "--no-webhooks",
+            "manage.py",
+            "sandbox",
+            "--port",
+            "0",
+            "--no-webhooks",
             env={"ANYMAIL_MANDRILL_API_KEY": "project-mandrill-key", "DEBUG": "1"},
         )
         mandrill = self.backend(urls, "mandrill", "project-mandrill-key")

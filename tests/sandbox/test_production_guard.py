@@ -5,6 +5,7 @@ and SANDBOX_PRODUCTION_TRIAL, which lets a production-like trial run its command
 
 Host names are resolved for real only in their numeric forms, which getaddrinfo reads without a
 resolver; other names get a stand-in getaddrinfo, so nothing here depends on /etc/hosts or DNS."""
+
 import os
 import socket
 import subprocess
@@ -46,7 +47,15 @@ class OtherNameTests(SimpleTestCase):
 
     def test_numeric_forms_of_loopback_are_the_sandbox(self):
         """127.1, 2130706433, 0x7f000001, IPv4-mapped and unspecified addresses reach the sandbox."""
-        for host in ("127.1", "2130706433", "0x7f000001", "[::ffff:127.0.0.1]", "0.0.0.0", "[::]", "127.0.0.2"):
+        for host in (
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "[::ffff:127.0.0.1]",
+            "0.0.0.0",
+            "[::]",
+            "127.0.0.2",
+        ):
             with self.subTest(host=host):
                 url = f"http://{host}:8026/sendgrid/v3/"
                 self.assertEqual(sandbox_ids(ANYMAIL={"SENDGRID_API_URL": url}), ["sandbox.E001"])
@@ -54,7 +63,9 @@ class OtherNameTests(SimpleTestCase):
     def test_a_name_that_resolves_to_loopback_is_the_sandbox(self):
         """A made-up name resolving to 127.0.0.1 is refused, and the error names the setting."""
         with mock.patch("sandbox.conf.socket.getaddrinfo", return_value=addresses("127.0.0.1")) as lookup:
-            with override_settings(DEBUG=False, ANYMAIL={"MAILGUN_API_URL": "http://esp-relay.internal/mailgun/v3"}):
+            with override_settings(
+                DEBUG=False, ANYMAIL={"MAILGUN_API_URL": "http://esp-relay.internal/mailgun/v3"}
+            ):
                 [error] = check_sandbox_not_in_production()
         self.assertEqual(error.id, "sandbox.E001")
         self.assertIn("ANYMAIL['MAILGUN_API_URL']", error.msg)
@@ -67,8 +78,12 @@ class OtherNameTests(SimpleTestCase):
 
     def test_a_name_that_resolves_elsewhere_is_not_the_sandbox(self):
         """A name resolving only to other hosts' addresses passes."""
-        with mock.patch("sandbox.conf.socket.getaddrinfo", return_value=addresses("203.0.113.5", "2001:db8::5")):
-            self.assertEqual(sandbox_ids(ANYMAIL={"SENDGRID_API_URL": "https://relay.example/sendgrid/v3/"}), [])
+        with mock.patch(
+            "sandbox.conf.socket.getaddrinfo", return_value=addresses("203.0.113.5", "2001:db8::5")
+        ):
+            self.assertEqual(
+                sandbox_ids(ANYMAIL={"SENDGRID_API_URL": "https://relay.example/sendgrid/v3/"}), []
+            )
 
     def test_a_name_that_does_not_resolve_is_not_the_sandbox(self):
         """An unknown name reaches nothing, the sandbox included."""
@@ -105,7 +120,10 @@ class PublishedSecretTests(SimpleTestCase):
 
     def test_the_published_sendgrid_verification_key_is_an_error(self):
         """The development verification key lets anyone sign SendGrid posts."""
-        anymail = {"WEBHOOK_SECRET": REAL_SECRET, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": DEV_VERIFICATION_KEY}
+        anymail = {
+            "WEBHOOK_SECRET": REAL_SECRET,
+            "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": DEV_VERIFICATION_KEY,
+        }
         with override_settings(DEBUG=False, ANYMAIL=anymail):
             [error] = check_sandbox_not_in_production()
         self.assertEqual(error.id, "sandbox.E002")
@@ -113,8 +131,11 @@ class PublishedSecretTests(SimpleTestCase):
 
     def test_the_key_is_recognized_however_it_is_wrapped(self):
         """Line breaks and spaces inside the base64 key do not hide it."""
-        wrapped = "\n".join(DEV_VERIFICATION_KEY[i:i + 64] for i in range(0, len(DEV_VERIFICATION_KEY), 64))
-        anymail = {"WEBHOOK_SECRET": REAL_SECRET, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": f" {wrapped} "}
+        wrapped = "\n".join(DEV_VERIFICATION_KEY[i : i + 64] for i in range(0, len(DEV_VERIFICATION_KEY), 64))
+        anymail = {
+            "WEBHOOK_SECRET": REAL_SECRET,
+            "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": f" {wrapped} ",
+        }
         self.assertEqual(sandbox_ids(ANYMAIL=anymail), ["sandbox.E002"])
 
     def test_every_published_webhook_credential_is_refused(self):
@@ -125,9 +146,14 @@ class PublishedSecretTests(SimpleTestCase):
         }
         for setting, value in cases.items():
             with self.subTest(setting):
-                self.assertEqual(sandbox_ids(ANYMAIL={"WEBHOOK_SECRET": REAL_SECRET, setting: value}), ["sandbox.E002"])
-        for secret in ("sandbox:sandbox-webhook-secret", f"{REAL_SECRET},sandbox:sandbox-webhook-secret",
-                       [REAL_SECRET, "sandbox:sandbox-webhook-secret"]):
+                self.assertEqual(
+                    sandbox_ids(ANYMAIL={"WEBHOOK_SECRET": REAL_SECRET, setting: value}), ["sandbox.E002"]
+                )
+        for secret in (
+            "sandbox:sandbox-webhook-secret",
+            f"{REAL_SECRET},sandbox:sandbox-webhook-secret",
+            [REAL_SECRET, "sandbox:sandbox-webhook-secret"],
+        ):
             with self.subTest(secret=secret):
                 self.assertEqual(sandbox_ids(ANYMAIL={"WEBHOOK_SECRET": secret}), ["sandbox.E002"])
 
@@ -169,8 +195,11 @@ class ProductionTrialTests(SimpleTestCase):
     def test_check_deploy_still_reports_the_trial(self):
         """Under --deploy each finding is still an error, its hint naming the switch."""
         with override_settings(DEBUG=False, SANDBOX_PRODUCTION_TRIAL=True, **SANDBOX_SETTINGS):
-            errors = [m for m in run_checks(tags=[Tags.security], include_deployment_checks=True)
-                      if m.id.startswith("sandbox.")]
+            errors = [
+                m
+                for m in run_checks(tags=[Tags.security], include_deployment_checks=True)
+                if m.id.startswith("sandbox.")
+            ]
         self.assertEqual(sorted(e.id for e in errors), ["sandbox.E001", "sandbox.E002"])
         self.assertTrue(all(e.is_serious() and "SANDBOX_PRODUCTION_TRIAL" in e.hint for e in errors))
 

@@ -1,5 +1,6 @@
 """The unmodified Anymail backends send to the sandbox over real sockets and read its answers
 as they read the real APIs'."""
+
 import requests
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 

@@ -1,5 +1,6 @@
 """The sandbox signs SendGrid's webhooks as SendGrid does (ECDSA P-256 over timestamp + body,
 base64 DER), with a development key pair whose public half `make run` gives the service."""
+
 import base64
 
 from cryptography.exceptions import InvalidSignature

@@ -1,6 +1,7 @@
 """The sandbox's tracking webhooks, posted over HTTP to Anymail's own webhook views on a live
 Django server: each provider's format parses, each signature validates with the secrets in
 ANYMAIL, forgeries are refused, and Anymail's `tracking` signal gets the right events."""
+
 from __future__ import annotations
 
 import threading
@@ -176,7 +177,7 @@ class SignatureTests(WebhookTestCase):
         with self.assertLogs("django.security", "ERROR"), self.assertLogs("sandbox.webhooks", "WARNING"):
             results = sandbox.webhooks.flush()
         answers = {result.post.provider: result.status for result in results}
-        self.assertEqual(answers, {provider: 400 for provider in providers})
+        self.assertEqual(answers, dict.fromkeys(providers, 400))
         self.assertEqual(self.events, [])
 
     def test_wrong_basic_auth_is_refused_by_every_provider_view(self):

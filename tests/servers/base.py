@@ -13,6 +13,7 @@ each test; `sending_environment()` points a child's SendGrid at it.
 A class skips, with the reason in pytest's summary, only when a server's binaries are not
 installed; with SMTEST_REQUIRE_SERVERS=1 (.ci/run sets it) that is a failure instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -118,8 +119,11 @@ class RealServersTestCase(TransactionTestCase):
         Redis, its tasks queued on RQ."""
         queue = {}
         if self.redis:
-            queue = {"TASKS_BACKEND": "rq", "REDIS_URL": self.redis.url_for(stack.QUEUE_DB),
-                     "ANYMAIL_WEBHOOK_SECRET": "servers:test"}
+            queue = {
+                "TASKS_BACKEND": "rq",
+                "REDIS_URL": self.redis.url_for(stack.QUEUE_DB),
+                "ANYMAIL_WEBHOOK_SECRET": "servers:test",
+            }
         sending = {"FIRST_WORKING_EMAIL_BACKENDS": "sendgrid", **self.provider.anymail_environment()}
         return self.child_environment(**{**sending, **queue, **extra})
 
@@ -149,10 +153,24 @@ class RealServersTestCase(TransactionTestCase):
         url = f"http://127.0.0.1:{port}"
         web = Process(
             "gunicorn",
-            [sys.executable, "-m", "gunicorn", "smtest.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread",
-             "--timeout", "60"],
-            env, cls.workdir,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "smtest.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--worker-class",
+                "gthread",
+                "--timeout",
+                "60",
+            ],
+            env,
+            cls.workdir,
         )
         cls.addClassCleanup(web.stop)
 

@@ -9,6 +9,7 @@ configured from its environment alone (smtest.settings, DATABASE_URL, CACHE_URL,
 
 Each prints one JSON line on stdout with what it did.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,9 @@ def _send(args) -> dict:
     connection = mail_connection()
     tried = []
     for n in range(args.count):
-        message = EmailMessage(subject=f"{args.prefix}{n}", body="x", to=[f"r{n}@example.com"], connection=connection)
+        message = EmailMessage(
+            subject=f"{args.prefix}{n}", body="x", to=[f"r{n}@example.com"], connection=connection
+        )
         message.send()
         tried.append([[attempt.provider, str(attempt.outcome)] for attempt in message.failover_attempts])
     return {"tried": tried}

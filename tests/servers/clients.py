@@ -1,6 +1,7 @@
 """An API client as the tests on real servers use it: one POST /api/messages, its answer kept
 whatever it is (a status, a 503's Retry-After, or no HTTP answer at all); and a burst of them
 from several threads."""
+
 from __future__ import annotations
 
 import json

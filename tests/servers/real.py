@@ -11,10 +11,12 @@ deleted, by `stop()`, which is safe to call twice and is also registered with at
     python -m tests.servers.real serve --env-file F [--only postgres|redis]  # until SIGTERM / parent exit
     python -m tests.servers.real which                                       # what is installed
 """
+
 from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import glob
 import os
 import pwd
@@ -56,7 +58,9 @@ def postgres_bindir() -> Path | None:
     if initdb:
         candidates.append(str(Path(initdb).resolve().parent))
     for candidate in candidates:
-        if candidate and all(os.access(Path(candidate) / name, os.X_OK) for name in ("initdb", "postgres", "pg_ctl")):
+        if candidate and all(
+            os.access(Path(candidate) / name, os.X_OK) for name in ("initdb", "postgres", "pg_ctl")
+        ):
             return Path(candidate)
     return None
 
@@ -105,7 +109,9 @@ def _run_as() -> tuple[str | None, int, int]:
         except KeyError:
             continue
         return name, entry.pw_uid, entry.pw_gid
-    raise RuntimeError("running as root and neither a `postgres` nor a `nobody` user exists to run PostgreSQL")
+    raise RuntimeError(
+        "running as root and neither a `postgres` nor a `nobody` user exists to run PostgreSQL"
+    )
 
 
 def _wait(ready, process: subprocess.Popen, log: Path, what: str, timeout: float = START_TIMEOUT) -> None:
@@ -209,7 +215,7 @@ class Server:
             process = spawn(port, log)
             server = cls(base, port, process.pid, process)
             try:
-                _wait(lambda: ready(server), process, log, cls.kind)
+                _wait(functools.partial(ready, server), process, log, cls.kind)
             except RuntimeError as err:
                 last_error = err
                 _stop_pid(process.pid, cls.stop_signals)
@@ -239,9 +245,26 @@ class PostgresServer(Server):
         bindir = postgres_bindir()
         psql = bindir / "psql" if bindir and (bindir / "psql").exists() else shutil.which("psql")
         result = subprocess.run(
-            [str(psql), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-            capture_output=True, text=True, timeout=60, env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
+            [
+                str(psql),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                PG_USER,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "5"},
         )
         if result.returncode:
             raise RuntimeError(f"psql failed: {result.stderr}")
@@ -265,9 +288,24 @@ class PostgresServer(Server):
         started = time.monotonic()
         # -l: the new server's output goes to a file, not to pg_ctl's pipes, which it would hold open.
         result = subprocess.run(
-            [str(bindir / "pg_ctl"), "restart", "-D", str(data), "-m", "fast", "-w", "-t", str(int(timeout)),
-             "-l", str(log)],
-            cwd=self.base, capture_output=True, text=True, timeout=timeout + 30, **as_user,
+            [
+                str(bindir / "pg_ctl"),
+                "restart",
+                "-D",
+                str(data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "-l",
+                str(log),
+            ],
+            cwd=self.base,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+            **as_user,
         )
         if result.returncode:
             raise RuntimeError(f"pg_ctl restart failed:\n{result.stdout}\n{result.stderr}\n{_tail(log)}")
@@ -287,9 +325,23 @@ class PostgresServer(Server):
             data = base / "data"
             as_user = {"user": uid, "group": gid, "extra_groups": []} if user else {}
             initdb = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                 "--locale=C", "--no-sync"],
-                cwd=base, capture_output=True, text=True, timeout=120, **as_user,
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                cwd=base,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                **as_user,
             )
             if initdb.returncode:
                 raise RuntimeError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
@@ -298,11 +350,31 @@ class PostgresServer(Server):
                 with open(log, "wb") as output:
                     os.chown(log, uid, gid)
                     return subprocess.Popen(
-                        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-                         "-k", str(base), "-c", "fsync=off", "-c", "synchronous_commit=off",
-                         "-c", "full_page_writes=off", "-c", "max_connections=200"],
-                        cwd=base, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        start_new_session=True, **as_user,
+                        [
+                            str(bindir / "postgres"),
+                            "-D",
+                            str(data),
+                            "-p",
+                            str(port),
+                            "-h",
+                            "127.0.0.1",
+                            "-k",
+                            str(base),
+                            "-c",
+                            "fsync=off",
+                            "-c",
+                            "synchronous_commit=off",
+                            "-c",
+                            "full_page_writes=off",
+                            "-c",
+                            "max_connections=200",
+                        ],
+                        cwd=base,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        **as_user,
                     )
 
             server = cls._launch(base, attempts, spawn, lambda server: _pg_ready(bindir, server.port))
@@ -314,10 +386,14 @@ def _pg_ready(bindir: Path, port: int) -> bool:
     isready = bindir / "pg_isready"
     if not isready.exists():
         return _connects(port)
-    return subprocess.run(
-        [str(isready), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, "-t", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ).returncode == 0
+    return (
+        subprocess.run(
+            [str(isready), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, "-t", "1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ).returncode
+        == 0
+    )
 
 
 def _connects(port: int) -> bool:
@@ -343,7 +419,7 @@ class RedisServer(Server):
     def command(self, *words: str) -> str:
         """One command over the wire (no client library needed); the raw first reply line."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-            sock.sendall(("*%d\r\n" % len(words) + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
+            sock.sendall((f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
             return sock.recv(65536).decode(errors="replace").split("\r\n", 1)[0]
 
     def pause(self) -> None:
@@ -381,9 +457,27 @@ class RedisServer(Server):
 def _spawn_redis(binary: Path, base: Path, port: int, log: Path) -> subprocess.Popen:
     with open(log, "ab") as output:
         return subprocess.Popen(
-            [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(base), "--daemonize", "no", "--databases", "16"],
-            cwd=base, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                str(binary),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(base),
+                "--daemonize",
+                "no",
+                "--databases",
+                "16",
+            ],
+            cwd=base,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
 
@@ -411,7 +505,11 @@ def serve(env_file: Path, only: str | None) -> int:
                 lines.append(f"DATABASE_URL={server.url}")
             else:
                 lines += [f"CACHE_URL={server.url_for(0)}", f"REDIS_URL={server.url_for(1)}"]
-            print(f"started {server.kind} (pid {server.pid}) on 127.0.0.1:{server.port}", file=sys.stderr, flush=True)
+            print(
+                f"started {server.kind} (pid {server.pid}) on 127.0.0.1:{server.port}",
+                file=sys.stderr,
+                flush=True,
+            )
         partial = env_file.with_name(env_file.name + ".partial")
         partial.write_text("".join(line + "\n" for line in lines))
         partial.rename(env_file)
@@ -425,10 +523,15 @@ def serve(env_file: Path, only: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.servers.real", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.servers.real", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("serve", help="start the servers, write DATABASE_URL, CACHE_URL, REDIS_URL to --env-file, "
-                                       "stop them on SIGTERM or when the parent exits")
+    run = sub.add_parser(
+        "serve",
+        help="start the servers, write DATABASE_URL, CACHE_URL, REDIS_URL to --env-file, "
+        "stop them on SIGTERM or when the parent exits",
+    )
     run.add_argument("--env-file", type=Path, required=True)
     run.add_argument("--only", choices=("postgres", "redis"))
     sub.add_parser("which", help="say which servers can run here (exit 1 if one cannot)")

@@ -2,6 +2,7 @@
 that run the whole stack (tests/servers/test_chaos.py, tests/acceptance/) and for
 bench/production_stack.py, which measures it. No Django import: a benchmark script uses it as is.
 """
+
 from __future__ import annotations
 
 import os

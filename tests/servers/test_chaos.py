@@ -20,6 +20,7 @@ directory (and to SMTEST_CHAOS_LOGS, when set, with every process's log).
 SMTEST_CHAOS_MESSAGES picks the number of messages (default 5,000); SMTEST_CHAOS_SEED the seed of
 the provider's errors and of the kills.
 """
+
 from __future__ import annotations
 
 import json
@@ -165,10 +166,14 @@ class ChaosRunTests(RealServersTestCase):
         # Messages that both providers refused come back within seconds, not minutes.
         retries = {"MAILSERVICE_RETRY_BASE_DELAY": "2", "MAILSERVICE_RETRY_JITTER": "0"}
         cls.env = production_environment(
-            cls.postgres, cls.redis, FIRST_WORKING_EMAIL_BACKENDS="sendgrid,mailgun",
-            **cls.provider.anymail_environment(prefix="/esp"), **retries,
+            cls.postgres,
+            cls.redis,
+            FIRST_WORKING_EMAIL_BACKENDS="sendgrid,mailgun",
+            **cls.provider.anymail_environment(prefix="/esp"),
+            **retries,
             MAILSERVICE_SEND_CONCURRENCY=str(CONCURRENCY),
-            MAILSERVICE_RECOVERY_INTERVAL="5", MAILSERVICE_RECOVERY_GRACE="20",
+            MAILSERVICE_RECOVERY_INTERVAL="5",
+            MAILSERVICE_RECOVERY_GRACE="20",
         )
         cls.web, cls.url = cls.start_gunicorn(cls.env, workers=2, threads=4)
 
@@ -210,11 +215,15 @@ class ChaosRunTests(RealServersTestCase):
 
     def statuses(self) -> Counter:
         messages = Message.objects.using(ALIAS)
-        return self.db(lambda: Counter(dict(messages.values_list("status").annotate(n=Count("id")))), Counter())
+        return self.db(
+            lambda: Counter(dict(messages.values_list("status").annotate(n=Count("id")))), Counter()
+        )
 
     # Faults --------------------------------------------------------------------------------
 
-    def kill_horses_periodically(self, workers: list[Process], faults: Faults, until: threading.Event) -> None:
+    def kill_horses_periodically(
+        self, workers: list[Process], faults: Faults, until: threading.Event
+    ) -> None:
         """About every KILL_EVERY s, SIGKILL a work horse that is sending (it holds connections to
         the provider), from one worker or the other; never a main process."""
         rng = random.Random(SEED)
@@ -241,11 +250,18 @@ class ChaosRunTests(RealServersTestCase):
                             os.kill(horse, signal.SIGKILL)
                         except ProcessLookupError:
                             continue  # its round ended this instant
-                        kill = {"worker": worker.name, "horse": horse, "at": time.time(),
-                                "connections": connected, "provider_requests": self.provider.count()}
+                        kill = {
+                            "worker": worker.name,
+                            "horse": horse,
+                            "at": time.time(),
+                            "connections": connected,
+                            "provider_requests": self.provider.count(),
+                        }
                         faults.kills.append(kill)
-                        self.note(f"SIGKILL work horse {horse} of {worker.name} holding {connected} connections "
-                                  f"to the provider; provider requests so far {kill['provider_requests']}")
+                        self.note(
+                            f"SIGKILL work horse {horse} of {worker.name} holding {connected} connections "
+                            f"to the provider; provider requests so far {kill['provider_requests']}"
+                        )
                         killed = True
                         break
                     else:
@@ -273,7 +289,10 @@ class ChaosRunTests(RealServersTestCase):
             self.stopping.wait(REDIS_OUTAGE - (time.time() - paused))
             self.redis.resume()
             faults.redis_outage = (paused, time.time())
-            self.note(f"Redis back after {faults.redis_outage[1] - paused:.1f} s ({burst.accepted_count()} accepted)")
+            self.note(
+                f"Redis back after {faults.redis_outage[1] - paused:.1f} s "
+                f"({burst.accepted_count()} accepted)"
+            )
         except Exception as err:
             faults.errors.append(f"outages: {err!r}")
 
@@ -305,8 +324,9 @@ class ChaosRunTests(RealServersTestCase):
         faults = Faults()
         faults_over = threading.Event()
         outages = threading.Thread(target=self.outages, args=(burst, faults), daemon=True)
-        killer = threading.Thread(target=self.kill_horses_periodically, args=(workers, faults, faults_over),
-                                  daemon=True)
+        killer = threading.Thread(
+            target=self.kill_horses_periodically, args=(workers, faults, faults_over), daemon=True
+        )
         in_flight: list[int] = []
         sampler = threading.Thread(target=self.sample_in_flight, args=(in_flight, self.stopping), daemon=True)
         summary: dict = {"messages": MESSAGES}
@@ -336,18 +356,26 @@ class ChaosRunTests(RealServersTestCase):
             statuses = Counter()
             while time.time() < deadline:
                 for process in (*workers, recovery, self.web):
-                    self.assertTrue(process.alive(), f"{process.name} died during the drain:\n{process.output()}")
+                    self.assertTrue(
+                        process.alive(), f"{process.name} died during the drain:\n{process.output()}"
+                    )
                 statuses = self.statuses()
                 if statuses and not any(statuses[s] for s in UNFINISHED):
                     drained_at = time.time()
                     break
                 time.sleep(0.25)
             self.note(f"drain {'over' if drained_at else 'timed out'}: {dict(statuses)}")
-            summary.update(self.figures(burst, faults, burst_began, burst_seconds, last_fault, drained_at, statuses))
+            summary.update(
+                self.figures(burst, faults, burst_began, burst_seconds, last_fault, drained_at, statuses)
+            )
             busy = sorted(n for n in in_flight if n)  # while the provider had work
             if busy:
-                summary["provider_in_flight"] = {"median": busy[len(busy) // 2], "p90": busy[len(busy) * 9 // 10],
-                                                 "max": busy[-1], "ceiling": 2 * CONCURRENCY}
+                summary["provider_in_flight"] = {
+                    "median": busy[len(busy) // 2],
+                    "p90": busy[len(busy) * 9 // 10],
+                    "max": busy[-1],
+                    "ceiling": 2 * CONCURRENCY,
+                }
         finally:
             faults_over.set()
             self.stopping.set()
@@ -361,33 +389,57 @@ class ChaosRunTests(RealServersTestCase):
 
         # 1. Nothing lost.
         self.assertEqual(summary["given_up"], 0, f"clients gave up on messages: {summary}")
-        self.assertEqual(summary["lost"], 0, f"accepted messages not sent: {summary['lost_examples']}; {summary}")
-        self.assertEqual(summary["never_at_provider"], 0,
-                         f"subjects the provider never accepted: {summary['never_at_provider_examples']}; {summary}")
-        self.assertEqual(summary["stored"], summary["accepted"], f"messages stored other than once per 202: {summary}")
+        self.assertEqual(
+            summary["lost"], 0, f"accepted messages not sent: {summary['lost_examples']}; {summary}"
+        )
+        self.assertEqual(
+            summary["never_at_provider"],
+            0,
+            f"subjects the provider never accepted: {summary['never_at_provider_examples']}; {summary}",
+        )
+        self.assertEqual(
+            summary["stored"], summary["accepted"], f"messages stored other than once per 202: {summary}"
+        )
         # 2. No 500.
         self.assertEqual(summary["500s"], 0, f"API 500s: {burst.odd}; {summary}")
         self.assertEqual(summary["odd_answers"], [], f"answers other than 202/503/no answer: {summary}")
-        self.assertEqual(summary["503s_without_retry_after"], 0, f"503 answers without Retry-After: {summary}")
+        self.assertEqual(
+            summary["503s_without_retry_after"], 0, f"503 answers without Retry-After: {summary}"
+        )
         # 3. No process left dead.
         for process in (*workers, recovery, self.web):
             self.assertTrue(process.alive(), f"{process.name} is dead at the end:\n{process.output()}")
         # 4. Time to drain.
         self.assertIsNotNone(drained_at, f"not drained {DRAIN_TIMEOUT:.0f} s after the last fault: {summary}")
-        self.assertLessEqual(summary["sent_after_last_fault"], DRAIN_GOAL,
-                             f"the last message was sent {summary['sent_after_last_fault']} s after the last fault "
-                             f"(goal {DRAIN_GOAL:.0f} s): {summary}")
+        self.assertLessEqual(
+            summary["sent_after_last_fault"],
+            DRAIN_GOAL,
+            f"the last message was sent {summary['sent_after_last_fault']} s after the last fault "
+            f"(goal {DRAIN_GOAL:.0f} s): {summary}",
+        )
         # 5. Duplicates: within the killed sends in flight, each flagged.
         self.assertGreater(summary["kills"], 0, f"no work horse was killed: {summary}")
-        self.assertLessEqual(summary["duplicates"], summary["duplicate_bound"],
-                             f"{summary['duplicates']} extra sends > {CONCURRENCY} × {summary['kills']} kills: "
-                             f"{summary}")
-        self.assertEqual(summary["unflagged_duplicates"], 0,
-                         f"received twice but not flagged possible_duplicate: "
-                         f"{summary['unflagged_examples']}; {summary}")
+        self.assertLessEqual(
+            summary["duplicates"],
+            summary["duplicate_bound"],
+            f"{summary['duplicates']} extra sends > {CONCURRENCY} × {summary['kills']} kills: {summary}",
+        )
+        self.assertEqual(
+            summary["unflagged_duplicates"],
+            0,
+            f"received twice but not flagged possible_duplicate: {summary['unflagged_examples']}; {summary}",
+        )
 
-    def figures(self, burst: Burst, faults: Faults, began: float, burst_seconds: float, last_fault: float,
-                drained_at: float | None, statuses: Counter) -> dict:
+    def figures(
+        self,
+        burst: Burst,
+        faults: Faults,
+        began: float,
+        burst_seconds: float,
+        last_fault: float,
+        drained_at: float | None,
+        statuses: Counter,
+    ) -> dict:
         """The run's figures, from the clients' answers, the provider's counts and the database."""
         connections[ALIAS].close()  # a connection opened before the restart may be gone
         ids = set(burst.accepted.values())
@@ -432,9 +484,12 @@ class ChaosRunTests(RealServersTestCase):
             "provider_unparsed": requests[None],
             "provider_unparsed_taken": accepted[None],
             "statuses": dict(statuses),
-            "pg_restart_seconds": round(faults.pg_restart[1] - faults.pg_restart[0], 2) if faults.pg_restart else None,
+            "pg_restart_seconds": round(faults.pg_restart[1] - faults.pg_restart[0], 2)
+            if faults.pg_restart
+            else None,
             "redis_outage_seconds": round(faults.redis_outage[1] - faults.redis_outage[0], 1)
-            if faults.redis_outage else None,
+            if faults.redis_outage
+            else None,
             "burst_seconds": round(burst_seconds, 1),
             "last_fault_at_seconds": round(last_fault - began, 1),
             "sent_after_last_fault": round(last_sent - last_fault, 1) if last_sent else None,

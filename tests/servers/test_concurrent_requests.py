@@ -6,9 +6,11 @@ check-then-insert lets two requests both pass the check (issue 12, item 3).
 - the same Idempotency-Key sent by many clients at once stores one message, and every client
   gets that message.
 """
+
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import threading
@@ -26,7 +28,9 @@ EVENTS = 20
 
 
 def request(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", **headers})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
     try:
         with OPENER.open(req, timeout=30) as response:
             return response.status, response.read()
@@ -71,20 +75,26 @@ class ConcurrentRequestsOnPostgresTests(RealServersTestCase):
 
     def setUp(self):
         super().setUp()
-        output = self.manage("create_api_key", f"race-{self._testMethodName[-20:]}", "--scopes", "send,read", env=self.env)
+        output = self.manage(
+            "create_api_key", f"race-{self._testMethodName[-20:]}", "--scopes", "send,read", env=self.env
+        )
         self.key = re.findall(r"smt_\S+", output)[-1]
 
     def test_the_same_webhook_batch_posted_at_once_is_stored_once(self):
         auth = {"Authorization": "Basic " + base64.b64encode(WEBHOOK_SECRET.encode()).decode()}
         for round_ in range(ROUNDS):
             events = [
-                sendgrid_event("delivered", f"r{n}@example.com", f"id-{round_}-{n}", sg_event_id=f"evt-{round_}-{n}")
+                sendgrid_event(
+                    "delivered", f"r{n}@example.com", f"id-{round_}-{n}", sg_event_id=f"evt-{round_}-{n}"
+                )
                 for n in range(EVENTS)
             ]
             body = json.dumps(events).encode()
-            answers = all_at_once(CLIENTS, lambda: request(self.url + SENDGRID_URL, body, auth))
+            answers = all_at_once(CLIENTS, functools.partial(request, self.url + SENDGRID_URL, body, auth))
             statuses = Counter(a[0] if isinstance(a, tuple) else repr(a) for a in answers)
-            self.assertEqual(statuses, Counter({200: CLIENTS}), f"round {round_}: {answers}\n{self.web.output()}")
+            self.assertEqual(
+                statuses, Counter({200: CLIENTS}), f"round {round_}: {answers}\n{self.web.output()}"
+            )
         stored = TrackingEvent.objects.using(ALIAS)
         per_event = Counter(stored.values_list("event_id", flat=True))
         self.assertEqual({e: n for e, n in per_event.items() if n != 1}, {}, "events stored more than once")
@@ -94,9 +104,13 @@ class ConcurrentRequestsOnPostgresTests(RealServersTestCase):
         body = json.dumps({"to": "jane@example.com", "subject": "Once", "text": "Only once"}).encode()
         for round_ in range(ROUNDS):
             headers = {"Authorization": f"Bearer {self.key}", "Idempotency-Key": f"race-{round_}"}
-            answers = all_at_once(CLIENTS, lambda: request(self.url + "/api/messages", body, headers))
+            answers = all_at_once(
+                CLIENTS, functools.partial(request, self.url + "/api/messages", body, headers)
+            )
             statuses = Counter(a[0] if isinstance(a, tuple) else repr(a) for a in answers)
-            self.assertEqual(statuses, Counter({202: CLIENTS}), f"round {round_}: {answers}\n{self.web.output()}")
+            self.assertEqual(
+                statuses, Counter({202: CLIENTS}), f"round {round_}: {answers}\n{self.web.output()}"
+            )
             ids = {json.loads(answer[1])["id"] for answer in answers}
             self.assertEqual(len(ids), 1, f"round {round_}: {ids}")
         self.assertEqual(Message.objects.using(ALIAS).count(), ROUNDS)

@@ -7,6 +7,7 @@ unavailable"):
   is stored exactly once, and every 202's message id is in the database afterwards;
 - the answers add up: one 202 per message, every other answer a 503.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Two processes share the failover memory through a real Redis (CACHE_URL=redis://…;
 docs/failover.md, "Memory"): a provider one process saw fail is skipped by the other."""
+
 from __future__ import annotations
 
 from tests.servers.base import RealServersTestCase
@@ -18,7 +19,9 @@ class FailoverMemoryThroughRedisTests(RealServersTestCase):
 
     def sender_environment(self, cache_url: str) -> dict[str, str]:
         return self.child_environment(
-            CACHE_URL=cache_url, FIRST_WORKING_EMAIL_BACKENDS="sendgrid,mailgun", **self.provider.anymail_environment()
+            CACHE_URL=cache_url,
+            FIRST_WORKING_EMAIL_BACKENDS="sendgrid,mailgun",
+            **self.provider.anymail_environment(),
         )
 
     def test_a_failure_seen_by_one_process_is_skipped_by_the_other(self):
@@ -36,6 +39,10 @@ class FailoverMemoryThroughRedisTests(RealServersTestCase):
 
         # Control: a process with a memory of its own (a private file cache) still tries SendGrid.
         alone = self.child(
-            "send", "1", "--prefix", "alone-", env=self.sender_environment(f"filecache://{self.workdir / 'alone'}")
+            "send",
+            "1",
+            "--prefix",
+            "alone-",
+            env=self.sender_environment(f"filecache://{self.workdir / 'alone'}"),
         )
         self.assertEqual(alone["tried"], [SENDGRID_THEN_MAILGUN])

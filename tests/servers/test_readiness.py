@@ -1,6 +1,7 @@
 """`/readyz` on a live gunicorn whose cache and task queue are a real Redis (TASKS_BACKEND=rq):
 200 while Redis answers; once Redis stops, 503 naming "redis", within the probe's short timeouts
 (docs/monitoring.md)."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ stops a worker that is waiting for Redis, at once and cleanly.
 
 Redis really stops here (SIGTERM, as `systemctl stop redis-server` does) and starts again on the
 same port, empty, as a server without persistence comes back."""
+
 from __future__ import annotations
 
 import os
@@ -73,8 +74,10 @@ class RqOutageTests(RealServersTestCase):
 
     def outage_lines(self, worker: Process) -> dict[str, Counter]:
         text = self.log(worker)
-        return {"lost": Counter(kind for kind, _ in LOST.findall(text)),
-                "back": Counter(kind for kind, _ in BACK.findall(text))}
+        return {
+            "lost": Counter(kind for kind, _ in LOST.findall(text)),
+            "back": Counter(kind for kind, _ in BACK.findall(text)),
+        }
 
     # Tests -----------------------------------------------------------------------------------
 
@@ -96,8 +99,10 @@ class RqOutageTests(RealServersTestCase):
         name = next(name for kind, name in LOST.findall(self.log(worker)) if kind == "worker")
         wait_until(lambda: name in self.registered_workers(), timeout=10, what="the worker registered again")
         self.assertTrue(self.queue_redis().exists("rq:scheduler-lock:default"), "the scheduler's lock")
-        self.assertEqual(self.outage_lines(worker), {"lost": Counter(worker=1, scheduler=1),
-                                                     "back": Counter(worker=1, scheduler=1)})
+        self.assertEqual(
+            self.outage_lines(worker),
+            {"lost": Counter(worker=1, scheduler=1), "back": Counter(worker=1, scheduler=1)},
+        )
         self.assertNotIn("quitting", self.log(worker))
         self.assertEqual(self.statuses(), Counter({"sent": 6}))
 

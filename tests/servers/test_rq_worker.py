@@ -2,6 +2,7 @@
 TASKS_BACKEND=rq is delivered by `rqworker`, and SIGTERM to a busy worker (what systemd sends
 its main process with KillMode=mixed) finishes the batch in hand before it exits
 (docs/delivery.md, "Leases")."""
+
 from __future__ import annotations
 
 import signal
@@ -30,7 +31,14 @@ class RqWorkerTests(RealServersTestCase):
         self.child("seed", str(MESSAGES), env=env)
         worker = self.start_process(
             "rqworker",
-            [sys.executable, str(ROOT / "manage.py"), "rqworker", "--job-class", "django_tasks_rq.Job", "default"],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "rqworker",
+                "--job-class",
+                "django_tasks_rq.Job",
+                "default",
+            ],
             env=env,
         )
 

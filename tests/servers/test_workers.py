@@ -2,6 +2,7 @@
 racing workers send each message exactly once (SELECT … FOR UPDATE SKIP LOCKED and the
 conditional claim), and a worker SIGKILLed mid-send leaves nothing lost: recovery reclaims its
 messages, flagged as possible duplicates, and another worker delivers them."""
+
 from __future__ import annotations
 
 import os
@@ -33,7 +34,10 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.child("seed", str(MESSAGES), env=self.child_environment())
         go = self.workdir / "go"
         env = self.sending_environment(MAILSERVICE_BATCH_SIZE=str(BATCH), MAILSERVICE_SEND_CONCURRENCY="2")
-        workers = [self.start_child(f"race-{n}", "deliver", "--go", str(go), "--idle", "1.5", env=env) for n in range(WORKERS)]
+        workers = [
+            self.start_child(f"race-{n}", "deliver", "--go", str(go), "--idle", "1.5", env=env)
+            for n in range(WORKERS)
+        ]
         time.sleep(0.5)
         go.touch()
         for worker in workers:
@@ -53,7 +57,10 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.assertFalse(Message.objects.using(ALIAS).filter(possible_duplicate=True).exists())
         # The race happened: more than one worker claimed batches.
         self.assertGreater(sum(1 for result in done if result["batches"]), 1, done)
-        print(f"\n[servers] {MESSAGES} messages, {WORKERS} workers, batches each: {[r['batches'] for r in done]}")
+        print(
+            f"\n[servers] {MESSAGES} messages, {WORKERS} workers, "
+            f"batches each: {[r['batches'] for r in done]}"
+        )
 
     def test_a_worker_killed_mid_send_loses_nothing(self):
         """SIGKILL during the second batch: the first batch stays sent once; the killed batch's
@@ -64,7 +71,9 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.provider.delay = 0.4  # a batch of 4, two at a time: 0.8 s
         self.child("seed", str(total), env=self.child_environment())
         env = self.sending_environment(
-            MAILSERVICE_BATCH_SIZE=str(batch), MAILSERVICE_SEND_CONCURRENCY="2", MAILSERVICE_LEASE_SECONDS=str(lease)
+            MAILSERVICE_BATCH_SIZE=str(batch),
+            MAILSERVICE_SEND_CONCURRENCY="2",
+            MAILSERVICE_LEASE_SECONDS=str(lease),
         )
         victim = self.start_child("victim", "deliver", "--idle", "30", env=env)
         # Two sends of the second batch have reached the provider: kill it while they wait.
@@ -81,13 +90,21 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.assertGreaterEqual(len(in_flight), 2)
 
         # Nothing recovers it while the lease lasts; once it has expired, a pass wakes a round.
-        recover = dict(MAILSERVICE_RECOVERY_GRACE="1", TASKS_BACKEND="database")
+        recover = {"MAILSERVICE_RECOVERY_GRACE": "1", "TASKS_BACKEND": "database"}
         time.sleep(lease + 0.5)
         output = self.manage("recover_messages", env=self.sending_environment(**recover))
         self.assertIn("Recovered", output)
         worker = self.start_process(
             "db_worker",
-            [sys.executable, str(ROOT / "manage.py"), "db_worker", "--interval", "0.1", "--no-reload", "--no-startup-delay"],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "db_worker",
+                "--interval",
+                "0.1",
+                "--no-reload",
+                "--no-startup-delay",
+            ],
             env=self.sending_environment(**recover, MAILSERVICE_BATCH_SIZE=str(batch)),
         )
 

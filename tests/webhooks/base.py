@@ -1,5 +1,6 @@
 """Shared set-up for the tests that post to the tracking webhooks: the endpoints of every ESP
 in tests/webhooks/payloads.py mounted, with the secrets its posts are signed with."""
+
 from django.test import TestCase, override_settings
 
 from mailservice.models import Message

@@ -2,6 +2,7 @@
 
 Secrets match WEBHOOK_SETTINGS; `forge=True` signs with a wrong key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,6 +38,7 @@ def basic_auth(secret: str = WEBHOOK_SECRET) -> dict[str, str]:
 
 # SendGrid: a JSON list of events; Anymail reads the message id from custom_args.anymail_id.
 
+
 def sendgrid_event(event: str, email: str, anymail_id: str, **extra) -> dict:
     body = {
         "email": email,
@@ -60,6 +62,7 @@ def sendgrid_post(client, events: list[dict], *, forge: bool = False):
 
 # Mailgun: one JSON event per post, signed with HMAC-SHA256(timestamp + token).
 
+
 def mailgun_event(event: str, email: str, message_id: str, *, severity: str = "permanent", **extra) -> dict:
     data = {
         "event": event,
@@ -71,36 +74,57 @@ def mailgun_event(event: str, email: str, message_id: str, *, severity: str = "p
     }
     if event == "failed":
         data.update(
-            {"severity": severity, "reason": "bounce" if severity == "permanent" else "generic",
-             "delivery-status": {"code": 550, "message": "No such user", "description": ""}}
+            {
+                "severity": severity,
+                "reason": "bounce" if severity == "permanent" else "generic",
+                "delivery-status": {"code": 550, "message": "No such user", "description": ""},
+            }
         )
     data.update(extra)
     return data
 
 
-def mailgun_body(event_data: dict, *, forge: bool = False, timestamp: int | None = None, token: str | None = None) -> str:
+def mailgun_body(
+    event_data: dict, *, forge: bool = False, timestamp: int | None = None, token: str | None = None
+) -> str:
     timestamp = str(int(time.time()) if timestamp is None else timestamp)
     token = token or uuid.uuid4().hex
     key = b"not-the-key" if forge else MAILGUN_SIGNING_KEY.encode()
     signature = hmac.new(key, f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
-    return json.dumps({"signature": {"timestamp": timestamp, "token": token, "signature": signature}, "event-data": event_data})
+    return json.dumps(
+        {
+            "signature": {"timestamp": timestamp, "token": token, "signature": signature},
+            "event-data": event_data,
+        }
+    )
 
 
 def mailgun_post(client, event_data: dict, **kwargs):
-    return client.post(MAILGUN_URL, data=mailgun_body(event_data, **kwargs), content_type="application/json", **basic_auth())
+    return client.post(
+        MAILGUN_URL, data=mailgun_body(event_data, **kwargs), content_type="application/json", **basic_auth()
+    )
 
 
 # Mandrill: form field mandrill_events (a JSON list), signed with HMAC-SHA1 over URL + params.
+
 
 def mandrill_event(event: str, email: str, message_id: str, **extra) -> dict:
     body = {
         "event": event,
         "_id": message_id,
         "ts": int(time.time()),
-        "msg": {"_id": message_id, "email": email, "state": "sent", "subject": "Hello", "sender": "app@example.com"},
+        "msg": {
+            "_id": message_id,
+            "email": email,
+            "state": "sent",
+            "subject": "Hello",
+            "sender": "app@example.com",
+        },
     }
     if event in ("hard_bounce", "soft_bounce"):
-        body["msg"].update({"state": "bounced", "bounce_description": "bad_mailbox", "diag": "smtp;550 5.1.1"})
+        body["msg"].update(
+            {"state": "bounced", "bounce_description": "bad_mailbox", "diag": "smtp;550 5.1.1"}
+        )
     body.update(extra)
     return body
 

@@ -2,6 +2,7 @@
 them: each test names the part it covers, so an upgrade that changes one fails here, plainly,
 rather than as a wrong answer from a webhook. Read the adapter's module docstring again before
 upgrading Anymail."""
+
 import importlib.metadata
 import json
 from unittest import mock

@@ -1,10 +1,13 @@
 """The webhooks are never exposed without a secret outside DEBUG."""
+
 from django.core.checks import Tags, run_checks
 from django.test import SimpleTestCase, override_settings
 
 
 def check_ids() -> list[str]:
-    return [message.id for message in run_checks(tags=[Tags.security]) if message.id.startswith("mailservice.E1")]
+    return [
+        message.id for message in run_checks(tags=[Tags.security]) if message.id.startswith("mailservice.E1")
+    ]
 
 
 class WebhookSecretCheckTests(SimpleTestCase):

@@ -1,5 +1,6 @@
 """Issue's "done when": send through the API, the provider reports a bounce, the address is
 suppressed for every provider, and a replayed or forged report changes nothing."""
+
 import json
 
 import responses
@@ -32,7 +33,6 @@ class WebhookGatewayMixin(GatewayMixin):
         self.assertEqual(response.status_code, 202, response.content)
         return Message.objects.get(pk=response.json()["id"])
 
-
     def send_suppressed(self, to: str) -> Message:
         """Send to `to` and assert it was suppressed without any provider call."""
         with responses.RequestsMock() as rsps:  # any provider call would fail: none is registered
@@ -45,14 +45,16 @@ class WebhookGatewayMixin(GatewayMixin):
 
 
 class BounceToSuppressionTests(WebhookGatewayMixin, TestCase):
-
     def test_bounce_reported_by_sendgrid_suppresses_the_next_send_everywhere(self):
-        """SendGrid takes the message, posts a bounce; the next message to that address reaches no provider."""
+        """SendGrid takes the message, posts a bounce; the next message to that address reaches no
+        provider."""
         with responses.RequestsMock() as rsps:
             mock_sendgrid(rsps)
             message = self.send("jane@example.com")
             message_deliver(message_id=message.pk)
-            anymail_id = json.loads(rsps.calls[0].request.body)["personalizations"][0]["custom_args"]["anymail_id"]
+            anymail_id = json.loads(rsps.calls[0].request.body)["personalizations"][0]["custom_args"][
+                "anymail_id"
+            ]
         message.refresh_from_db()
         self.assertEqual((message.status, message.provider), ("sent", "sendgrid"))
 
@@ -118,12 +120,20 @@ class UnlinkedEventRecoveryTests(GatewayMixin, TestCase):
 
         message = Message.objects.create(from_email="a@example.com", subject="s", text="t", status="sent")
         Recipient.objects.create(
-            message=message, kind="to", address="r@example.com", email="r@example.com", status="sent",
+            message=message,
+            kind="to",
+            address="r@example.com",
+            email="r@example.com",
+            status="sent",
             provider_message_id="race-1",
         )
         TrackingEvent.objects.create(
-            provider="sendgrid", event_id="e-race", event_type="delivered", recipient="r@example.com",
-            provider_message_id="race-1", timestamp=timezone.now(),
+            provider="sendgrid",
+            event_id="e-race",
+            event_type="delivered",
+            recipient="r@example.com",
+            provider_message_id="race-1",
+            timestamp=timezone.now(),
         )
         message_recover()
         message.refresh_from_db()
@@ -192,5 +202,7 @@ class InternationalizedDomainTests(WebhookGatewayMixin, TestCase):
     def test_a_bounce_in_unicode_form_suppresses_the_punycode_address(self):
         """The suppression list holds one form: a later send in the other form is suppressed."""
         sendgrid_post(self.client, [sendgrid_event("bounce", "Jane@Bücher.de", "unknown-id")])
-        self.assertEqual(list(Suppression.objects.values_list("address", flat=True)), ["jane@xn--bcher-kva.de"])
+        self.assertEqual(
+            list(Suppression.objects.values_list("address", flat=True)), ["jane@xn--bcher-kva.de"]
+        )
         self.send_suppressed("jane@xn--bcher-kva.de")

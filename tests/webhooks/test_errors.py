@@ -1,5 +1,6 @@
 """Errors the ESP can act on: a bad event is skipped (logged) and its batch recorded; a post that
 can never succeed is a 4xx; a failure on our side is a 5xx (the ESP retries); always JSON."""
+
 import json
 from unittest import mock
 
@@ -54,7 +55,9 @@ class BadEventTests(TestCase):
         for name, bad in BAD_EVENTS.items():
             with self.subTest(name):
                 TrackingEvent.objects.all().delete()
-                body = json.dumps(self.batch_with(bad))  # NaN/Infinity as JavaScript literals, as a sloppy sender would
+                body = json.dumps(
+                    self.batch_with(bad)
+                )  # NaN/Infinity as JavaScript literals, as a sloppy sender would
                 with self.assertLogs("mailservice.webhooks", "WARNING") as logs:
                     response = post_raw(self.client, body)
                 self.assertEqual(response.status_code, 200, response.content)
@@ -73,7 +76,10 @@ class BadEventTests(TestCase):
         """Before: 200, `stored=1` logged, no row (SQLite's INSERT OR IGNORE dropped the row its
         JSON check refused). Now the event is refused before the insert and said so."""
         event = AnymailTrackingEvent(
-            event_type="delivered", timestamp=None, event_id="nan-1", recipient="a@example.net",
+            event_type="delivered",
+            timestamp=None,
+            event_id="nan-1",
+            recipient="a@example.net",
             esp_event={"timestamp": float("nan")},
         )
         with self.assertLogs("mailservice.services.tracking", "WARNING") as logs:
@@ -107,7 +113,7 @@ class BadEventTests(TestCase):
 
     def test_bodies_that_are_not_the_esps_are_a_400(self):
         """Not JSON, not a list, a number, an object: 400 JSON, nothing stored."""
-        for body in ("{not json", "42", '{"email": "a@example.net", "event": "delivered"}', "\"text\""):
+        for body in ("{not json", "42", '{"email": "a@example.net", "event": "delivered"}', '"text"'):
             with self.subTest(body), self.assertLogs("mailservice.webhooks", "WARNING"):
                 response = post_raw(self.client, body)
                 self.assertEqual(response.status_code, 400)
@@ -116,7 +122,10 @@ class BadEventTests(TestCase):
 
     def test_a_body_over_the_size_limit_is_a_413(self):
         body = json.dumps([sendgrid_event("delivered", f"u{i}@example.net", f"id-{i}") for i in range(20)])
-        with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000), self.assertLogs("mailservice.webhooks", "WARNING"):
+        with (
+            override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000),
+            self.assertLogs("mailservice.webhooks", "WARNING"),
+        ):
             response = post_raw(self.client, body)
         self.assertEqual((response.status_code, response["Content-Type"]), (413, "application/json"))
         self.assertFalse(TrackingEvent.objects.exists())
@@ -128,7 +137,9 @@ class BadEventTests(TestCase):
     def test_mailgun_event_with_a_huge_timestamp_is_refused_alone(self):
         """Mailgun posts one event: unreadable, the post is a 400 (it can never succeed)."""
         with self.assertLogs("mailservice.webhooks", "WARNING"):
-            response = mailgun_post(self.client, mailgun_event("delivered", "a@example.net", "<m@mg>", timestamp=1e20))
+            response = mailgun_post(
+                self.client, mailgun_event("delivered", "a@example.net", "<m@mg>", timestamp=1e20)
+            )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
 

@@ -1,6 +1,7 @@
 """Recording a post at volume (docs/webhooks.md, "Batches and performance"): each event checked
 and serialized once, one INSERT … ON CONFLICT DO NOTHING that never drops a row quietly, linking
 per recipient then per message, and the same answers on a database without that statement."""
+
 import hashlib
 import json
 from unittest import mock
@@ -131,7 +132,11 @@ class LinkPerMessageTests(WebhookTestCase):
 
     def setUp(self):
         self.message = Message.objects.create(
-            from_email="app@example.com", subject="Hi", text="x", status="sent", provider="mailgun",
+            from_email="app@example.com",
+            subject="Hi",
+            text="x",
+            status="sent",
+            provider="mailgun",
             provider_message_id="<m-1@mg.example.com>",
         )
         self.recipient = Recipient.objects.create(

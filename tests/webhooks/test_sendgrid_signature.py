@@ -1,5 +1,6 @@
 """SendGrid's signed Event Webhook: with ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY set,
 Anymail checks the ECDSA signature of every post (the `cryptography` package, pinned)."""
+
 import base64
 import json
 import time
@@ -9,13 +10,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.test import TestCase, override_settings
 
 from mailservice.models import TrackingEvent
-from tests.webhooks.payloads import SENDGRID_URL, WEBHOOK_PROVIDERS, WEBHOOK_SETTINGS, basic_auth, sendgrid_event
+from tests.webhooks.payloads import (
+    SENDGRID_URL,
+    WEBHOOK_PROVIDERS,
+    WEBHOOK_SETTINGS,
+    basic_auth,
+    sendgrid_event,
+)
 
 PRIVATE_KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
 # What SendGrid shows under Settings → Mail Settings → Event Webhook → Signature Verification.
 VERIFICATION_KEY = base64.b64encode(
-    PRIVATE_KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    PRIVATE_KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 ).decode()
 SIGNED = {**WEBHOOK_SETTINGS, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": VERIFICATION_KEY}
 
@@ -27,8 +36,12 @@ def signed_post(client, events, *, key=PRIVATE_KEY, timestamp=None, tamper=False
     if tamper:
         body = body.replace(b"delivered", b"bounce")
     extra = (
-        {"HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE": signature, "HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP": timestamp}
-        if headers else {}
+        {
+            "HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE": signature,
+            "HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP": timestamp,
+        }
+        if headers
+        else {}
     )
     return client.post(SENDGRID_URL, data=body, content_type="application/json", **extra, **basic_auth())
 
@@ -60,7 +73,10 @@ class SendGridSignatureTests(TestCase):
 
     def test_signed_timestamp_older_than_the_max_age_is_refused(self):
         """MAILSERVICE_WEBHOOK_MAX_AGE reads SendGrid's signed timestamp header."""
-        with override_settings(MAILSERVICE_WEBHOOK_MAX_AGE=300), self.assertLogs("mailservice.webhooks", "WARNING"):
+        with (
+            override_settings(MAILSERVICE_WEBHOOK_MAX_AGE=300),
+            self.assertLogs("mailservice.webhooks", "WARNING"),
+        ):
             old = signed_post(self.client, self.events(), timestamp=int(time.time()) - 3600)
         self.assertEqual(old.status_code, 400)
         with override_settings(MAILSERVICE_WEBHOOK_MAX_AGE=300):
@@ -71,7 +87,9 @@ class SendGridSignatureTests(TestCase):
         `manage.py check` says so (mailservice.E102)."""
         from django.core.checks import run_checks
 
-        with override_settings(ANYMAIL={**SIGNED, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": "bm90IGEga2V5"}):
+        with override_settings(
+            ANYMAIL={**SIGNED, "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": "bm90IGEga2V5"}
+        ):
             with self.assertLogs("mailservice.webhooks", "ERROR"):
                 response = signed_post(self.client, self.events())
             self.assertEqual(response.status_code, 500)

@@ -1,4 +1,5 @@
 """The per-ESP tracking table: each provider's quirks, and the plain rules every other ESP gets."""
+
 from anymail.signals import AnymailTrackingEvent, EventType
 from django.test import RequestFactory, SimpleTestCase
 
@@ -21,19 +22,27 @@ class TrackingRulesTests(SimpleTestCase):
     def test_only_permanent_bounces_are_permanent(self):
         """SendGrid's "blocked" and Mandrill's soft_bounce are not permanent; their hard bounces are."""
         self.assertTrue(rules_for("sendgrid").permanent_bounce(bounce({"event": "bounce", "type": "bounce"})))
-        self.assertFalse(rules_for("sendgrid").permanent_bounce(bounce({"event": "bounce", "type": "blocked"})))
+        self.assertFalse(
+            rules_for("sendgrid").permanent_bounce(bounce({"event": "bounce", "type": "blocked"}))
+        )
         self.assertTrue(rules_for("mandrill").permanent_bounce(bounce({"event": "hard_bounce"})))
         self.assertFalse(rules_for("mandrill").permanent_bounce(bounce({"event": "soft_bounce"})))
 
     def test_other_esps_take_every_bounce_as_permanent(self):
         """An ESP with no entry: a bounce is a bounce (Anymail reports temporary ones as deferred)."""
         self.assertTrue(rules_for("postmark").permanent_bounce(bounce({})))
-        self.assertFalse(rules_for("postmark").permanent_bounce(AnymailTrackingEvent(event_type=EventType.DELIVERED)))
+        self.assertFalse(
+            rules_for("postmark").permanent_bounce(AnymailTrackingEvent(event_type=EventType.DELIVERED))
+        )
 
     def test_mandrill_send_counts_as_delivered(self):
         """Mandrill has no delivered event: its "send" decides the status as delivered."""
-        self.assertEqual(rules_for("mandrill").status_event_type(EventType.SENT, {"event": "send"}), EventType.DELIVERED)
-        self.assertEqual(rules_for("sendgrid").status_event_type(EventType.SENT, {"event": "send"}), EventType.SENT)
+        self.assertEqual(
+            rules_for("mandrill").status_event_type(EventType.SENT, {"event": "send"}), EventType.DELIVERED
+        )
+        self.assertEqual(
+            rules_for("sendgrid").status_event_type(EventType.SENT, {"event": "send"}), EventType.SENT
+        )
 
     def test_only_mandrill_events_are_keyed_by_hash(self):
         """Mandrill's events carry no id; the others' do."""
@@ -60,5 +69,7 @@ class TrackingRulesTests(SimpleTestCase):
         self.assertIn(rules_for("sendgrid").signature_age(fresh), range(5, 8))
         self.assertIsNone(rules_for("sendgrid").signature_age(factory.post("/", headers={header: "soon"})))
         self.assertIsNone(rules_for("sendgrid").signature_age(factory.post("/")))
-        self.assertIsNone(rules_for("mailgun").signature_age(factory.post("/", data="{no", content_type="application/json")))
+        self.assertIsNone(
+            rules_for("mailgun").signature_age(factory.post("/", data="{no", content_type="application/json"))
+        )
         self.assertIsNone(rules_for("mandrill").signature_age(fresh))

@@ -1,4 +1,5 @@
 """Tracking webhooks: stored once, linked, statuses forward only, one suppression list."""
+
 from unittest import mock
 
 from django.db import connection
@@ -20,12 +21,21 @@ from tests.webhooks.payloads import (
 def sent_message(*emails: str, provider: str = "sendgrid", per_recipient_ids: bool = True) -> Message:
     """A message a provider took, as the worker records it."""
     message = Message.objects.create(
-        from_email="app@example.com", subject="Hi", text="x", status="sent", provider=provider,
+        from_email="app@example.com",
+        subject="Hi",
+        text="x",
+        status="sent",
+        provider=provider,
         provider_message_id="" if per_recipient_ids else "<msg-1@mg.example.com>",
     )
     for position, email in enumerate(emails):
         Recipient.objects.create(
-            message=message, kind="to", position=position, address=email, email=email, status="sent",
+            message=message,
+            kind="to",
+            position=position,
+            address=email,
+            email=email,
+            status="sent",
             provider_message_id=f"id-{email}" if per_recipient_ids else "<msg-1@mg.example.com>",
         )
     return message
@@ -34,13 +44,17 @@ def sent_message(*emails: str, provider: str = "sendgrid", per_recipient_ids: bo
 class AuthenticationTests(WebhookTestCase):
     def test_sendgrid_post_without_the_shared_secret_is_refused(self):
         """Wrong basic auth: 400, nothing stored."""
-        response = sendgrid_post(self.client, [sendgrid_event("delivered", "a@example.net", "id-a")], forge=True)
+        response = sendgrid_post(
+            self.client, [sendgrid_event("delivered", "a@example.net", "id-a")], forge=True
+        )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
 
     def test_forged_mailgun_signature_is_refused(self):
         """A Mailgun event signed with another key stores nothing."""
-        response = mailgun_post(self.client, mailgun_event("delivered", "a@example.net", "<x@mg>"), forge=True)
+        response = mailgun_post(
+            self.client, mailgun_event("delivered", "a@example.net", "<x@mg>"), forge=True
+        )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
 
@@ -64,7 +78,9 @@ class AuthenticationTests(WebhookTestCase):
         import time
 
         response = mailgun_post(
-            self.client, mailgun_event("delivered", "a@example.net", "<x@mg>"), timestamp=int(time.time()) - 3600
+            self.client,
+            mailgun_event("delivered", "a@example.net", "<x@mg>"),
+            timestamp=int(time.time()) - 3600,
         )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
@@ -86,7 +102,9 @@ class AuthenticationTests(WebhookTestCase):
         import time
 
         response = mailgun_post(
-            self.client, mailgun_event("delivered", "a@example.net", "<x@mg>"), timestamp=int(time.time()) - 6 * 3600
+            self.client,
+            mailgun_event("delivered", "a@example.net", "<x@mg>"),
+            timestamp=int(time.time()) - 6 * 3600,
         )
         self.assertEqual(response.status_code, 200)
         self.assertEqual(TrackingEvent.objects.count(), 1)
@@ -97,7 +115,9 @@ class MalformedBodyTests(WebhookTestCase):
         """Garbage from SendGrid's URL is answered 400 and nothing is stored."""
         from tests.webhooks.payloads import SENDGRID_URL, basic_auth
 
-        response = self.client.post(SENDGRID_URL, data="{not json", content_type="application/json", **basic_auth())
+        response = self.client.post(
+            SENDGRID_URL, data="{not json", content_type="application/json", **basic_auth()
+        )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
 
@@ -109,7 +129,9 @@ class MalformedBodyTests(WebhookTestCase):
 
         body = json.loads(mailgun_body({}))
         del body["event-data"]
-        response = self.client.post(MAILGUN_URL, data=json.dumps(body), content_type="application/json", **basic_auth())
+        response = self.client.post(
+            MAILGUN_URL, data=json.dumps(body), content_type="application/json", **basic_auth()
+        )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
 
@@ -123,11 +145,21 @@ class MalformedBodyTests(WebhookTestCase):
         from tests.webhooks.payloads import MANDRILL_URL, MANDRILL_WEBHOOK_KEY, WEBHOOK_SECRET, basic_auth
 
         params = {"mandrill_events": "[{broken"}
-        signed = f"http://{WEBHOOK_SECRET}@testserver" + MANDRILL_URL + "mandrill_events" + params["mandrill_events"]
-        signature = base64.b64encode(hmac.new(MANDRILL_WEBHOOK_KEY.encode(), signed.encode(), hashlib.sha1).digest())
+        signed = (
+            f"http://{WEBHOOK_SECRET}@testserver"
+            + MANDRILL_URL
+            + "mandrill_events"
+            + params["mandrill_events"]
+        )
+        signature = base64.b64encode(
+            hmac.new(MANDRILL_WEBHOOK_KEY.encode(), signed.encode(), hashlib.sha1).digest()
+        )
         response = self.client.post(
-            MANDRILL_URL, data=urlencode(params), content_type="application/x-www-form-urlencoded",
-            HTTP_X_MANDRILL_SIGNATURE=signature.decode(), **basic_auth(),
+            MANDRILL_URL,
+            data=urlencode(params),
+            content_type="application/x-www-form-urlencoded",
+            HTTP_X_MANDRILL_SIGNATURE=signature.decode(),
+            **basic_auth(),
         )
         self.assertEqual(response.status_code, 400)
         self.assertFalse(TrackingEvent.objects.exists())
@@ -137,10 +169,14 @@ class LinkingAndStatusTests(WebhookTestCase):
     def test_sendgrid_delivered_is_linked_and_delivers(self):
         """SendGrid's delivered event finds its recipient by anymail_id and marks it delivered."""
         message = sent_message("a@example.net")
-        response = sendgrid_post(self.client, [sendgrid_event("delivered", "a@example.net", "id-a@example.net")])
+        response = sendgrid_post(
+            self.client, [sendgrid_event("delivered", "a@example.net", "id-a@example.net")]
+        )
         self.assertEqual(response.status_code, 200)
         event = TrackingEvent.objects.get()
-        self.assertEqual((event.provider, event.event_type, event.message_id), ("sendgrid", "delivered", message.pk))
+        self.assertEqual(
+            (event.provider, event.event_type, event.message_id), ("sendgrid", "delivered", message.pk)
+        )
         self.assert_status(message, "delivered", "delivered")
 
     def test_mailgun_event_links_through_the_message_id(self):
@@ -267,7 +303,9 @@ class DeduplicationTests(WebhookTestCase):
                 return TrackingEvent.objects.none()
             return original_filter(*args, **kwargs)
 
-        with mock.patch.object(tracking_service.TrackingEvent.objects, "filter", side_effect=blind_first_check):
+        with mock.patch.object(
+            tracking_service.TrackingEvent.objects, "filter", side_effect=blind_first_check
+        ):
             response = sendgrid_post(self.client, [event])
         self.assertEqual(response.status_code, 200)
         self.assertEqual(TrackingEvent.objects.count(), 1)
@@ -327,8 +365,13 @@ class BatchTests(WebhookTestCase):
     def post_batch(self, size: int) -> int:
         for i in range(size):
             Recipient.objects.create(
-                message=sent_message() if i == 0 else Message.objects.first(), kind="to", position=i,
-                address=f"u{i}@example.net", email=f"u{i}@example.net", status="sent", provider_message_id=f"b{size}-{i}",
+                message=sent_message() if i == 0 else Message.objects.first(),
+                kind="to",
+                position=i,
+                address=f"u{i}@example.net",
+                email=f"u{i}@example.net",
+                status="sent",
+                provider_message_id=f"b{size}-{i}",
             )
         events = [
             sendgrid_event("bounce" if i % 10 == 0 else "delivered", f"u{i}@example.net", f"b{size}-{i}")

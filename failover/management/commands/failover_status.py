@@ -1,6 +1,7 @@
 """`manage.py failover_status`: every provider of the chain with its remembered state."""
+
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -11,7 +12,7 @@ from failover.exceptions import FailoverConfigurationError
 def _when(timestamp: float | None) -> str:
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class Command(BaseCommand):
@@ -22,7 +23,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--forget",
             action="store_true",
-            help="first clear the remembered detour and failures, so the next send starts at the first provider",
+            help=(
+                "first clear the remembered detour and failures, so the next send starts at the first "
+                "provider"
+            ),
         )
 
     def handle(self, *args, **options):
@@ -53,5 +57,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"   asked to wait (Retry-After) until {_when(row['retry_after_until'])}")
             if row["last_error"]:
                 self.stdout.write(
-                    f"   last failure {_when(row['last_failure_at'])}: {row['last_error_class']}: {row['last_error']}"
+                    f"   last failure {_when(row['last_failure_at'])}: "
+                    f"{row['last_error_class']}: {row['last_error']}"
                 )

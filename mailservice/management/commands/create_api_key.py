@@ -1,6 +1,7 @@
 """`manage.py create_api_key NAME [--scopes send,read] [--from-domains example.com,...]
 [--rotate [--grace 24h]]`: print a new API key once; only its hash is kept (docs/api.md,
 "Authentication"; rotation: docs/deployment.md, "Rotation without downtime")."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from mailservice.exceptions import ApiKeyError

@@ -1,6 +1,7 @@
 """`manage.py recover_messages [--loop]`: wake delivery again for messages whose wake-up was lost
 or whose worker died (expired lease). Run it once from cron, or with --loop as a service next to
 the workers."""
+
 import logging
 import signal
 import threading
@@ -18,9 +19,14 @@ class Command(BaseCommand):
     help = "Wake delivery again for messages whose wake-up was lost or whose worker died."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--loop", action="store_true", help="Run a pass every --interval seconds until stopped.")
         parser.add_argument(
-            "--interval", type=float, default=None, help="Seconds between passes (MAILSERVICE_RECOVERY_INTERVAL)."
+            "--loop", action="store_true", help="Run a pass every --interval seconds until stopped."
+        )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="Seconds between passes (MAILSERVICE_RECOVERY_INTERVAL).",
         )
 
     def handle(self, *args, loop: bool, interval: float | None, **options) -> None:

@@ -1,4 +1,5 @@
 """`manage.py revoke_api_key NAME_OR_PREFIX`."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from mailservice.exceptions import ApiKeyError

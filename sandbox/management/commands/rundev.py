@@ -7,6 +7,7 @@ stops them all.
 It lives in the sandbox app, a development tool, because it starts the sandbox: the gateway's
 own code (mailservice) never imports the sandbox, while the sandbox may use the gateway.
 """
+
 from __future__ import annotations
 
 import os

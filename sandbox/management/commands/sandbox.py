@@ -1,5 +1,6 @@
 """`manage.py sandbox`: `python -m sandbox` with the project's ANYMAIL settings as defaults, so
 the sandbox accepts the keys the service sends and signs webhooks with the secrets it checks."""
+
 from __future__ import annotations
 
 import os
