@@ -1,6 +1,6 @@
 """Concurrent duplicate requests against a live gunicorn (several processes, several threads
 each) on a real PostgreSQL: what deduplicates them must be a database constraint, since a
-check-then-insert lets two requests both pass the check (issue 12, item 3).
+check-then-insert lets two requests both pass the check.
 
 - the same SendGrid event batch posted by many clients at once is stored once per event;
 - the same Idempotency-Key sent by many clients at once stores one message, and every client

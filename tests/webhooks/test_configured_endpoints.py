@@ -48,7 +48,7 @@ class ConfiguredEndpointTests(TestCase):
         self.assertFalse(Suppression.objects.exists())
 
     def test_amazon_ses_unconfigured_is_a_404_not_a_500(self):
-        """amazon_ses (boto3 absent) used to answer 500 to anyone; unconfigured it is a 404."""
+        """amazon_ses (boto3 absent), unconfigured, is a 404 rather than a 500 for anyone."""
         for method in ("post", "get", "head"):
             with self.subTest(method):
                 response = getattr(self.client, method)(AMAZON_SES_URL)
