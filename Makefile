@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast venv migrate clean
+.PHONY: run test test-fast lint format venv migrate clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,16 @@ test: venv
 ## The suite without the tests marked slow (real servers, the chaos run, fuzzing): the quick loop.
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+## Lint, import order and format, as CI checks them (ruff; pyproject.toml holds the rules).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Rewrite the tree in the house format and fix what ruff can fix safely.
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,8 +1,8 @@
 """Delivery at volume: smtest's outbox and worker against django-post-office and the Anymail backend alone.
 
-All three send to one local SendGrid-like HTTP server (its own process, 127.0.0.1), which answers
-202 at once or after a set latency (a real ESP takes tens of milliseconds), with the same N
-messages, their SQLite files in temporary directories:
+All three send to one local ESP (tests/esp_server.py, in its own process, 127.0.0.1), which
+answers 202 at once or after a set latency (a real ESP takes tens of milliseconds), with the same
+N messages, their SQLite files in temporary directories:
 
 - **smtest**: a temporary database (`DATABASE_URL`), the database task queue, the failover chain
   `sendgrid` pointed at the local server. N messages are accepted through the service call the
@@ -14,7 +14,8 @@ messages, their SQLite files in temporary directories:
 - **the Anymail SendGrid backend alone**, one connection, N sends in a loop, no database: the limit.
 
 Run: .venv/bin/python bench/delivery.py [--messages 1000] [--latency-ms 0,50] [--rss-messages 10000]
-                                        [--quick] [--write-docs]
+                                        [--query-messages 200] [--quick] [--keep]
+It prints its tables in markdown, for docs/benchmarks.md.
 Nothing leaves 127.0.0.1 (pip installs django-post-office from the configured package index).
 Every process it starts is stopped before it exits; every wait is bounded.
 """
@@ -35,23 +36,18 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from loopback import free_port, wait_for_port  # bench/loopback.py (this folder is on sys.path)
-
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT))
+
+# The same SQLite options smtest uses, for both databases, so the comparison is between the
+# designs, not the database tuning.
+from smtest.environment import SQLITE_OPTIONS  # noqa: E402
+from tests.esp_server import ProviderProcess  # noqa: E402
+
 POST_OFFICE_REQUIREMENT = "django-post-office==3.12.*"
-# The same SQLite options smtest uses (smtest/environment.py), for both databases, so the
-# comparison is between the designs, not the database tuning.
-SQLITE_OPTIONS = {
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    "transaction_mode": "IMMEDIATE",
-    "timeout": 20,
-}
 FROM = "bench@example.com"
 TEXT = "Hello, this is a benchmark message from the delivery benchmark. " * 4  # about 260 characters
 POLL = 0.025  # seconds between database polls while a drain runs
@@ -59,73 +55,6 @@ POLL = 0.025  # seconds between database polls while a drain runs
 
 def message_fields(i: int) -> dict[str, str]:
     return {"to": f"rcpt{i}@example.net", "subject": f"Bench message {i}", "text": TEXT}
-
-
-# The local provider ---------------------------------------------------------------------------
-
-
-class SendGridLike(BaseHTTPRequestHandler):
-    """SendGrid's send API as far as Anymail needs it (202, empty body), after `latency` seconds.
-    GET /_stats and POST /_reset?latency=<s> are the benchmark's own control calls."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real API
-    latency = 0.0
-    lock = threading.Lock()
-    stats = {"count": 0, "first": None, "last": None}
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path.startswith("/_reset"):
-            with self.lock:
-                SendGridLike.latency = float(json.loads(body or b"{}").get("latency", 0.0))
-                SendGridLike.stats = {"count": 0, "first": None, "last": None}
-            return self._answer(200, b"{}")
-        arrived = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process on the machine
-        if self.latency:
-            time.sleep(self.latency)
-        with self.lock:
-            stats = SendGridLike.stats
-            stats["count"] += 1
-            stats["first"] = arrived if stats["first"] is None else min(stats["first"], arrived)
-            stats["last"] = time.monotonic()
-        self._answer(202, b"")
-
-    def do_GET(self):  # noqa: N802
-        with self.lock:
-            body = json.dumps({**SendGridLike.stats, "latency": SendGridLike.latency}).encode()
-        self._answer(200, body)
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # A worker opens up to MAILSERVICE_SEND_CONCURRENCY connections at once; socketserver's
-    # backlog of 5 would reset some of them, which no real ESP does.
-    request_queue_size = 128
-
-
-def serve(port: int) -> None:
-    _Server(("127.0.0.1", port), SendGridLike).serve_forever()
-
-
-def control(port: int, method: str, path: str, payload: dict | None = None) -> dict:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        body = json.dumps(payload).encode() if payload is not None else None
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-        return json.loads(conn.getresponse().read() or b"{}")
-    finally:
-        conn.close()
 
 
 # Roles run in child processes (`--role ...`): each prints one JSON line -------------------------
@@ -222,11 +151,8 @@ def role_smtest_queries(args) -> None:
         worker.run()
     seconds = time.perf_counter() - started
     sent = Message.objects.filter(status="sent").count()
-    print(
-        json.dumps(
-            {"accept": accepted["queries"], "drain": counter.as_dict(), "sent": sent, "seconds": seconds}
-        )
-    )
+    drain = counter.as_dict()
+    print(json.dumps({"accept": accepted["queries"], "drain": drain, "sent": sent, "seconds": seconds}))
 
 
 def role_anymail(args) -> None:
@@ -302,11 +228,8 @@ def _po_accept(n: int, count_first: int = 20) -> dict:
             mail.send(recipients=[f["to"]], sender=FROM, subject=f["subject"], message=f["text"])
     for f in fields[count_first:]:
         mail.send(recipients=[f["to"]], sender=FROM, subject=f["subject"], message=f["text"])
-    return {
-        "seconds": time.perf_counter() - started,
-        "queries": counter.as_dict(),
-        "counted": min(count_first, n),
-    }
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "queries": counter.as_dict(), "counted": min(count_first, n)}
 
 
 def role_po_accept(args) -> None:
@@ -360,36 +283,24 @@ class Bench:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="smtest-bench-delivery-"))
         self.procs: list[subprocess.Popen] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v3/"
-        self.server = None
+        self.provider: ProviderProcess | None = None
+        self.url = ""  # the provider's SendGrid API URL, once it runs
         self.po_python: Path | None = None
         self.po_dir = self.workdir / "po_project"
         self.versions: dict[str, str] = {}
-        self.load_before = (
-            " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
-        )
+        self.load_before = " ".join(f"{load:.2f}" for load in os.getloadavg())
 
     # processes
 
-    def start_server(self) -> None:
-        import multiprocessing
-
-        self.server = multiprocessing.get_context("fork").Process(
-            target=serve, args=(self.port,), daemon=True
-        )
-        self.server.start()
-        wait_for_port(self.port)
+    def start_provider(self) -> None:
+        self.provider = ProviderProcess()  # SendGrid's send API on any path
+        self.url = f"{self.provider.url}/v3/"
 
     def stop_all(self) -> None:
         for proc in self.procs:
             stop(proc)
-        if self.server is not None and self.server.is_alive():
-            self.server.terminate()
-            self.server.join(5)
-            if self.server.is_alive():
-                self.server.kill()
-                self.server.join(5)
+        if self.provider is not None:
+            self.provider.close()
 
     def run_role(self, python: Path, role: str, env: dict, cwd: Path, timeout: float, *extra: str) -> dict:
         log = open(self.workdir / f"{role}.log", "ab")
@@ -406,7 +317,7 @@ class Bench:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             stop(proc)
-            raise RuntimeError(f"{role} took longer than {timeout:.0f} s (log: {log.name})")
+            raise RuntimeError(f"{role} took longer than {timeout:.0f} s (log: {log.name})") from None
         finally:
             log.close()
         if proc.returncode != 0:
@@ -417,19 +328,16 @@ class Bench:
         return json.loads(out.decode().strip().splitlines()[-1])
 
     def reset_provider(self, latency_ms: float) -> None:
-        control(self.port, "POST", "/_reset", {"latency": latency_ms / 1000})
+        self.provider.reset(latency_ms / 1000)
 
     def provider_stats(self) -> dict:
-        return control(self.port, "GET", "/_stats")
+        return self.provider.stats()
 
     # smtest
 
     def smtest_env(self, db: Path) -> dict:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_"))
-        }
+        foreign = ("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
         env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "smtest.settings",
@@ -589,7 +497,8 @@ class Bench:
             db,
             n,
             latency_ms,
-            done_sql="SELECT COUNT(*) FROM post_office_email WHERE status NOT IN (2, 3)",  # 2 queued, 3 requeued
+            # 2 queued, 3 requeued
+            done_sql="SELECT COUNT(*) FROM post_office_email WHERE status NOT IN (2, 3)",
             ok_sql="SELECT COUNT(*) FROM post_office_email WHERE status = 0",  # 0 sent
             exits_by_itself=True,
             label=f"post-office-{processes}p",
@@ -600,10 +509,11 @@ class Bench:
 
     def anymail_run(self, n: int, latency_ms: float) -> dict:
         self.reset_provider(latency_ms)
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         result = self.run_role(
             Path(sys.executable),
             "anymail",
-            {**os.environ, "PYTHONWARNINGS": "ignore"},
+            env,
             ROOT,
             60 + n * (latency_ms / 1000 + 0.05),
             "--n",
@@ -612,12 +522,38 @@ class Bench:
             self.url,
         )
         stats = self.provider_stats()
-        assert stats["count"] == n == result["sent"], (stats, result)
+        if not stats["count"] == n == result["sent"]:
+            raise RuntimeError(f"Anymail alone: {result['sent']} of {n} sent; the provider got {stats}")
         return {
+            "n": n,
             "drain_seconds": result["done"] - stats["first"],
             "loop_seconds": result["seconds"],
             "provider": stats,
         }
+
+    # statements per message, both in-process
+
+    def queries_run(self, n: int) -> dict:
+        self.reset_provider(0)
+        smtest_db = self.fresh_db(self.smtest_template, "smtest-queries")
+        sq = self.run_role(
+            Path(sys.executable), "smtest-queries", self.smtest_env(smtest_db), ROOT, 60 + n, "--n", str(n)
+        )
+        po_db = self.fresh_db(self.po_template, "po-queries")
+        pq = self.run_role(
+            self.po_python,
+            "po-queries",
+            self.po_env(po_db),
+            self.po_dir,
+            60 + n,
+            "--n",
+            str(n),
+            "--lockfile",
+            str(self.workdir / "post_office_q"),
+        )
+        if sq["sent"] != n or pq["sent"] != n:
+            raise RuntimeError(f"statement count: smtest sent {sq['sent']}, post-office {pq['sent']} of {n}")
+        return {"smtest": sq, "post-office": pq}
 
     # the drain, common to smtest and post-office
 
@@ -633,7 +569,7 @@ class Bench:
             subprocess.Popen(
                 argv, env=env, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-            for argv, log in zip(argvs, logs)
+            for argv, log in zip(argvs, logs, strict=True)
         ]
         self.procs.extend(procs)
         rss_at: dict[int, list[dict]] = {}
@@ -674,8 +610,9 @@ class Bench:
         if ok != n or stats["count"] != n:
             raise RuntimeError(f"{label}: {ok} of {n} sent, the provider saw {stats['count']} requests")
         return {
-            "drain_seconds": finished
-            - stats["first"],  # the first provider request → the last message recorded
+            "n": n,
+            # the first provider request → the last message recorded
+            "drain_seconds": finished - stats["first"],
             "wall_seconds": finished - started,  # process start → the last message recorded
             "peak": peak,
             "rss_at": rss_at,
@@ -709,6 +646,30 @@ def stop(proc: subprocess.Popen) -> None:
 
 # Reporting ------------------------------------------------------------------------------------
 
+# The drain tables' rows: (label, result key); the start-up table leaves out the last one.
+DRAINS = [
+    ("smtest, 1 `db_worker`", "smtest-1w"),
+    ("smtest, 2 `db_worker` processes", "smtest-2w"),
+    ("smtest, 1 `db_worker`, `MAILSERVICE_SEND_CONCURRENCY=8` (a lower ceiling; default 32)", "smtest-1w-c8"),
+    ("post-office `send_queued_mail`, 1 process (its default 5 threads)", "po-1p"),
+    ("post-office `send_queued_mail --processes 2`", "po-2p"),
+    ("Anymail backend alone, one connection", "anymail"),
+]
+# (label, numerator, denominator, goal)
+RATIOS = [
+    (
+        "smtest 1 worker / post-office 1 process",
+        "smtest-1w",
+        "po-1p",
+        "≥ 1.0× loopback (must); ≥ 2× at 50 ms",
+    ),
+    ("smtest 1 worker / Anymail alone", "smtest-1w", "anymail", "≥ 0.8× loopback"),
+    ("smtest 1 worker at ceiling 8 / post-office 1 process", "smtest-1w-c8", "po-1p", ""),
+    ("smtest 2 workers / 1 worker", "smtest-2w", "smtest-1w", "≥ 1.7× at 50 ms"),
+    ("smtest 2 workers / post-office 2 processes", "smtest-2w", "po-2p", ""),
+    ("post-office 2 processes / 1", "po-2p", "po-1p", ""),
+]
+
 
 def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
@@ -718,187 +679,144 @@ def mb(kb: int | None) -> str:
     return f"{kb / 1024:.0f} MB" if kb else "?"
 
 
-def report(bench: Bench, results: dict, args, elapsed: float) -> tuple[str, list[str]]:
-    n = args.messages
-    lat = args.latencies
-    lines: list[str] = []
+def number(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def markdown(head: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
+
+
+def report(bench: Bench, results: dict, args, elapsed: float) -> list[str]:
+    """The run as markdown: the header line, then one table per measurement."""
+    lines = [header(bench, args.messages, elapsed), ""]
+    lines += drain_tables(results, args.messages, args.latencies)
+    lines += accept_table(results, args.messages)
+    if "queries" in results:
+        lines += statements_table(results["queries"], args.query_messages)
+    if "rss" in results:
+        lines += memory_table(results["rss"])
+    return lines + peaks(results)
+
+
+def header(bench: Bench, n: int, elapsed: float) -> str:
     v = bench.versions
     po_django, po_anymail = v.get("post-office's Django", "?"), v.get("post-office's Anymail", "?")
-    header = (
+    return (
         f"{datetime.date.today().isoformat()}, commit {v.get('commit', '?')}; {os.cpu_count()} cores "
-        f"({platform.processor() or platform.machine()}), Linux {platform.release()}; Python {platform.python_version()}, "
-        f"Django {v['django']}, Anymail {v['anymail']}, django-tasks {v.get('django-tasks', '?')}, "
-        f"django-tasks-db {v.get('django-tasks-db', '?')}; django-post-office {v.get('post-office', '?')} "
-        f"(its own virtualenv: Django {po_django}, Anymail {po_anymail}); "
+        f"({platform.processor() or platform.machine()}), Linux {platform.release()}; "
+        f"Python {platform.python_version()}, Django {v['django']}, Anymail {v['anymail']}, "
+        f"django-tasks {v.get('django-tasks', '?')}, django-tasks-db {v.get('django-tasks-db', '?')}; "
+        f"django-post-office {v.get('post-office', '?')} (its own virtualenv: "
+        f"Django {po_django}, Anymail {po_anymail}); "
         f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL, IMMEDIATE transactions, for both); "
-        f"N = {n} messages; load average before the run {bench.load_before}; the whole run took {elapsed / 60:.1f} min."
+        f"N = {n} messages; load average before the run {bench.load_before}; "
+        f"the whole run took {elapsed / 60:.1f} min."
     )
-    lines.append(header)
-    lines.append("")
 
-    def cell(key, regime, field="drain_seconds", count=n):
-        r = results.get((key, regime))
-        return rate(count, r[field]) if r else None
 
-    def fmt(x):
-        return "—" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+def drain_tables(results: dict, n: int, latencies: list[float]) -> list[str]:
+    regimes = [f"{ms:g} ms" for ms in latencies]
 
-    def ratio(a, b):
-        return "—" if a is None or b is None else f"{a / b:.2f}×"
+    def rates(key: str, field: str) -> list[str]:
+        return [number(rate(n, results[key, r][field]) if (key, r) in results else None) for r in regimes]
 
-    regimes = [f"{ms:g} ms" for ms in lat]
-    names = {0: "loopback (0 ms)"}
-    head = (
-        "| drain, msg/s | " + " | ".join(names.get(ms, f"provider answers in {ms:g} ms") for ms in lat) + " |"
-    )
-    lines += [head, "|---" * (len(lat) + 1) + "|"]
-    rows = [
-        ("smtest, 1 `db_worker`", "smtest-1w"),
-        ("smtest, 2 `db_worker` processes", "smtest-2w"),
-        (
-            "smtest, 1 `db_worker`, `MAILSERVICE_SEND_CONCURRENCY=8` (a lower ceiling; default 32)",
-            "smtest-1w-c8",
-        ),
-        ("post-office `send_queued_mail`, 1 process (its default 5 threads)", "po-1p"),
-        ("post-office `send_queued_mail --processes 2`", "po-2p"),
-        ("Anymail backend alone, one connection", "anymail"),
-    ]
-    for label, key in rows:
-        lines.append(f"| {label} | " + " | ".join(fmt(cell(key, r)) for r in regimes) + " |")
-    lines.append("")
-    lines.append(
-        "Drain = N / (the provider's first request → the last message recorded as sent, polled every "
+    def ratio(a: str, b: str, regime: str) -> str:
+        if (a, regime) not in results or (b, regime) not in results:
+            return "—"
+        return f"{results[b, regime]['drain_seconds'] / results[a, regime]['drain_seconds']:.2f}×"
+
+    loopback = {0: "loopback (0 ms)"}
+    head = [loopback.get(ms, f"provider answers in {ms:g} ms") for ms in latencies]
+    short = [loopback.get(ms, f"{ms:g} ms") for ms in latencies]
+    drains = [[label, *rates(key, "drain_seconds")] for label, key in DRAINS]
+    lines = markdown(["drain, msg/s", *head], drains)
+    lines += [
+        f"Drain = N / (the provider's first request → the last message recorded as sent, polled every "
         f"{POLL * 1000:.0f} ms); process start-up is left out. Including it (process start → last "
-        "recorded), msg/s:"
-    )
-    lines.append("")
-    lines += [
-        "| drain incl. start-up, msg/s | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " |",
-        "|---" * (len(lat) + 1) + "|",
+        "recorded), msg/s:",
+        "",
     ]
-    for label, key in rows[:5]:
-        lines.append(f"| {label} | " + " | ".join(fmt(cell(key, r, "wall_seconds")) for r in regimes) + " |")
-    lines.append("")
+    lines += markdown(
+        ["drain incl. start-up, msg/s", *short],
+        [[label, *rates(key, "wall_seconds")] for label, key in DRAINS[:-1]],
+    )
+    ratios = [[label, *(ratio(a, b, r) for r in regimes), goal] for label, a, b, goal in RATIOS]
+    return lines + markdown(["ratios", *short, "goal"], ratios)
 
-    lines += [
-        "| ratios | " + " | ".join(names.get(ms, f"{ms:g} ms") for ms in lat) + " | goal |",
-        "|---" * (len(lat) + 2) + "|",
+
+def accept_table(results: dict, n: int) -> list[str]:
+    def rates(prefix: str) -> list[float]:
+        return [
+            rate(n, r["accept"]["seconds"])
+            for k, r in results.items()
+            if isinstance(k, tuple) and k[0].startswith(prefix)
+        ]
+
+    smtest, po = rates("smtest-"), rates("po-")
+    if not smtest or not po:
+        return []
+    sm, pm = statistics.median(smtest), statistics.median(po)
+    return markdown(
+        ["accept, msg/s (median of the runs; range)", ""],
+        [
+            [
+                "smtest: `check_message` + `message_accept` (the API's service call, no HTTP)",
+                f"{sm:,.0f} ({min(smtest):,.0f}–{max(smtest):,.0f})",
+            ],
+            ["post-office: `mail.send()`", f"{pm:,.0f} ({min(po):,.0f}–{max(po):,.0f})"],
+            ["ratio smtest / post-office (goal ≥ 1.0×)", f"{sm / pm:.2f}×"],
+        ],
+    )
+
+
+def statements_table(queries: dict, n: int) -> list[str]:
+    def per(d: dict, digits: int) -> str:
+        return f"{d['total'] / n:.{digits}f} ({d['kinds'].get('BEGIN', 0) / n:.{digits}f} BEGIN)"
+
+    def kinds(d: dict) -> str:
+        return ", ".join(f"{k} {c / n:.2f}" for k, c in sorted(d["kinds"].items(), key=lambda kv: -kv[1]))
+
+    sq, pq = queries["smtest"], queries["post-office"]
+    head = (
+        f"statements per message (in-process, counted with `connection.execute_wrapper`, {n} messages, "
+        "loopback)"
+    )
+    return markdown(
+        [head, "smtest", "post-office"],
+        [
+            ["accept", per(sq["accept"], 1), per(pq["accept"], 1)],
+            ["drain, all statements, queue included", per(sq["drain"], 1), per(pq["drain"], 2)],
+            ["of which the task queue (django_tasks_db)", f"{sq['drain']['queue'] / n:.1f}", "—"],
+            ["drain, by kind", kinds(sq["drain"]), kinds(pq["drain"])],
+        ],
+    )
+
+
+def memory_table(rss: dict) -> list[str]:
+    n, at = rss["n"], rss["rss_at"]
+    rows = [
+        [f"after {m:,} messages", mb(at[m][0].get("VmHWM")), mb(at[m][0].get("VmRSS"))] for m in sorted(at)
     ]
-    goals = {
-        "smtest 1 worker / post-office 1 process": ("po-1p", "≥ 1.0× loopback (must); ≥ 2× at 50 ms"),
-        "smtest 1 worker / Anymail alone": ("anymail", "≥ 0.8× loopback"),
-    }
-    for label, (other, goal) in goals.items():
-        lines.append(
-            f"| {label} | "
-            + " | ".join(ratio(cell("smtest-1w", r), cell(other, r)) for r in regimes)
-            + f" | {goal} |"
-        )
-    lines.append(
-        "| smtest 1 worker at ceiling 8 / post-office 1 process | "
-        + " | ".join(ratio(cell("smtest-1w-c8", r), cell("po-1p", r)) for r in regimes)
-        + " | |"
-    )
-    lines.append(
-        "| smtest 2 workers / 1 worker | "
-        + " | ".join(ratio(cell("smtest-2w", r), cell("smtest-1w", r)) for r in regimes)
-        + " | ≥ 1.7× at 50 ms |"
-    )
-    lines.append(
-        "| smtest 2 workers / post-office 2 processes | "
-        + " | ".join(ratio(cell("smtest-2w", r), cell("po-2p", r)) for r in regimes)
-        + " | |"
-    )
-    lines.append(
-        "| post-office 2 processes / 1 | "
-        + " | ".join(ratio(cell("po-2p", r), cell("po-1p", r)) for r in regimes)
-        + " | |"
-    )
-    lines.append("")
-
-    def accept_rates(prefix):
-        values = [
-            rate(n, res["accept"]["seconds"])
-            for key, res in results.items()
-            if isinstance(key, tuple) and key[0].startswith(prefix)
-        ]
-        return values
-
-    sa, pa = accept_rates("smtest-"), accept_rates("po-")
-    if sa and pa:
-        sm, pm = statistics.median(sa), statistics.median(pa)
-        lines += [
-            "| accept, msg/s (median of the runs; range) | |",
-            "|---|---|",
-            f"| smtest: `check_message` + `message_accept` (the API's service call, no HTTP) | {sm:,.0f} ({min(sa):,.0f}–{max(sa):,.0f}) |",
-            f"| post-office: `mail.send()` | {pm:,.0f} ({min(pa):,.0f}–{max(pa):,.0f}) |",
-            f"| ratio smtest / post-office (goal ≥ 1.0×) | {sm / pm:.2f}× |",
-            "",
-        ]
-
-    q = results.get("queries")
-    if q:
-        sq, pq = q["smtest"], q.get("post-office")
-        qn = args.query_messages
-
-        def per(d):
-            return d["total"] / qn
-
-        def begins(d):
-            return d["kinds"].get("BEGIN", 0) / qn
-
-        lines += [
-            "| statements per message (in-process, counted with `connection.execute_wrapper`, "
-            f"{qn} messages, loopback) | smtest | post-office |",
-            "|---|---|---|",
-        ]
-        lines.append(
-            f"| accept | {per(sq['accept']):.1f} ({begins(sq['accept']):.1f} BEGIN) | "
-            + (f"{per(pq['accept']):.1f} ({begins(pq['accept']):.1f} BEGIN)" if pq else "—")
-            + " |"
-        )
-        lines.append(
-            f"| drain, all statements, queue included | {per(sq['drain']):.1f} ({begins(sq['drain']):.1f} BEGIN) | "
-            + (f"{per(pq['drain']):.2f} ({begins(pq['drain']):.2f} BEGIN)" if pq else "—")
-            + " |"
-        )
-        lines.append(f"| of which the task queue (django_tasks_db) | {sq['drain']['queue'] / qn:.1f} | — |")
-        lines.append(
-            f"| drain, by kind | {kinds(sq['drain'], qn)} | " + (kinds(pq["drain"], qn) if pq else "—") + " |"
-        )
-        lines.append("")
-
-    rss = results.get("rss")
-    if rss:
-        lines += [
-            f"| smtest worker memory, 1 `db_worker`, loopback, {rss['n']:,} messages | VmHWM (peak) | VmRSS |",
-            "|---|---|---|",
-        ]
-        for at, mems in sorted(rss["rss_at"].items()):
-            m = mems[0] if mems else {}
-            lines.append(f"| after {at:,} messages | {mb(m.get('VmHWM'))} | {mb(m.get('VmRSS'))} |")
-        first, last = min(rss["rss_at"]), max(rss["rss_at"])
-        a, b = rss["rss_at"][first][0].get("VmHWM"), rss["rss_at"][last][0].get("VmHWM")
-        if a and b:
-            lines.append(
-                f"| peak growth {first:,} → {last:,} (goal: flat) | {(b - a) / 1024:+.1f} MB ({b / a - 1:+.1%}) | |"
-            )
-        lines.append(
-            f"| drain rate over the {rss['n']:,} messages | {rate(rss['n'], rss['drain_seconds']):,.1f} msg/s | |"
-        )
-        lines.append("")
-    peaks = []
-    for (key, regime), res in sorted((k, r) for k, r in results.items() if isinstance(k, tuple)):
-        if "peak" in res and res["peak"]:
-            peaks.append(f"{key} {regime}: " + ", ".join(mb(p.get("VmHWM")) for p in res["peak"]))
-    if peaks:
-        lines.append("Peak RSS (VmHWM) of each drain process after N messages: " + "; ".join(peaks) + ".")
-        lines.append("")
-    return header, lines
+    first, last = at[min(at)][0].get("VmHWM"), at[max(at)][0].get("VmHWM")
+    if first and last:
+        growth = f"{(last - first) / 1024:+.1f} MB ({last / first - 1:+.1%})"
+        rows.append([f"peak growth {min(at):,} → {max(at):,} (goal: flat)", growth, ""])
+    rows.append([f"drain rate over the {n:,} messages", f"{rate(n, rss['drain_seconds']):,.1f} msg/s", ""])
+    head = f"smtest worker memory, 1 `db_worker`, loopback, {n:,} messages"
+    return markdown([head, "VmHWM (peak)", "VmRSS"], rows)
 
 
-def kinds(d: dict, n: int) -> str:
-    return ", ".join(f"{k} {c / n:.2f}" for k, c in sorted(d["kinds"].items(), key=lambda kv: -kv[1]))
+def peaks(results: dict) -> list[str]:
+    found = [
+        f"{key} {regime}: " + ", ".join(mb(p.get("VmHWM")) for p in r["peak"])
+        for (key, regime), r in sorted((k, r) for k, r in results.items() if isinstance(k, tuple))
+        if r.get("peak")
+    ]
+    if not found:
+        return []
+    return ["Peak RSS (VmHWM) of each drain process after N messages: " + "; ".join(found) + ".", ""]
 
 
 def versions() -> dict:
@@ -927,23 +845,44 @@ def versions() -> dict:
     return found
 
 
-BEGIN_MARK = "<!-- bench/delivery.py results: newest last; `--write-docs` adds one before the end mark -->"
-END_MARK = "<!-- bench/delivery.py results: end -->"
+# The run ---------------------------------------------------------------------------------------
 
 
-def write_docs(lines: list[str], command: str) -> None:
-    text = DOCS.read_text()
-    if BEGIN_MARK not in text or END_MARK not in text:
-        raise SystemExit(f"{DOCS} has no bench/delivery.py results marks; add the section first")
-    block = (
-        "\n".join(
-            [f"### Run of {datetime.date.today().isoformat()}", "", f"`{command}`", "", *lines]
-        ).rstrip()
-        + "\n\n"
-    )
-    before, after = text.split(END_MARK, 1)
-    DOCS.write_text(before + block + END_MARK + after)
-    print(f"results added to {DOCS.relative_to(ROOT)}")
+def step(label: str, measure, *args, **kwargs) -> dict:
+    """measure(*args, **kwargs), its time and drain rate printed as it ends."""
+    started = time.monotonic()
+    print(f"  {label} ...", end=" ", flush=True)
+    value = measure(*args, **kwargs)
+    shown = ""
+    if "drain_seconds" in value:
+        shown = f" (drain {rate(value['n'], value['drain_seconds']):,.1f} msg/s)"
+    print(f"{time.monotonic() - started:.1f} s{shown}", flush=True)
+    return value
+
+
+def run_all(bench: Bench, args) -> dict:
+    """Every contender at every latency, then the statement count and the memory run."""
+    n, results = args.messages, {}
+    for ms in args.latencies:
+        regime = f"{ms:g} ms"
+        print(f"provider latency {regime}, N = {n}:", flush=True)
+        results["anymail", regime] = step("Anymail alone", bench.anymail_run, n, ms)
+        for p in (1, 2):
+            results[f"po-{p}p", regime] = step(f"post-office, {p} process(es)", bench.po_run, n, p, ms)
+        for w in (1, 2):
+            results[f"smtest-{w}w", regime] = step(f"smtest, {w} worker(s)", bench.smtest_run, n, w, ms)
+        results["smtest-1w-c8", regime] = step(
+            "smtest, 1 worker, MAILSERVICE_SEND_CONCURRENCY=8", bench.smtest_run, n, 1, ms, concurrency=8
+        )
+    if args.query_messages:
+        label = f"statements per message ({args.query_messages} messages, in-process)"
+        results["queries"] = step(label, bench.queries_run, args.query_messages)
+    if args.rss_messages:
+        rn = args.rss_messages
+        marks = sorted({m for m in (1000, 2500, 5000, rn // 2, rn) if 0 < m <= rn})
+        label = f"smtest worker memory, {rn} messages, loopback"
+        results["rss"] = step(label, bench.smtest_run, rn, 1, 0.0, checkpoints=marks)
+    return results
 
 
 def main() -> None:
@@ -958,13 +897,12 @@ def main() -> None:
         "--rss-messages",
         type=int,
         default=None,
-        help="messages in the smtest worker memory run (default 10000; --quick 1000; 0 skips)",
+        help="messages in the worker memory run (default 10000; --quick 1000; 0 skips)",
     )
     parser.add_argument(
         "--query-messages", type=int, default=200, help="messages in the statement count (0 skips)"
     )
     parser.add_argument("--quick", action="store_true", help="small N: about two minutes")
-    parser.add_argument("--write-docs", action="store_true", help="add the tables to docs/benchmarks.md")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, logs)")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -981,88 +919,18 @@ def main() -> None:
     if args.quick:
         args.query_messages = min(args.query_messages, 100)
     args.latencies = [float(x) for x in args.latency_ms.split(",") if x.strip()]
-    n = args.messages
-    command = "bench/delivery.py " + " ".join(sys.argv[1:])
 
     begun = time.monotonic()
     bench = Bench(args)
     bench.versions.update(versions())
-    results: dict = {}
-    interrupted = False
     try:
-        bench.start_server()
+        bench.start_provider()
         print(f"local provider on {bench.url}; work directory {bench.workdir}", flush=True)
         bench.smtest_prepare()
         bench.po_prepare()
-
-        def step(label, fn):
-            t = time.monotonic()
-            print(f"  {label} ...", end=" ", flush=True)
-            value = fn()
-            shown = (
-                f" (drain {rate(value['n'] if 'n' in value else n, value['drain_seconds']):,.1f} msg/s)"
-                if "drain_seconds" in value
-                else ""
-            )
-            print(f"{time.monotonic() - t:.1f} s{shown}", flush=True)
-            return value
-
-        for ms in args.latencies:
-            regime = f"{ms:g} ms"
-            print(f"provider latency {regime}, N = {n}:", flush=True)
-            results[("anymail", regime)] = step("Anymail alone", lambda: bench.anymail_run(n, ms))
-            for p in (1, 2):
-                results[(f"po-{p}p", regime)] = step(
-                    f"post-office, {p} process(es)", lambda: bench.po_run(n, p, ms)
-                )
-            for w in (1, 2):
-                results[(f"smtest-{w}w", regime)] = step(
-                    f"smtest, {w} worker(s)", lambda: bench.smtest_run(n, w, ms)
-                )
-            results[("smtest-1w-c8", regime)] = step(
-                "smtest, 1 worker, MAILSERVICE_SEND_CONCURRENCY=8",
-                lambda: bench.smtest_run(n, 1, ms, concurrency=8),
-            )
-        if args.query_messages:
-            qn = args.query_messages
-
-            def queries():
-                bench.reset_provider(0)
-                smtest_db = bench.fresh_db(bench.smtest_template, "smtest-queries")
-                sq = bench.run_role(
-                    Path(sys.executable),
-                    "smtest-queries",
-                    bench.smtest_env(smtest_db),
-                    ROOT,
-                    60 + qn,
-                    "--n",
-                    str(qn),
-                )
-                po_db = bench.fresh_db(bench.po_template, "po-queries")
-                pq = bench.run_role(
-                    bench.po_python,
-                    "po-queries",
-                    bench.po_env(po_db),
-                    bench.po_dir,
-                    60 + qn,
-                    "--n",
-                    str(qn),
-                    "--lockfile",
-                    str(bench.workdir / "post_office_q"),
-                )
-                assert sq["sent"] == qn and pq["sent"] == qn, (sq["sent"], pq["sent"])
-                return {"smtest": sq, "post-office": pq}
-
-            results["queries"] = step(f"statements per message ({qn} messages, in-process)", queries)
-        if args.rss_messages:
-            rn = args.rss_messages
-            marks = sorted({m for m in (1000, 2500, 5000, rn // 2, rn) if 0 < m <= rn})
-            results["rss"] = step(
-                f"smtest worker memory, {rn} messages, loopback",
-                lambda: {**bench.smtest_run(rn, 1, 0.0, checkpoints=marks), "n": rn},
-            )
+        results = run_all(bench, args)
     except KeyboardInterrupt:
-        interrupted = True
+        raise SystemExit("interrupted; every process stopped") from None
     except BaseException:
         args.keep = True  # the databases and logs, to see what went wrong
         print(f"\nfailed; logs and databases kept in {bench.workdir}", file=sys.stderr)
@@ -1071,23 +939,12 @@ def main() -> None:
         bench.stop_all()
         if not args.keep:
             shutil.rmtree(bench.workdir, ignore_errors=True)
-    if interrupted:
-        raise SystemExit("interrupted; every process stopped")
 
-    elapsed = time.monotonic() - begun
     if args.keep:
-        (bench.workdir / "results.json").write_text(
-            json.dumps(
-                {" / ".join(k) if isinstance(k, tuple) else k: v for k, v in results.items()},
-                indent=1,
-                default=str,
-            )
-        )
-    _, lines = report(bench, results, args, elapsed)
+        named = {" / ".join(k) if isinstance(k, tuple) else k: v for k, v in results.items()}
+        (bench.workdir / "results.json").write_text(json.dumps(named, indent=1, default=str))
     print()
-    print("\n".join(lines))
-    if args.write_docs:
-        write_docs(lines, command)
+    print("\n".join(report(bench, results, args, time.monotonic() - begun)))
 
 
 if __name__ == "__main__":

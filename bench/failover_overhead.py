@@ -1,8 +1,9 @@
 """What the failover backend adds to sending, measured side by side against a local HTTP endpoint.
 
-Budget (docs/failover.md, "Performance"): at most +3% over sending through the inner backend directly with a healthy
-primary, and at most +5% over sending straight to the secondary when the primary is dead
-(connection refused), because the remembered provider spares later messages the dead one.
+Budget (docs/failover.md, "Performance"): at most +3% over sending through the inner backend
+directly with a healthy primary, and at most +5% over sending straight to the secondary when the
+primary is dead (connection refused), because the remembered provider spares later messages the
+dead one.
 
 Run: .venv/bin/python bench/failover_overhead.py [--messages 400] [--rounds 9] [--cache locmem|file]
 The local endpoint runs in its own process, so the sender's CPU time (process_time) counts only
@@ -17,36 +18,18 @@ import argparse
 import gc
 import io
 import logging
-import multiprocessing
 import statistics
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-from loopback import free_port, wait_for_port  # bench/loopback.py (this folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-
-class SendGridLike(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real API
-
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def serve(port: int) -> None:
-    ThreadingHTTPServer(("127.0.0.1", port), SendGridLike).serve_forever()
+from tests.e2e.processes import free_port  # noqa: E402
+from tests.esp_server import ProviderProcess  # noqa: E402
 
 
 def configure(live_url: str, cache: str) -> None:
@@ -116,11 +99,8 @@ def main() -> None:
     parser.add_argument("--cache", choices=["locmem", "file"], default="locmem")
     args = parser.parse_args()
 
-    port = free_port()
-    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
-    server.start()
-    wait_for_port(port)
-    live_url = f"http://127.0.0.1:{port}/v3/"
+    provider = ProviderProcess()  # SendGrid's send API on any path
+    live_url = f"{provider.url}/v3/"
     dead_url = f"http://127.0.0.1:{free_port()}/v3/"  # nothing listens: connection refused
     configure(live_url, args.cache)
 
@@ -189,7 +169,7 @@ def main() -> None:
             wall[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - started_cpu)
             assert set(providers) == {"live"}, name
-    server.terminate()
+    provider.close()
 
     print(
         f"{args.messages} messages per run, {args.rounds} rounds, cache={args.cache}, "

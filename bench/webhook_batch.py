@@ -198,7 +198,7 @@ def main() -> None:
         report("one event at a time (no view)", per_event, args.events)
     # Each round's post against the parsing timed right after it, so that the machine's speed,
     # which may drift during a run, is the same on both sides of the ratio.
-    ratio = statistics.median(post / parse for post, parse in zip(posts, parses))
+    ratio = statistics.median(post / parse for post, parse in zip(posts, parses, strict=True))
     print(
         f"ratio recording / parse-only = {ratio:.1f}x (median of the rounds' ratios); "
         f"the post takes {statistics.median(posts) / 10:.1%} of SendGrid's 10 s timeout"

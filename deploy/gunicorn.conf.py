@@ -26,9 +26,10 @@ from pathlib import Path
 from gunicorn.glogging import Logger, SafeAtoms
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))  # smtest.logformat and mailservice.logfilters, below
+sys.path.insert(0, str(BASE_DIR))  # smtest.environment, smtest.logformat and mailservice.logfilters
 
-from smtest.logformat import escape_controls  # noqa: E402 (needs the path above)
+from smtest.environment import logging_config, masked_handler  # noqa: E402 (needs the path above)
+from smtest.logformat import escape_controls  # noqa: E402
 
 
 def _read_dotenv() -> None:
@@ -118,32 +119,18 @@ class EscapingLogger(Logger):
 logger_class = EscapingLogger
 
 _json = os.environ.get("LOG_FORMAT", "text").strip().lower() == "json"
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"mask_secrets": {"()": "mailservice.logfilters.MaskSecrets"}},
-    "formatters": {
+logconfig_dict = logging_config(
+    formatters={
         "access": {"format": "%(message)s"},
         "error": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"},
-        "json": {"()": "smtest.logformat.JsonFormatter"},
     },
-    "handlers": {
-        "access": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "json" if _json else "access",
-            "filters": ["mask_secrets"],
-        },
-        "error": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
-            "formatter": "json" if _json else "error",
-            "filters": ["mask_secrets"],
-        },
+    handlers={
+        "access": masked_handler("access", json_lines=_json, stream="ext://sys.stdout"),
+        "error": masked_handler("error", json_lines=_json, stream="ext://sys.stderr"),
     },
-    "root": {"level": "WARNING", "handlers": ["error"]},
-    "loggers": {
+    root={"level": "WARNING", "handlers": ["error"]},
+    loggers={
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error"], "propagate": False},
         "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
     },
-}
+)

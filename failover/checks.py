@@ -43,7 +43,8 @@ def check_provider_chain(app_configs=None, **kwargs):
         except ProviderBuildError as err:
             problems.append(
                 Error(
-                    f"FIRST_WORKING_EMAIL_BACKENDS[{index}] ({provider.name!r}) cannot be built: {err.reason}",
+                    f"FIRST_WORKING_EMAIL_BACKENDS[{index}] ({provider.name!r}) cannot be built: "
+                    f"{err.reason}",
                     hint="Set the provider's settings (e.g. its ANYMAIL_<ESP>_API_KEY) or fix its OPTIONS.",
                     id="failover.E004",
                 )

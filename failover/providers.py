@@ -43,7 +43,8 @@ class RateLimit:
         match = RATE_PATTERN.fullmatch(str(value).strip().lower())
         if not match or int(match["sends"]) < 1:
             raise FailoverConfigurationError(
-                f"{where}['OPTIONS']['RATE_LIMIT'] is {value!r}; write sends per period, e.g. '50/s' or '600/m'"
+                f"{where}['OPTIONS']['RATE_LIMIT'] is {value!r}; "
+                "write sends per period, e.g. '50/s' or '600/m'"
             )
         return cls(int(match["sends"]), int(match["count"] or 1) * PERIODS[match["unit"]])
 

@@ -6,9 +6,12 @@ from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from failover.providers import normalize_name
+from mailservice import conf
+from mailservice.anymail_adapter import error_reason, tracking_views, view_setup_error
 from mailservice.api.auth import api_rate_limit
 from mailservice.models.bulk import supports_insert_returning
-from mailservice.webhooks import enabled_providers
+from mailservice.webhook_providers import enabled_providers
 
 
 @register(Tags.security)
@@ -24,8 +27,8 @@ def check_webhook_secret(app_configs=None, **kwargs):
         Error(
             "The tracking webhooks under /anymail/ are exposed without a shared secret: anyone could "
             "post delivery events and suppress addresses.",
-            hint="Set ANYMAIL_WEBHOOK_SECRET=user:password (and configure it in each provider's webhook URL); "
-            "see docs/webhooks.md.",
+            hint="Set ANYMAIL_WEBHOOK_SECRET=user:password (and configure it in each provider's webhook "
+            "URL); see docs/webhooks.md.",
             id="mailservice.E101",
         )
     ]
@@ -51,8 +54,8 @@ def check_database_features(app_configs=None, databases=None, **kwargs):
             vendor = connections[alias].vendor
             errors.append(
                 Error(
-                    f"The database {alias!r} ({vendor}) has no INSERT … ON CONFLICT … RETURNING, which recording "
-                    "webhook events needs.",
+                    f"The database {alias!r} ({vendor}) has no INSERT … ON CONFLICT … RETURNING, which "
+                    "recording webhook events needs.",
                     hint="Use PostgreSQL, or SQLite 3.35 or newer; see docs/configuration.md.",
                     id="mailservice.E105",
                 )
@@ -83,10 +86,12 @@ def check_mandrill_webhook_key(app_configs=None, **kwargs):
         return []
     return [
         Error(
-            "Mandrill's tracking webhook is enabled (FIRST_WORKING_EMAIL_BACKENDS or MAILSERVICE_WEBHOOK_PROVIDERS) "
-            "without ANYMAIL_MANDRILL_WEBHOOK_KEY: every post to /anymail/mandrill/ would be answered 500.",
-            hint="Set ANYMAIL_MANDRILL_WEBHOOK_KEY to the key Mandrill shows for the webhook (Settings → Webhooks), "
-            "and ANYMAIL_MANDRILL_WEBHOOK_URL if a proxy changes the URL Mandrill signs; see docs/webhooks.md.",
+            "Mandrill's tracking webhook is enabled (FIRST_WORKING_EMAIL_BACKENDS or "
+            "MAILSERVICE_WEBHOOK_PROVIDERS) without ANYMAIL_MANDRILL_WEBHOOK_KEY: every post to "
+            "/anymail/mandrill/ would be answered 500.",
+            hint="Set ANYMAIL_MANDRILL_WEBHOOK_KEY to the key Mandrill shows for the webhook "
+            "(Settings → Webhooks), and ANYMAIL_MANDRILL_WEBHOOK_URL if a proxy changes the URL Mandrill "
+            "signs; see docs/webhooks.md.",
             id="mailservice.E106",
         )
     ]
@@ -100,10 +105,46 @@ def check_sendgrid_verification_key(app_configs=None, **kwargs):
         return []
     return [
         Warning(
-            "SendGrid's tracking webhook is enabled without ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY: "
-            "its posts are checked by the shared secret only, not by SendGrid's signature.",
-            hint="Turn on SendGrid's signed Event Webhook and set the public key it shows; see docs/webhooks.md, "
-            '"SendGrid\'s signed Event Webhook".',
+            "SendGrid's tracking webhook is enabled without "
+            "ANYMAIL_SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY: its posts are checked by the shared "
+            "secret only, not by SendGrid's signature.",
+            hint="Turn on SendGrid's signed Event Webhook and set the public key it shows; see "
+            'docs/webhooks.md, "SendGrid\'s signed Event Webhook".',
             id="mailservice.W101",
         )
     ]
+
+
+@register()
+def check_webhook_providers(app_configs=None, **kwargs) -> list[Error]:
+    """Each enabled tracking webhook can start (its packages and settings are there), and
+    MAILSERVICE_WEBHOOK_PROVIDERS names only ESPs that have one."""
+    try:
+        enabled = enabled_providers()
+    except Exception:  # the failover app's own checks report a broken chain
+        return []
+    views = tracking_views()
+    errors = [
+        Error(
+            f"MAILSERVICE_WEBHOOK_PROVIDERS names {name!r}, which has no Anymail tracking webhook.",
+            hint=f"Use the ESP names of the URLs under /anymail/: {', '.join(sorted(views))}.",
+            id="mailservice.E103",
+        )
+        for name in conf.webhook_providers()
+        if normalize_name(name) not in views
+    ]
+    for esp in sorted(enabled & set(views)):
+        err = view_setup_error(views[esp])
+        if err is not None:
+            errors.append(
+                Error(
+                    f"The {esp} tracking webhook is enabled but cannot work: {error_reason(err)}. "
+                    "Every post to it would be answered 500.",
+                    hint="Install what it needs (amazon_ses: boto3, "
+                    "`pip install 'django-anymail[amazon-ses]'`) and set its ANYMAIL_* webhook settings, or "
+                    "remove it from FIRST_WORKING_EMAIL_BACKENDS and MAILSERVICE_WEBHOOK_PROVIDERS "
+                    "(docs/webhooks.md).",
+                    id="mailservice.E102",
+                )
+            )
+    return errors

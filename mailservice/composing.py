@@ -1,9 +1,11 @@
 """Turning a stored Message into the EmailMessage the failover backend sends: body, alternatives,
-attachments, headers, and Anymail's attributes (tags, metadata, template, merge data)."""
+attachments, and the attributes each stored field is copied to (message_fields.EMAIL_ATTRIBUTES:
+reply-to, headers, and Anymail's tags, metadata, template and merge data)."""
 
 from __future__ import annotations
 
 import base64
+import copy
 import mimetypes
 from collections.abc import Iterable
 from email import encoders
@@ -15,6 +17,7 @@ from anymail.message import AnymailMessage
 from anymail.utils import parse_single_address
 
 from mailservice.addresses import ascii_domain
+from mailservice.message_fields import EMAIL_ATTRIBUTES
 from mailservice.models import Message, Recipient
 
 DEFAULT_MIMETYPE = "application/octet-stream"
@@ -50,8 +53,6 @@ def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMes
         to=by_kind[Recipient.Kind.TO],
         cc=by_kind[Recipient.Kind.CC],
         bcc=by_kind[Recipient.Kind.BCC],
-        reply_to=list(message.reply_to or []),
-        headers=dict(message.headers or {}),
     )
     if html_alternative:
         email.attach_alternative(html_alternative, "text/html")
@@ -59,16 +60,11 @@ def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMes
         email.content_subtype = "html"
     for attachment in message.attachments or []:
         _attach(email, attachment)
-    if message.tags:
-        email.tags = list(message.tags)
-    if message.metadata:
-        email.metadata = dict(message.metadata)
-    if message.template_id:
-        email.template_id = message.template_id
-    if message.merge_data is not None:
-        email.merge_data = dict(message.merge_data)
-    if message.merge_global_data is not None:
-        email.merge_global_data = dict(message.merge_global_data)
+    for field in EMAIL_ATTRIBUTES:
+        value = getattr(message, field.column)
+        if value or (field.empty_too and value is not None):
+            # A list or a dict is copied: the email and the row share nothing a backend could change.
+            setattr(email, field.email_attribute, copy.copy(value))
     # Lets the failover backend's log lines name the message.
     email.failover_ref = str(message.pk)
     return email

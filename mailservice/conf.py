@@ -4,13 +4,14 @@ Values are read when used, never at import, so `override_settings` works. docs/d
 .env.example describe each one; smtest/settings.py sets those the environment gives.
 """
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 MB = 1024 * 1024
+T = TypeVar("T")
 
 DEFAULTS: dict[str, Any] = {
     # Limits of one submitted message (docs/delivery.md, "Settings"; docs/api.md, "Errors").
@@ -103,69 +104,46 @@ def get_setting(name: str) -> Any:
     return value
 
 
-def max_request_bytes() -> int:
-    return get_setting("MAILSERVICE_MAX_REQUEST_BYTES")
+def _reader(name: str, kind: Callable[[Any], T]) -> Callable[[], T]:
+    """The accessor of one setting that needs no more than its type: read when called, so
+    `override_settings` works."""
+
+    def read() -> T:
+        return kind(get_setting(name))
+
+    read.__doc__ = f"settings.{name}, or its default."
+    return read
 
 
-def max_attachments_bytes() -> int:
-    return get_setting("MAILSERVICE_MAX_ATTACHMENTS_BYTES")
-
-
-def max_recipients() -> int:
-    return get_setting("MAILSERVICE_MAX_RECIPIENTS")
-
-
-def max_metadata_bytes() -> int:
-    return get_setting("MAILSERVICE_MAX_METADATA_BYTES")
-
-
-def max_metadata_keys() -> int:
-    return get_setting("MAILSERVICE_MAX_METADATA_KEYS")
-
-
-def max_merge_data_bytes() -> int:
-    return get_setting("MAILSERVICE_MAX_MERGE_DATA_BYTES")
-
-
-def max_merge_data_keys() -> int:
-    return get_setting("MAILSERVICE_MAX_MERGE_DATA_KEYS")
-
-
-def max_schedule_days() -> float:
-    """0 turns the horizon off."""
-    return float(get_setting("MAILSERVICE_MAX_SCHEDULE_DAYS"))
-
-
-def template_max_bytes() -> int:
-    return get_setting("MAILSERVICE_TEMPLATE_MAX_BYTES")
-
-
-def template_render_max_bytes() -> int:
-    return get_setting("MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES")
-
-
-def template_render_seconds() -> float:
-    return get_setting("MAILSERVICE_TEMPLATE_RENDER_SECONDS")
-
-
-def retry_base_delay() -> float:
-    return get_setting("MAILSERVICE_RETRY_BASE_DELAY")
-
-
-def retry_max_delay() -> float:
-    return get_setting("MAILSERVICE_RETRY_MAX_DELAY")
+max_request_bytes = _reader("MAILSERVICE_MAX_REQUEST_BYTES", int)
+max_attachments_bytes = _reader("MAILSERVICE_MAX_ATTACHMENTS_BYTES", int)
+max_recipients = _reader("MAILSERVICE_MAX_RECIPIENTS", int)
+max_metadata_bytes = _reader("MAILSERVICE_MAX_METADATA_BYTES", int)
+max_metadata_keys = _reader("MAILSERVICE_MAX_METADATA_KEYS", int)
+max_merge_data_bytes = _reader("MAILSERVICE_MAX_MERGE_DATA_BYTES", int)
+max_merge_data_keys = _reader("MAILSERVICE_MAX_MERGE_DATA_KEYS", int)
+max_schedule_days = _reader("MAILSERVICE_MAX_SCHEDULE_DAYS", float)  # 0 turns the horizon off
+template_max_bytes = _reader("MAILSERVICE_TEMPLATE_MAX_BYTES", int)
+template_render_max_bytes = _reader("MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES", int)
+template_render_seconds = _reader("MAILSERVICE_TEMPLATE_RENDER_SECONDS", float)
+retry_base_delay = _reader("MAILSERVICE_RETRY_BASE_DELAY", float)
+retry_max_delay = _reader("MAILSERVICE_RETRY_MAX_DELAY", float)
+max_age = _reader("MAILSERVICE_MAX_AGE", float)
+lease_seconds = _reader("MAILSERVICE_LEASE_SECONDS", float)
+recovery_grace = _reader("MAILSERVICE_RECOVERY_GRACE", float)
+recovery_interval = _reader("MAILSERVICE_RECOVERY_INTERVAL", float)
+recovery_batch = _reader("MAILSERVICE_RECOVERY_BATCH", int)
+idempotency_ttl = _reader("MAILSERVICE_IDEMPOTENCY_TTL", float)
+send_url_subject = _reader("MAILSERVICE_SEND_URL_SUBJECT", str)
+send_url_text = _reader("MAILSERVICE_SEND_URL_TEXT", str)
+api_key_touch_interval = _reader("MAILSERVICE_API_KEY_TOUCH_INTERVAL", float)
+webhook_max_age = _reader("MAILSERVICE_WEBHOOK_MAX_AGE", float)
+admin_enabled = _reader("MAILSERVICE_ADMIN", bool)
+metrics_public = _reader("MAILSERVICE_METRICS_PUBLIC", bool)
 
 
 def retry_jitter() -> float:
     return min(get_setting("MAILSERVICE_RETRY_JITTER"), 1.0)
-
-
-def max_age() -> float:
-    return get_setting("MAILSERVICE_MAX_AGE")
-
-
-def lease_seconds() -> float:
-    return get_setting("MAILSERVICE_LEASE_SECONDS")
 
 
 def lease_renew_seconds() -> float:
@@ -193,38 +171,6 @@ def send_concurrency() -> int:
     return max(get_setting("MAILSERVICE_SEND_CONCURRENCY"), 1)
 
 
-def recovery_grace() -> float:
-    return get_setting("MAILSERVICE_RECOVERY_GRACE")
-
-
-def recovery_interval() -> float:
-    return get_setting("MAILSERVICE_RECOVERY_INTERVAL")
-
-
-def recovery_batch() -> int:
-    return get_setting("MAILSERVICE_RECOVERY_BATCH")
-
-
-def idempotency_ttl() -> float:
-    return get_setting("MAILSERVICE_IDEMPOTENCY_TTL")
-
-
-def send_url_subject() -> str:
-    return str(get_setting("MAILSERVICE_SEND_URL_SUBJECT"))
-
-
-def send_url_text() -> str:
-    return str(get_setting("MAILSERVICE_SEND_URL_TEXT"))
-
-
-def api_key_touch_interval() -> float:
-    return get_setting("MAILSERVICE_API_KEY_TOUCH_INTERVAL")
-
-
-def webhook_max_age() -> float:
-    return get_setting("MAILSERVICE_WEBHOOK_MAX_AGE")
-
-
 def webhook_providers() -> list[str]:
     value = get_setting("MAILSERVICE_WEBHOOK_PROVIDERS") or []
     if isinstance(value, str):
@@ -236,16 +182,8 @@ def api_rate_limit() -> str:
     return str(get_setting("MAILSERVICE_API_RATE_LIMIT")).strip()
 
 
-def admin_enabled() -> bool:
-    return bool(get_setting("MAILSERVICE_ADMIN"))
-
-
 def metrics_token() -> str:
     return str(get_setting("MAILSERVICE_METRICS_TOKEN") or "").strip()
-
-
-def metrics_public() -> bool:
-    return bool(get_setting("MAILSERVICE_METRICS_PUBLIC"))
 
 
 def default_from_email() -> str:

@@ -31,6 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from failover import conf as failover_conf
 from failover.errors import error_class_name
 from mailservice import conf, metrics
+from mailservice.api.auth import bearer_token
 from mailservice.api.errors import error_response
 from mailservice.exceptions import FieldError
 
@@ -218,5 +219,5 @@ def _ping_redis(pool: Any) -> None:
 
 def _bearer_matches(request: HttpRequest, token: str) -> bool:
     """`Authorization: Bearer <token>`, compared in constant time."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    given = bearer_token(request)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())

@@ -54,7 +54,7 @@ def merge_data_caps() -> JsonCaps:
 
 
 # Every free-form JSON field of a message and its caps, each field capped on its own. A new one
-# (template_data) is capped by annotating it with schemas.capped_json("<name>").
+# (template_data) is capped by annotating it with schemas.requests.capped_json("<name>").
 FREE_FORM_FIELDS: dict[str, Callable[[], JsonCaps]] = {
     "metadata": metadata_caps,
     "merge_data": merge_data_caps,

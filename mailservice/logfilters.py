@@ -218,7 +218,7 @@ def masked_value(value: Any) -> Any:
         return mask_secrets(value)
     if isinstance(value, (list, tuple)):
         items = [masked_value(item) for item in value]
-        if all(new is old for new, old in zip(items, value)):
+        if all(new is old for new, old in zip(items, value, strict=True)):
             return value
         return tuple(items) if isinstance(value, tuple) else items
     if isinstance(value, dict):

@@ -69,12 +69,9 @@ def messages_by_status() -> GaugeMetricFamily:
 
 
 def provider_attempts() -> CounterMetricFamily:
-    return _rows_counted(
-        "smtest_provider_attempts",
-        "Delivery attempts by provider and outcome (recorded DeliveryAttempt rows).",
-        DeliveryAttempt.objects.all(),
-        {"provider": "provider", "outcome": "outcome"},
-    )
+    documentation = "Delivery attempts by provider and outcome (recorded DeliveryAttempt rows)."
+    labels = {"provider": "provider", "outcome": "outcome"}
+    return _rows_counted("smtest_provider_attempts", documentation, DeliveryAttempt.objects.all(), labels)
 
 
 def _rows_counted(
@@ -117,7 +114,8 @@ def _failover_rows() -> list[tuple[str, str, str, int]]:
     sql = f"""
         SELECT {provider}, next_provider, {outcome}, COUNT(*) FROM (
             SELECT {provider}, {outcome},
-                   LEAD({provider}) OVER (PARTITION BY {message}, {round_} ORDER BY {attempt_id}) AS next_provider
+                   LEAD({provider})
+                       OVER (PARTITION BY {message}, {round_} ORDER BY {attempt_id}) AS next_provider
             FROM {table}
             WHERE {message} IN (SELECT {message} FROM {table} WHERE {outcome} <> %s)
         ) pairs
@@ -202,9 +200,6 @@ def queue(now: datetime) -> Iterator[GaugeMetricFamily]:
 
 
 def webhook_events() -> CounterMetricFamily:
-    return _rows_counted(
-        "smtest_webhook_events",
-        "Tracking events recorded from provider webhooks, by provider and event type.",
-        TrackingEvent.objects.all(),
-        {"provider": "provider", "type": "event_type"},
-    )
+    documentation = "Tracking events recorded from provider webhooks, by provider and event type."
+    labels = {"provider": "provider", "type": "event_type"}
+    return _rows_counted("smtest_webhook_events", documentation, TrackingEvent.objects.all(), labels)

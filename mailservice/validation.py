@@ -1,23 +1,21 @@
 """Checks a parsed request cannot express as types: addresses, headers, content, limits.
 
 Every problem is reported with the path of the offending value from the body's root, all at
-once, so a client fixes its request in one go. Nothing here touches the database.
+once, so a client fixes its request in one go. Nothing here touches the database. The checks of
+header lines and attachments live in headers.py and attachments.py.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import mimetypes
-import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from mailservice import conf
 from mailservice.addresses import AddressError, ParsedAddress, parse_address
+from mailservice.attachments import check_attachments
 from mailservice.exceptions import FieldError, InvalidRequest, MalformedRequest, PayloadTooLarge
+from mailservice.headers import check_headers, control_character, single_line
 from mailservice.jsonlimits import (
     FREE_FORM_FIELDS,
     MAX_JSON_DEPTH,
@@ -26,62 +24,36 @@ from mailservice.jsonlimits import (
     field_caps,
     text_problem,
 )
-from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS, MessageIn  # noqa: F401 (re-exported limits)
+from mailservice.message_fields import COLUMNS, CONTENT
+from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS, MessageIn
 
-# The limits of the header-bound fields (docs/security.md, "Input limits"). The lists' lengths
-# are limited in schemas.py (re-exported here), counted before any item is looked at.
-MAX_LINE = 998  # subject, header values, filenames, content ids, tags, template_id (RFC 5322 line)
-MAX_HEADER_NAME = 76  # a header name and ": " fit a 78-character line (RFC 5322)
-MAX_MIMETYPE = 255  # `type/subtype`, each at most 127 characters (RFC 6838)
 MAX_ERRORS = 100  # errors listed in one answer; one more entry counts the rest
-# The free-form JSON fields' caps (MAX_JSON_DEPTH among them) live in jsonlimits.py, which
-# schemas.py checks them with before pydantic validates the fields' items.
 # Members of a message body besides its lists and free-form fields: its top-level fields, with
-# room for more (body_values_limit).
+# room for more (body_values_limit). The lists' lengths are limited in the request schemas,
+# counted before any item is looked at; the free-form JSON fields' caps (MAX_JSON_DEPTH among
+# them) live in jsonlimits.py, which the schemas check them with (schemas.requests.capped_json).
 BODY_MEMBERS = 50
-# RFC 5322 field-name: printable US-ASCII except the colon.
-HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
-# RFC 6838 restricted-name for the type and the subtype.
-MIMETYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
-# Control characters (C0 but tab, DEL, C1) and the Unicode line and paragraph separators: in a
-# header the email library may break the line on them or fail to encode it, at send time.
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-# Headers with a field of their own, or that the gateway (or the provider) writes.
-OWNED_HEADERS = {
-    "from": "use the `from` field",
-    "to": "use the `to` field",
-    "cc": "use the `cc` field",
-    "bcc": "use the `bcc` field",
-    "reply-to": "use the `reply_to` field",
-    "subject": "use the `subject` field",
-    "sender": "the gateway sets it",
-    "date": "the gateway sets it",
-    "message-id": "the gateway sets it",
-    "return-path": "the receiving server sets it",
-    "mime-version": "the gateway sets it",
-}
+# A request's name of each MessageIn field -> the field (`from` -> `from_`).
+SCHEMA_FIELDS = {info.alias or name: name for name, info in MessageIn.model_fields.items()}
 
 
 @dataclass
 class Draft:
-    """A request that passed every check, ready to be stored as a Message."""
+    """A request that passed every check, ready to be stored as a Message: its recipients, and
+    the value of each Message column (message_fields.COLUMNS), also read as an attribute
+    (`draft.subject`)."""
 
-    from_email: str
     to: list[ParsedAddress]
     cc: list[ParsedAddress]
     bcc: list[ParsedAddress]
-    reply_to: list[str]
-    subject: str
-    text: str | None
-    html: str | None
-    headers: dict[str, str]
-    attachments: list[dict[str, Any]]
-    tags: list[str]
-    metadata: dict[str, Any] | None
-    template_id: str | None
-    merge_data: dict[str, dict[str, Any]] | None
-    merge_global_data: dict[str, Any] | None
-    send_at: datetime | None
+    columns: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names the class does not define: the columns'.
+        try:
+            return self.__dict__["columns"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}") from None
 
     @property
     def recipient_count(self) -> int:
@@ -115,7 +87,8 @@ class ErrorList(list[FieldError]):
 def more_errors(count: int) -> FieldError:
     return FieldError(
         None,
-        f"{count} more error{'s' if count != 1 else ''} not listed; fix the first {MAX_ERRORS} and send again.",
+        f"{count} more error{'s' if count != 1 else ''} not listed; "
+        f"fix the first {MAX_ERRORS} and send again.",
     )
 
 
@@ -157,16 +130,16 @@ def check_message(data: MessageIn) -> Draft:
     reply_to = [a.original for a in _addresses(data.reply_to, "reply_to", errors)]
 
     subject = data.subject or ""
-    _single_line(subject, "subject", errors)
-    if not (data.text or data.html or data.template_id):
+    single_line(subject, "subject", errors)
+    if not any(getattr(data, SCHEMA_FIELDS[name]) for name in CONTENT):
         errors.append(FieldError("text", "Give text, html or template_id: the message has no content."))
     if data.template_id is not None:
-        _single_line(data.template_id, "template_id", errors)
+        single_line(data.template_id, "template_id", errors)
     for index, tag in enumerate(data.tags or []):
-        _single_line(tag, f"tags[{index}]", errors)
+        single_line(tag, f"tags[{index}]", errors)
 
-    headers = _headers(data.headers or {}, errors)
-    attachments, attachment_bytes = _attachments(data, errors)
+    headers = check_headers(data.headers or {}, errors)
+    attachments, attachment_bytes = check_attachments(data.attachments, errors)
     _json_values(data.model_dump(by_alias=True, exclude_none=True), errors)
     if errors:
         raise InvalidRequest(errors.listed())
@@ -180,38 +153,17 @@ def check_message(data: MessageIn) -> Draft:
                 )
             ]
         )
-    return Draft(
+    # Every column as the schema parsed it, then those checked above as checked.
+    columns = {field.column: getattr(data, SCHEMA_FIELDS[field.name]) for field in COLUMNS}
+    columns.update(
         from_email=from_email,
-        to=to,
-        cc=cc,
-        bcc=bcc,
         reply_to=reply_to,
         subject=subject,
-        text=data.text,
-        html=data.html,
         headers=headers,
         attachments=attachments,
         tags=list(data.tags or []),
-        metadata=data.metadata,
-        template_id=data.template_id,
-        merge_data=data.merge_data,
-        merge_global_data=data.merge_global_data,
-        send_at=data.send_at,
     )
-
-
-def control_character(value: str, where: str = "here", *, tab: bool = True) -> str | None:
-    """Why `value` cannot go into a header line: a line break, another control character (a tab
-    is allowed where `tab`), or None when it can."""
-    if "\r" in value or "\n" in value:
-        return f"Line breaks are not allowed {where}."
-    match = CONTROL.search(value) or (None if tab else re.search("\t", value))
-    if match:
-        return (
-            f"Control characters are not allowed {where} (U+{ord(match.group()):04X} at position "
-            f"{match.start()}){'; only tab is' if tab else ''}."
-        )
-    return None
+    return Draft(to=to, cc=cc, bcc=bcc, columns=columns)
 
 
 def _address(value: str, path: str, errors: list[FieldError]) -> ParsedAddress | None:
@@ -253,120 +205,20 @@ def _refuse_repeats(recipients: list[tuple[str, ParsedAddress]], errors: list[Fi
             errors.append(
                 FieldError(
                     path,
-                    f"{address.addr_spec} is already a recipient ({first_seen[address.email]}); give each address once.",
+                    f"{address.addr_spec} is already a recipient ({first_seen[address.email]}); "
+                    "give each address once.",
                 )
             )
         else:
             first_seen[address.email] = path
 
 
-def _single_line(value: str, path: str, errors: list[FieldError]) -> None:
-    problem = control_character(value)
-    if problem:
-        errors.append(FieldError(path, problem))
-    elif len(value) > MAX_LINE:
-        errors.append(FieldError(path, f"At most {MAX_LINE} characters; got {len(value)}."))
-
-
-def _headers(headers: dict[str, str], errors: list[FieldError]) -> dict[str, str]:
-    for name, value in headers.items():
-        path = f"headers.{name}"
-        lowered = name.lower()
-        problem = control_character(name, "in a header name", tab=False)
-        if problem:
-            errors.append(FieldError(path, problem))
-        elif not HEADER_NAME.match(name):
-            errors.append(
-                FieldError(path, "A header name is printable ASCII without spaces or colons (RFC 5322).")
-            )
-        elif len(name) > MAX_HEADER_NAME:
-            errors.append(
-                FieldError(path, f"A header name has at most {MAX_HEADER_NAME} characters; got {len(name)}.")
-            )
-        elif lowered in OWNED_HEADERS:
-            errors.append(
-                FieldError(path, f"The {name} header cannot be set here: {OWNED_HEADERS[lowered]}.")
-            )
-        elif lowered.startswith("content-"):
-            errors.append(FieldError(path, f"The {name} header cannot be set here: the gateway sets it."))
-        else:
-            _single_line(value, path, errors)
-    return dict(headers)
-
-
-def _mimetype(value: str, path: str, errors: list[FieldError]) -> None:
-    if len(value) > MAX_MIMETYPE:
-        errors.append(
-            FieldError(path, f"A MIME type has at most {MAX_MIMETYPE} characters; got {len(value)}.")
-        )
-    elif not MIMETYPE.match(value):
-        errors.append(
-            FieldError(path, "Give a MIME type as type/subtype, such as application/pdf, without parameters.")
-        )
-
-
-def _attachments(data: MessageIn, errors: list[FieldError]) -> tuple[list[dict[str, Any]], int]:
-    stored: list[dict[str, Any]] = []
-    total = 0
-    for index, attachment in enumerate(data.attachments or []):
-        path = f"attachments[{index}]"
-        if not attachment.filename.strip():
-            errors.append(FieldError(f"{path}.filename", "Every attachment needs a filename."))
-        else:
-            _single_line(attachment.filename, f"{path}.filename", errors)
-        if attachment.mimetype is not None:
-            _mimetype(attachment.mimetype, f"{path}.mimetype", errors)
-        content_id = attachment.content_id
-        if content_id is not None:
-            _single_line(content_id, f"{path}.content_id", errors)
-            content_id = content_id.strip().strip("<>") or None
-        if attachment.inline and content_id is None:
-            content_id = attachment.filename
-        encoded = re.sub(r"\s+", "", attachment.content)
-        try:
-            decoded = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            errors.append(FieldError(f"{path}.content", "The content is not valid base64."))
-            continue
-        if attachment.inline and not _is_utf8_if_text(decoded, attachment.mimetype, attachment.filename):
-            errors.append(
-                FieldError(
-                    f"{path}.content",
-                    "An inline text attachment must be UTF-8 text; send other bytes with a non-text "
-                    "mimetype such as application/octet-stream.",
-                )
-            )
-            continue
-        total += len(decoded)
-        stored.append(
-            {
-                "filename": attachment.filename,
-                "content": encoded,
-                "mimetype": attachment.mimetype,
-                "inline": attachment.inline,
-                "content_id": content_id,
-            }
-        )
-    return stored, total
-
-
-def _is_utf8_if_text(content: bytes, mimetype: str | None, filename: str) -> bool:
-    """Providers' backends send an inline text part as text: bytes that are not UTF-8 cannot be."""
-    kind = mimetype or mimetypes.guess_type(filename)[0] or ""
-    if not kind.lower().startswith("text/"):
-        return True
-    try:
-        content.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:
     """What JSON parses but no database stores or no provider serializes, anywhere in the body
     (metadata and merge data included): NaN and Infinity (also a number too large for a float,
     such as 1e400), NUL characters and lone surrogates, in values and in keys. Walked without
-    recursion; the free-form fields were capped (depth and size) before (schemas.capped_json)."""
+    recursion; the free-form fields were capped (depth and size) before
+    (schemas.requests.capped_json)."""
     stack: list[tuple[str, Any]] = [(name, value) for name, value in reversed(body.items())]
     while stack:
         path, value = stack.pop()

@@ -15,11 +15,13 @@ from mailservice.api.auth import authenticate_request
 from mailservice.api.errors import is_too_big, pydantic_errors, rejected_response, too_big_response
 from mailservice.api.submit import accepted_response, submit_message
 from mailservice.exceptions import FieldError, InvalidRequest, RequestRejected
+from mailservice.message_fields import CONTENT, FIELDS, Param
 from mailservice.schemas import MessageIn
 from mailservice.validation import parse_json_body
 
-LIST_FIELDS = frozenset({"to", "cc", "bcc", "reply_to", "tags"})
-JSON_ONLY_FIELDS = frozenset({"headers", "attachments", "metadata", "merge_data", "merge_global_data"})
+# How each field is read from a query string or a form; an unknown name is taken once, and
+# refused by MessageIn.
+PARAMS = {field.name: field.param for field in FIELDS}
 
 
 @csrf_exempt
@@ -49,7 +51,7 @@ def _read(request: HttpRequest) -> dict[str, Any]:
         data = _from_params(request.GET)
         # As in the proof of concept, `GET /?to=addr` alone sends a short test message.
         data.setdefault("subject", conf.send_url_subject())
-        if not any(data.get(name) for name in ("text", "html", "template_id")):
+        if not any(data.get(name) for name in CONTENT):
             data["text"] = conf.send_url_text()
         return data
     if request.GET:
@@ -70,9 +72,10 @@ def _from_params(params: QueryDict) -> dict[str, Any]:
     errors = []
     for name in params:
         values = params.getlist(name)
-        if name in JSON_ONLY_FIELDS:
+        param = PARAMS.get(name, Param.ONE)
+        if param is Param.JSON_ONLY:
             errors.append(FieldError(name, "This field is accepted only in a JSON body."))
-        elif name in LIST_FIELDS:
+        elif param is Param.LIST:
             data[name] = values
         elif len(values) > 1:
             errors.append(FieldError(name, "Give this parameter once."))

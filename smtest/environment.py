@@ -160,6 +160,32 @@ def log_format(value: str) -> str:
     return name
 
 
+def logging_config(*, formatters: dict, handlers: dict, **sections: Any) -> dict[str, Any]:
+    """A logging dictConfig (Django's LOGGING, gunicorn's logconfig_dict) that keeps the loggers
+    already there and offers its handlers the `mask_secrets` filter and the `json` formatter
+    (smtest/logformat.py) beside `formatters`. The filter masks API keys and every configured
+    secret in whatever is logged, whoever logs it (docs/security.md, "Secrets")."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"mask_secrets": {"()": "mailservice.logfilters.MaskSecrets"}},
+        "formatters": {**formatters, "json": {"()": "smtest.logformat.JsonFormatter"}},
+        "handlers": handlers,
+        **sections,
+    }
+
+
+def masked_handler(formatter: str, *, json_lines: bool, **options: str) -> dict[str, Any]:
+    """A stream handler of `logging_config`, masked: JSON objects with `json_lines` (LOG_FORMAT=json),
+    else lines of `formatter`."""
+    return {
+        "class": "logging.StreamHandler",
+        **options,
+        "formatter": "json" if json_lines else formatter,
+        "filters": ["mask_secrets"],
+    }
+
+
 # Signs sessions, CSRF tokens and password-reset links: published here, so fit only for DEBUG on.
 DEVELOPMENT_SECRET_KEY = "django-insecure-smtest-development-key-change-me"
 

@@ -16,6 +16,8 @@ from smtest.environment import (
     cache_settings,
     database_settings,
     log_format,
+    logging_config,
+    masked_handler,
     rq_queues,
     secret_key,
     settings_from_environment,
@@ -215,15 +217,9 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = log_format(env.str("LOG_FORMAT", default="text"))
 # LOGGING below, then Python warnings (a library's notices) as one log record each, once per process.
 LOGGING_CONFIG = "smtest.logformat.configure_logging"
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    # API keys and every configured secret are masked in whatever is logged, whoever logs it
-    # (docs/security.md, "Secrets").
-    "filters": {"mask_secrets": {"()": "mailservice.logfilters.MaskSecrets"}},
-    "formatters": {
+LOGGING = logging_config(
+    formatters={
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "smtest.logformat.JsonFormatter"},
         # Django's own, for the development server's request lines.
         "django.server": {
             "()": "django.utils.log.ServerFormatter",
@@ -231,20 +227,12 @@ LOGGING = {
             "style": "{",
         },
     },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["mask_secrets"],
-        },
-        "django.server": {
-            "class": "logging.StreamHandler",
-            "formatter": "json" if LOG_FORMAT == "json" else "django.server",
-            "filters": ["mask_secrets"],
-        },
+    handlers={
+        "console": masked_handler("plain", json_lines=LOG_FORMAT == "json"),
+        "django.server": masked_handler("django.server", json_lines=LOG_FORMAT == "json"),
     },
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {
+    root={"handlers": ["console"], "level": "WARNING"},
+    loggers={
         "failover": {"level": LOG_LEVEL},
         "mailservice": {"level": LOG_LEVEL},
         "smtest": {"level": LOG_LEVEL},
@@ -254,4 +242,4 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO"},
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
     },
-}
+)

@@ -10,7 +10,7 @@ from mailservice.views import send
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("api/", api.urls),
-    path("anymail/", include("mailservice.webhooks")),
+    path("anymail/", include("mailservice.webhook_urls")),
     # Load balancers and Prometheus, over plain HTTP too (docs/monitoring.md).
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -16,6 +16,7 @@ def _no_owed_wake_up_outlives_its_test():
 # The tests that take tens of seconds or start real servers and processes: marked `slow` here,
 # in one place, so `make test-fast` (-m "not slow") leaves them out (docs/testing.md).
 SLOW = (
+    "tests/acceptance/",
     "tests/servers/",
     "tests/e2e/",
     "tests/hardening/test_fuzz_admin.py",

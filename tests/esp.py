@@ -1,7 +1,9 @@
-"""One reusable stand-in for the SendGrid, Mailgun and Mandrill HTTP APIs, built on `responses`.
+"""One reusable stand-in for the SendGrid, Mailgun and Mandrill HTTP APIs, built on `responses`:
+the fake of the unit tests (tests with real processes use tests/esp_server.py).
 
 Tests say what each provider does (`ok`, `fail`, `down`, `timeout`, ...) and then read what each
-provider received. URLs are fake hosts: nothing here can reach the internet.
+provider received; or, for a test that registers its answers itself, `mock_sendgrid` and
+`mock_mailgun` add one answer each. URLs are fake hosts: nothing here can reach the internet.
 """
 
 from __future__ import annotations
@@ -55,6 +57,23 @@ MANDRILL = {
 }
 
 CHAIN = [SENDGRID, MAILGUN, MANDRILL]
+
+
+def mock_sendgrid(rsps: responses.RequestsMock, status: int = 202, body: str = "") -> None:
+    """SendGrid's send endpoint answers `status` with `body` (202, empty: accepted)."""
+    rsps.add(responses.POST, ENDPOINTS["sendgrid"], status=status, body=body)
+
+
+def mock_mailgun(
+    rsps: responses.RequestsMock,
+    status: int = 200,
+    message_id: str = "<mg-1@mg.example.com>",
+    body: str | None = None,
+) -> None:
+    """Mailgun's send endpoint answers `status` (200 with `message_id`: accepted)."""
+    if body is None:
+        body = json.dumps({"id": message_id, "message": "Queued. Thank you."}) if status == 200 else "error"
+    rsps.add(responses.POST, ENDPOINTS["mailgun"], status=status, body=body)
 
 
 def success(provider: str, request: requests.PreparedRequest) -> tuple[int, dict, str]:

@@ -4,13 +4,13 @@ scope and the per-key rate limit (docs/api.md, "Authentication"; docs/security.m
 from __future__ import annotations
 
 import logging
-import re
 
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django_ratelimit.core import get_usage
 from ninja.security import HttpBearer
 
+from failover.providers import RATE_PATTERN
 from mailservice import conf
 from mailservice.api.errors import UNAUTHORIZED, class_name
 from mailservice.exceptions import AuthenticationFailed, FieldError, Forbidden, RateLimited
@@ -21,8 +21,6 @@ logger = logging.getLogger(__name__)
 
 # Query parameters that look like someone put a key in the URL, where logs and proxies keep it.
 KEY_PARAMETERS = frozenset({"key", "api_key", "apikey", "token", "access_token", "auth"})
-# django-ratelimit's rate format: a count per period, the period with an optional multiple (5m).
-RATE = re.compile(r"^(\d+)/([1-9]\d*)?([smhd])$")
 RATE_GROUP = "mailservice.api"
 
 
@@ -48,15 +46,18 @@ def require_scope(api_key: ApiKey, scopes: tuple[str, ...]) -> None:
 
 def api_rate_limit() -> tuple[str, int] | None:
     """MAILSERVICE_API_RATE_LIMIT as (rate, requests), or None when it is off ("0", or a count of 0)."""
-    rate = conf.api_rate_limit().replace(" ", "").lower()
+    # With no white space left, the failover backend's rate format is django-ratelimit's: a count
+    # per period, the period with an optional multiple (5m).
+    rate = "".join(conf.api_rate_limit().split()).lower()
     if rate in ("", "0"):
         return None
-    match = RATE.match(rate)
+    match = RATE_PATTERN.fullmatch(rate)
     if not match:
         raise ImproperlyConfigured(
-            f"MAILSERVICE_API_RATE_LIMIT is {rate!r}; use requests/period such as 600/m (s, m, h, d) or 0 (off)."
+            f"MAILSERVICE_API_RATE_LIMIT is {rate!r}; use requests/period such as 600/m (s, m, h, d) "
+            "or 0 (off)."
         )
-    count = int(match.group(1))
+    count = int(match["sends"])
     return (rate, count) if count else None
 
 

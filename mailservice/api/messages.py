@@ -11,6 +11,7 @@ from mailservice.api.auth import ApiKeyAuth, messages_owner
 from mailservice.api.pagination import Pagination
 from mailservice.api.submit import accepted_response, submit_message
 from mailservice.exceptions import FieldError, MessageStateError, NotFound, RequestRejected
+from mailservice.models import ApiKey, Message
 from mailservice.schemas import (
     ErrorsOut,
     MessageAccepted,
@@ -28,6 +29,16 @@ ERRORS = dict.fromkeys((400, 401, 403, 404, 409, 413, 422, 429), ErrorsOut)
 READ = ApiKeyAuth("read", "manage")
 # A key cancels the messages it sent (`send`), or every message (`manage`).
 CANCEL = ApiKeyAuth("send", "manage")
+ONE_MESSAGE = "/messages/{message_id}"
+MESSAGE_RESPONSES = {200: MessageOut, **ERRORS}
+
+
+def message_or_404(message_id: str, owner: ApiKey | None) -> Message:
+    """The message the key may see (`owner`: messages_owner), or NotFound (404)."""
+    message = selectors.message_get(message_id=message_id, sent_by=owner)
+    if message is None:
+        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
+    return message
 
 
 @router.post(
@@ -45,22 +56,19 @@ def create_message(request: HttpRequest, payload: MessageIn):
 
 
 @router.get(
-    "/messages/{message_id}",
-    response={200: MessageOut, **ERRORS},
+    ONE_MESSAGE,
+    response=MESSAGE_RESPONSES,
     url_name="message_get",
     auth=READ,
     summary="A message, its recipients, provider attempts and events",
 )
 def get_message(request: HttpRequest, message_id: str):
-    message = selectors.message_get(message_id=message_id, sent_by=messages_owner(request.auth))
-    if message is None:
-        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
-    return message
+    return message_or_404(message_id, messages_owner(request.auth))
 
 
 @router.delete(
-    "/messages/{message_id}",
-    response={200: MessageOut, **ERRORS},
+    ONE_MESSAGE,
+    response=MESSAGE_RESPONSES,
     url_name="message_cancel",
     auth=CANCEL,
     summary="Cancel a message no provider has taken yet",
@@ -70,9 +78,7 @@ def get_message(request: HttpRequest, message_id: str):
 )
 def cancel_message(request: HttpRequest, message_id: str):
     owner = messages_owner(request.auth)
-    message = selectors.message_get(message_id=message_id, sent_by=owner)
-    if message is None:
-        raise NotFound([FieldError(None, f"No message has the id {message_id!r}.")])
+    message = message_or_404(message_id, owner)
     try:
         message_cancel(message=message, by="api")
     except MessageStateError as err:

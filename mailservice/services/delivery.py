@@ -33,15 +33,8 @@ from mailservice.services.claiming import (
     messages_release,
     messages_renew,
 )
-from mailservice.services.dispatch import (
-    FAILING,
-    THROTTLED,
-    Concurrency,
-    Dispatch,
-    Hooks,
-    is_transient,
-    with_db_retry,
-)
+from mailservice.services.concurrency import FAILING, THROTTLED, Concurrency
+from mailservice.services.dispatch import Dispatch, Hooks, is_transient, with_db_retry
 from mailservice.services.linking import tracking_events_link_late
 from mailservice.services.sending import MAX_ERROR, SendResult, message_send
 from mailservice.statuses import FINAL_RECIPIENT_STATUSES, MessageStatus, RecipientStatus, summarize
@@ -51,8 +44,9 @@ logger = logging.getLogger(__name__)
 SUPPRESSED_ERROR = "The address is on the suppression list."
 RECIPIENT_FIELDS = ["status", "provider_message_id", "error", "updated_at"]
 MESSAGE_FIELDS = [
-    "status", "lease_owner", "lease_expires_at", "send_started_at", "updated_at", "last_error", "possible_duplicate",
-    "provider", "provider_message_id", "sent_at", "next_attempt_at", "enqueued_at", "finished_at",
+    "status", "lease_owner", "lease_expires_at", "send_started_at", "updated_at", "last_error",
+    "possible_duplicate", "provider", "provider_message_id", "sent_at", "next_attempt_at",
+    "enqueued_at", "finished_at",
 ]  # fmt: skip
 
 
@@ -65,8 +59,9 @@ def new_worker_id() -> str:
 
 
 @dataclass
-class _Round:
-    """One message's round within a batch."""
+class _SendJob:
+    """One message of the batch as the dispatch handles it: the recipients it is sent to now, and
+    how far it got (handed to a sender, sent, recorded)."""
 
     message: Message
     sending: list[Recipient]  # the recipients this round sends to
@@ -111,30 +106,28 @@ def messages_deliver(
     )
     if not batch:
         return []
-    rounds: list[_Round] = []
-    dispatch: Dispatch[_Round] | None = None
+    jobs: list[_SendJob] = []
+    dispatch: Dispatch[_SendJob] | None = None
 
-    def send(connection, round_: _Round) -> str | None:
-        round_.result = message_send(
-            round_.message, round_.sending, connection=connection, now=_now(now), rng=rng
-        )
-        return _pushback(round_.result.attempts)
+    def send(connection, job: _SendJob) -> str | None:
+        job.result = message_send(job.message, job.sending, connection=connection, now=_now(now), rng=rng)
+        return _pushback(job.result.attempts)
 
-    def mark(chunk: list[_Round]) -> list[_Round]:
+    def mark(chunk: list[_SendJob]) -> list[_SendJob]:
         held = messages_mark_started([r.message.pk for r in chunk], owner=owner, now=_now(now))
         handed_at = time.monotonic()
-        for round_ in chunk:
-            round_.started = round_.message.pk in held
-            round_.handed_at = handed_at
+        for job in chunk:
+            job.started = job.message.pk in held
+            job.handed_at = handed_at
         return [r for r in chunk if r.started]
 
-    def record(finished: list[_Round]) -> None:
+    def record(finished: list[_SendJob]) -> None:
         # A retry after a failure part-way through the per-message fallback skips what was done.
         _record([r for r in finished if not r.recorded], owner, now=_now(now))
 
-    def release(unsent: list[_Round]) -> None:
-        for round_ in unsent:
-            round_.started, round_.recorded = False, True  # given back: nothing left to renew
+    def release(unsent: list[_SendJob]) -> None:
+        for job in unsent:
+            job.started, job.recorded = False, True  # given back: nothing left to renew
         messages_release([r.message for r in unsent], owner=owner, now=_now(now))
 
     def renew() -> None:
@@ -142,11 +135,7 @@ def messages_deliver(
         # timeout) is no longer renewed: its lease runs out and recovery takes it over, flagged.
         oldest = time.monotonic() - conf.lease_seconds()
         messages_renew(
-            [
-                r.message.pk
-                for r in rounds
-                if not r.recorded and (r.handed_at is None or r.handed_at > oldest)
-            ],
+            [r.message.pk for r in jobs if not r.recorded and (r.handed_at is None or r.handed_at > oldest)],
             owner=owner,
             now=_now(now),
         )
@@ -154,19 +143,19 @@ def messages_deliver(
     try:
         if claimed is not None:
             claimed(batch)
-        rounds = [
-            _Round(message, [r for r in message.recipients_loaded if r.status == RecipientStatus.SENDING])
+        jobs = [
+            _SendJob(message, [r for r in message.recipients_loaded if r.status == RecipientStatus.SENDING])
             for message in batch
         ]
-        _drop_suppressed(rounds, now=_now(now))
-        nobody = [r for r in rounds if not r.sending]
-        for round_ in nobody:
+        _drop_suppressed(jobs, now=_now(now))
+        nobody = [r for r in jobs if not r.sending]
+        for job in nobody:
             # Nobody left to send to (all suppressed): no provider is asked.
-            round_.started, round_.result = True, SendResult(RecipientStatus.SUPPRESSED)
+            job.started, job.result = True, SendResult(RecipientStatus.SUPPRESSED)
         if nobody:
             record(nobody)
         dispatch = Dispatch(
-            [r for r in rounds if r.result is None],
+            [r for r in jobs if r.result is None],
             Hooks(
                 send=send,
                 mark=mark,
@@ -186,7 +175,7 @@ def messages_deliver(
         if dispatch is not None:
             unsent = [r.message for r in dispatch.unsent()]
         else:
-            unsent = [r.message for r in rounds if not r.started] if rounds else batch
+            unsent = [r.message for r in jobs if not r.started] if jobs else batch
         with_db_retry(
             lambda: messages_release(unsent, owner=owner, now=_now(now)), patience=patience, what="release"
         )
@@ -225,16 +214,16 @@ def message_deliver(
     return batch[0] if batch else None
 
 
-def _drop_suppressed(rounds: list[_Round], *, now: datetime) -> None:
+def _drop_suppressed(jobs: list[_SendJob], *, now: datetime) -> None:
     """Suppressed addresses leave the round before anything is sent: one query for the batch."""
-    emails = {recipient.email for round_ in rounds for recipient in round_.sending}
+    emails = {recipient.email for job in jobs for recipient in job.sending}
     suppressed = set(Suppression.objects.filter(address__in=emails).values_list("address", flat=True))
     if not suppressed:
         return
     dropped = []
-    for round_ in rounds:
+    for job in jobs:
         keep = []
-        for recipient in round_.sending:
+        for recipient in job.sending:
             if recipient.email in suppressed:
                 recipient.status, recipient.error, recipient.updated_at = (
                     RecipientStatus.SUPPRESSED,
@@ -244,13 +233,13 @@ def _drop_suppressed(rounds: list[_Round], *, now: datetime) -> None:
                 dropped.append(recipient.pk)
             else:
                 keep.append(recipient)
-        if len(keep) < len(round_.sending):
+        if len(keep) < len(job.sending):
             logger.info(
                 "message recipients suppressed count=%s",
-                len(round_.sending) - len(keep),
-                extra={"message_id": str(round_.message.pk)},
+                len(job.sending) - len(keep),
+                extra={"message_id": str(job.message.pk)},
             )
-        round_.sending = keep
+        job.sending = keep
     Recipient.objects.filter(pk__in=dropped, status=RecipientStatus.SENDING).update(
         status=RecipientStatus.SUPPRESSED, error=SUPPRESSED_ERROR, updated_at=now
     )
@@ -259,7 +248,7 @@ def _drop_suppressed(rounds: list[_Round], *, now: datetime) -> None:
 # Recording ---------------------------------------------------------------------------------
 
 
-def _record(rounds: list[_Round], owner: str, *, now: datetime) -> None:
+def _record(jobs: list[_SendJob], owner: str, *, now: datetime) -> None:
     """Record finished sends in one transaction. A database that cannot be reached (restarting,
     locked) raises, and the caller tries again with backoff (services/dispatch.py). One that
     refuses (a value it cannot store, a deadlock) gets each message recorded on its own, so one
@@ -267,63 +256,59 @@ def _record(rounds: list[_Round], owner: str, *, now: datetime) -> None:
     duplicates. A message whose record fails even alone keeps its lease: recovery reclaims it,
     flagged."""
     try:
-        _finish(rounds, owner, now=now)
+        _finish(jobs, owner, now=now)
         return
     except DatabaseError as error:
         if is_transient(error):
             raise
-        logger.exception("batch record failed count=%s", len(rounds), extra={"count": len(rounds)})
-    if len(rounds) == 1:
+        logger.exception("batch record failed count=%s", len(jobs), extra={"count": len(jobs)})
+    if len(jobs) == 1:
         return  # recorded alone already
-    for round_ in rounds:
+    for job in jobs:
         try:
-            _finish([round_], owner, now=now)
+            _finish([job], owner, now=now)
         except DatabaseError as error:
             if is_transient(error):
                 raise
             logger.exception(
                 "message record failed; its lease expires and recovery reclaims it",
-                extra={"message_id": str(round_.message.pk)},
+                extra={"message_id": str(job.message.pk)},
             )
 
 
-def _finish(rounds: list[_Round], owner: str, *, now: datetime) -> None:
+def _finish(jobs: list[_SendJob], owner: str, *, now: datetime) -> None:
     """Record every attempt and, for the messages whose lease this worker still holds, the
     outcome: a fixed number of statements for the whole batch."""
-    if not rounds:
+    if not jobs:
         return
     with transaction.atomic():
         insert_rows(
-            [
-                _attempt_row(round_.message, attempt, now=now)
-                for round_ in rounds
-                for attempt in round_.result.attempts
-            ]
+            [_attempt_row(job.message, attempt, now=now) for job in jobs for attempt in job.result.attempts]
         )
         held = set(
             Message.objects.select_for_update()
-            .filter(pk__in=[r.message.pk for r in rounds], status=MessageStatus.SENDING, lease_owner=owner)
+            .filter(pk__in=[r.message.pk for r in jobs], status=MessageStatus.SENDING, lease_owner=owner)
             .values_list("pk", flat=True)
         )
-        kept = [r for r in rounds if r.message.pk in held]
+        kept = [r for r in jobs if r.message.pk in held]
         recipients = [recipient for r in kept for recipient in _apply_to_recipients(r, now=now)]
         update_rows(recipients, RECIPIENT_FIELDS)
-        for round_ in kept:
-            _apply_to_message(round_, now=now)
+        for job in kept:
+            _apply_to_message(job, now=now)
         update_rows([r.message for r in kept], MESSAGE_FIELDS)
         linked = tracking_events_link_late(messages=[r.message for r in kept if r.result.provider])
-    for round_ in rounds:
-        round_.recorded = True
-        if round_.message.pk not in held:
+    for job in jobs:
+        job.recorded = True
+        if job.message.pk not in held:
             logger.warning(
                 "message lease lost before finishing; outcome kept as attempts only",
-                extra={"message_id": str(round_.message.pk)},
+                extra={"message_id": str(job.message.pk)},
             )
-            round_.message.refresh_from_db()
-        elif round_.message.pk in linked:
+            job.message.refresh_from_db()
+        elif job.message.pk in linked:
             # Early provider events moved its recipients on (services/progress.py).
-            round_.message.refresh_from_db(fields=["status", "finished_at", "updated_at"])
-        _log_outcome(round_.message, round_.result)
+            job.message.refresh_from_db(fields=["status", "finished_at", "updated_at"])
+        _log_outcome(job.message, job.result)
 
 
 def _attempt_row(message: Message, attempt, *, now: datetime) -> DeliveryAttempt:
@@ -340,21 +325,21 @@ def _attempt_row(message: Message, attempt, *, now: datetime) -> DeliveryAttempt
     )
 
 
-def _apply_to_recipients(round_: _Round, *, now: datetime) -> list[Recipient]:
-    result = round_.result
-    for recipient in round_.sending:
+def _apply_to_recipients(job: _SendJob, *, now: datetime) -> list[Recipient]:
+    result = job.result
+    for recipient in job.sending:
         status, provider_id = result.per_recipient.get(recipient.email, (result.recipient_status, ""))
         recipient.status = status
         recipient.provider_message_id = (provider_id or result.provider_message_id)[:255]
         recipient.error = "" if status == RecipientStatus.SENT else result.error[:MAX_ERROR]
         recipient.updated_at = now
-    return round_.sending
+    return job.sending
 
 
-def _apply_to_message(round_: _Round, *, now: datetime) -> None:
+def _apply_to_message(job: _SendJob, *, now: datetime) -> None:
     """The message's status from all its recipients, the provider that took it, and when the
     next round is due (a deferral) or that none is (anything else that is not queued)."""
-    message, result = round_.message, round_.result
+    message, result = job.message, job.result
     statuses = [recipient.status for recipient in message.recipients_loaded]
     message.status = summarize(statuses)
     message.lease_owner, message.lease_expires_at, message.send_started_at, message.updated_at = (

@@ -1,21 +1,61 @@
-"""Linking tracking events that arrived before their send was recorded: a fast provider can
-report delivery within milliseconds of accepting a message (docs/webhooks.md, "Linking events to
-messages")."""
+"""Linking tracking events to their message and recipient (docs/webhooks.md, "Linking events to
+messages"): as a post's events are recorded, by the provider message id the send recorded; and
+late, for events that arrived before their send was recorded (a fast provider can report
+delivery within milliseconds of accepting a message)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from datetime import datetime
+from uuid import UUID
 
 from django.db import transaction
 
 from mailservice.models import Message, Recipient, TrackingEvent
 from mailservice.models.bulk import update_rows
+from mailservice.services.event_rows import EventRow
 from mailservice.services.progress import recipients_advance
 from mailservice.tracking_rules import rules_for
 
 logger = logging.getLogger(__name__)
+
+
+def tracking_events_link(rows: list[EventRow]) -> None:
+    """Find each event's Recipient by the provider message id recorded at send time and its
+    address: one query, as the worker records the id on every recipient (SendGrid's and
+    Mandrill's own per recipient, Mailgun's per message). Events left unmatched (an address the
+    message did not have; a send recorded on the message only) are looked up per message."""
+    ids = {row.provider_message_id for row in rows if row.provider_message_id}
+    if not ids:
+        return
+    found = {
+        (provider_message_id, email): (message_id, recipient_id)
+        for provider_message_id, email, message_id, recipient_id in Recipient.objects.filter(
+            provider_message_id__in=ids
+        ).values_list("provider_message_id", "email", "message_id", "pk")
+    }
+    unmatched = {row.provider_message_id for row in rows if (row.provider_message_id, row.email) not in found}
+    unmatched.discard("")
+    messages = _link_per_message(unmatched, found) if unmatched else {}
+    for row in rows:
+        if (row.provider_message_id, row.email) in found:
+            row.message_id, row.recipient_id = found[(row.provider_message_id, row.email)]
+        else:
+            row.message_id = messages.get(row.provider_message_id)
+
+
+def _link_per_message(ids: set[str], found: dict[tuple[str, str], tuple[UUID, int]]) -> dict[str, UUID]:
+    """The messages whose own provider id is one of `ids`, adding their recipients to `found`
+    where no recipient-level match is there already."""
+    messages: dict[str, UUID] = {}
+    for provider_message_id, message_id, email, recipient_id in Message.objects.filter(
+        provider_message_id__in=ids
+    ).values_list("provider_message_id", "pk", "recipients__email", "recipients__pk"):
+        messages[provider_message_id] = message_id
+        if recipient_id is not None:
+            found.setdefault((provider_message_id, email), (message_id, recipient_id))
+    return messages
 
 
 def tracking_events_link_late(*, messages: list[Message]) -> Counter:
@@ -98,9 +138,8 @@ def tracking_events_link_unlinked(*, since: datetime) -> int:
     )
     if not ids:
         return 0
-    message_ids = set(
-        Recipient.objects.filter(provider_message_id__in=ids).values_list("message_id", flat=True)
-    )
+    by_recipient = Recipient.objects.filter(provider_message_id__in=ids)
+    message_ids = set(by_recipient.values_list("message_id", flat=True))
     message_ids |= set(Message.objects.filter(provider_message_id__in=ids).values_list("pk", flat=True))
     with transaction.atomic():
         linked = tracking_events_link_late(messages=list(Message.objects.filter(pk__in=message_ids)))

@@ -125,7 +125,10 @@ def _deferred(message: Message, error: str, attempts: list[Attempt], *, now: dat
     if now >= deadline:
         return SendResult(
             RecipientStatus.FAILED,
-            error=f"No provider took the message within the maximum age ({int(conf.max_age())} s); last error: {error}",
+            error=(
+                f"No provider took the message within the maximum age ({int(conf.max_age())} s); "
+                f"last error: {error}"
+            ),
             attempts=attempts,
         )
     next_at = min(now + timedelta(seconds=retry_delay(attempt=message.attempt_count, rng=rng)), deadline)

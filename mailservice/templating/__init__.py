@@ -43,11 +43,11 @@ from typing import Any, Protocol
 
 from mailservice import conf
 from mailservice.exceptions import TemplateRenderError, TemplateSourceError
+from mailservice.headers import MAX_LINE, control_character
 from mailservice.jsonlimits import text_problem
 from mailservice.templating.engine import compile_part
 from mailservice.templating.output import html_to_text, inline_css
 from mailservice.templating.rendering import read_only, render_part
-from mailservice.validation import MAX_LINE, control_character
 
 __all__ = ["PARTS", "Rendered", "TemplateSource", "check_source", "html_to_text", "inline_css", "render"]
 

@@ -181,7 +181,7 @@ class SendGrid(Provider):
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
             # custom_args first: SendGrid merges them into the event, its own keys win.
-            **{key: value for key, value in recipient.metadata.items()},
+            **dict(recipient.metadata.items()),
             "email": recipient.email,
             "timestamp": int(now),
             "event": self.event_names[event],

@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
+# Loopback requests never go through a proxy the environment may name.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -143,7 +145,6 @@ def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str
         clean_environment(),
         log_dir,
     )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def status():
         if not process.alive():
@@ -152,7 +153,7 @@ def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str
         if not match:
             return None
         try:
-            with opener.open(match.group(1), timeout=1) as response:
+            with OPENER.open(match.group(1), timeout=1) as response:
                 return json.loads(response.read())
         except OSError:
             return None

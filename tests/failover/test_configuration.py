@@ -128,7 +128,7 @@ class GetConnectionOptionsTests(FailoverTestCase):
         self.assertEqual(message.failover_provider, "mailgun")
 
 
-@skipUnless(HAS_MAILERS, "MAILERS arrives in Django 6.1; this run has Django %s" % django.get_version())
+@skipUnless(HAS_MAILERS, f"MAILERS arrives in Django 6.1; this run has Django {django.get_version()}")
 class MailersTests(FailoverTestCase):
     def mailers(self):
         return {

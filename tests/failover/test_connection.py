@@ -148,7 +148,8 @@ class SendMailTests(FailoverTestCase):
 
 class ExceptionContractTests(FailoverTestCase):
     def test_all_providers_failed_is_an_anymail_api_error(self):
-        """Code written for one Anymail backend (`except AnymailAPIError`) still catches the chain's failure."""
+        """Code written for one Anymail backend (`except AnymailAPIError`) still catches the
+        chain's failure."""
         for name in ("sendgrid", "mailgun", "mandrill"):
             self.esp.fail(name, 503)
         with self.assertRaises(AnymailAPIError) as caught:

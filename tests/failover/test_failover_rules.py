@@ -1,4 +1,5 @@
-"""Which errors move a message to the next provider, and which are final (docs/failover.md, "What happens to a message")."""
+"""Which errors move a message to the next provider, and which are final (docs/failover.md,
+"What happens to a message")."""
 
 import requests
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
@@ -145,7 +146,8 @@ class MessageErrorTests(FailoverTestCase):
             self.esp.answer(
                 "mandrill",
                 200,
-                '[{"email": "user@example.net", "status": "rejected", "_id": "x", "reject_reason": "hard-bounce"}]',
+                '[{"email": "user@example.net", "status": "rejected", "_id": "x",'
+                ' "reject_reason": "hard-bounce"}]',
             )
             message = self.message()
             with self.assertRaises(AnymailRecipientsRefused):

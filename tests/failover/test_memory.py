@@ -16,6 +16,13 @@ class MemoryTests(FailoverTestCase):
         self.send(message)
         self.assertEqual(message.failover_provider, "mailgun")
 
+    def provider_after(self, seconds: float) -> str:
+        """The provider that takes a message sent `seconds` from now."""
+        self.clock.advance(seconds)
+        message = self.message()
+        self.send(message)
+        return message.failover_provider
+
     def test_later_sends_start_at_the_working_provider(self):
         """After a failover, the dead primary is not tried again: one HTTP call per message."""
         self.fail_primary_once()
@@ -41,14 +48,8 @@ class MemoryTests(FailoverTestCase):
         (probes, here rarer than the memory lasts, come back sooner: tests/failover/test_probes.py)."""
         self.fail_primary_once()
         self.esp.ok("sendgrid")
-        self.clock.advance(599)
-        message = self.message()
-        self.send(message)
-        self.assertEqual(message.failover_provider, "mailgun")
-        self.clock.advance(2)
-        message = self.message()
-        self.send(message)
-        self.assertEqual(message.failover_provider, "sendgrid")
+        self.assertEqual(self.provider_after(599), "mailgun")
+        self.assertEqual(self.provider_after(2), "sendgrid")
 
     def test_memory_renews_while_the_primary_stays_down(self):
         """A primary still dead after the timeout costs one more try, then the detour is remembered again."""
@@ -75,10 +76,7 @@ class MemoryTests(FailoverTestCase):
         with self.settings(FIRST_WORKING_EMAIL_CACHE_TIMEOUT=10):
             self.fail_primary_once()
             self.esp.ok("sendgrid")
-            self.clock.advance(11)
-            message = self.message()
-            self.send(message)
-        self.assertEqual(message.failover_provider, "sendgrid")
+            self.assertEqual(self.provider_after(11), "sendgrid")
 
     def test_named_cache_alias_holds_the_memory(self):
         """FIRST_WORKING_EMAIL_CACHE picks the cache; the default cache stays untouched."""

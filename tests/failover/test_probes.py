@@ -104,7 +104,8 @@ class RetryAfterTests(FailoverTestCase):
         self.esp.behaviour[name] = (status, headers, '{"errors": [{"message": "slow down"}]}')
 
     def test_429_skips_the_provider_exactly_as_long_as_asked(self):
-        """A 429 with Retry-After: 30 sends to the next provider, skips the first for 30 s, then tries it again."""
+        """A 429 with Retry-After: 30 sends to the next provider, skips the first for 30 s, then
+        tries it again."""
         failed = SignalRecorder(self, signals.provider_failed)
         self.slow_down("sendgrid")
         message = self.message()
@@ -154,7 +155,8 @@ class RetryAfterTests(FailoverTestCase):
         self.assertEqual(self.connection().provider_states()[0]["retry_after_until"], self.clock.now + 600)
 
     def test_retry_after_wins_over_the_probe(self):
-        """A failing provider that answers its probe with Retry-After is not probed again until the wait ends."""
+        """A failing provider that answers its probe with Retry-After is not probed again until
+        the wait ends."""
         self.esp.down("sendgrid")
         self.send(self.message())
         self.clock.advance(60)
@@ -244,7 +246,8 @@ class LocalErrorTests(FailoverTestCase):
             self.assertEqual(plain.failover_provider, "locmem")
 
     def test_local_error_with_a_provider_skipped_is_retried_later(self):
-        """A provider passed over (rate-limited, waiting) may still take it: AllProvidersFailed, not the message's fault."""
+        """A provider passed over (rate-limited, waiting) may still take it: AllProvidersFailed,
+        not the message's fault."""
         from failover.exceptions import AllProvidersFailed
 
         limited = {**SENDGRID, "OPTIONS": {**SENDGRID["OPTIONS"], "RATE_LIMIT": "1/m"}}

@@ -170,7 +170,8 @@ class HostileBodyTests(GatewayMixin, TestCase):
         self.assertLess(elapsed, 2.0)
 
     def test_100000_levels_of_objects_are_a_422_on_the_field(self):
-        """Objects nested 100,000 deep (a 400 "not valid JSON" before): 422 on `metadata`, no RecursionError."""
+        """Objects nested 100,000 deep: 422 on `metadata` (not a 400 "not valid JSON"), no
+        RecursionError."""
         response, elapsed = self.timed(deep_objects())
         self.assert_refused(response, 422, "metadata", f"more than {MAX_JSON_DEPTH} levels")
         self.assertLess(elapsed, 1.0)

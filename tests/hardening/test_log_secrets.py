@@ -226,7 +226,9 @@ class BeforeSettingsTests(SimpleTestCase):
             "import logging\n"
             "from django.conf import settings\n"
             "from mailservice.logfilters import MaskSecrets\n"
-            "record = logging.LogRecord('x', logging.INFO, 'probe', 1, 'key %s', ('smt_ABCDEFGHsecretsecret',), None)\n"
+            "record = logging.LogRecord(\n"
+            "    'x', logging.INFO, 'probe', 1, 'key %s', ('smt_ABCDEFGHsecretsecret',), None\n"
+            ")\n"
             "MaskSecrets().filter(record)\n"
             "print(record.getMessage(), settings.configured)\n"
         )

@@ -16,14 +16,8 @@ from mailservice.models import DeliveryAttempt, Message
 from mailservice.reasons import INTERRUPTED, attempt_reason
 from mailservice.services.delivery import message_deliver
 from mailservice.services.messages import message_cancel
-from tests.mailservice.helpers import (
-    MAILGUN_URL,
-    SENDGRID_URL,
-    VALID,
-    GatewayMixin,
-    esp_settings,
-    mock_mailgun,
-)
+from tests.esp import mock_mailgun
+from tests.mailservice.helpers import MAILGUN_URL, SENDGRID_URL, VALID, GatewayMixin, esp_settings
 
 # What providers answered, with what a tenant must not read: an account name, an echoed key,
 # an internal host.

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailservice.exceptions import InvalidRequest, PayloadTooLarge
+from mailservice.headers import CONTROL
 from mailservice.schemas import MessageIn
-from mailservice.validation import CONTROL, check_message
+from mailservice.validation import check_message
 from tests.mailservice.helpers import gateway_settings
 
 PROPERTY_SETTINGS = settings(

@@ -1,4 +1,5 @@
-"""Shared test setup: a gateway with an API key, a failover chain, and mocked ESP HTTP APIs."""
+"""Shared test setup: a gateway with an API key and a failover chain; `esp_settings()` sends to
+the ESP HTTP APIs tests/esp.py mocks."""
 
 from __future__ import annotations
 
@@ -6,21 +7,25 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import responses
 from django.core.cache import caches
 from django.test import override_settings
 
 from mailservice.models import Message
 from mailservice.services.keys import api_key_create
+from tests.esp import ENDPOINTS, MAILGUN_API_URL, SENDGRID_API_URL
 from tests.failover.base import sending_through
 
 FAILOVER = "failover.backends.FirstWorkingEmailBackend"
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
-SENDGRID_URL = "https://api.sendgrid.com/v3/mail/send"
-MAILGUN_URL = "https://api.mailgun.net/v3/mg.example.com/messages"
+# Where `esp_settings()` sends: tests/esp.py's fake hosts, which its mock_sendgrid and
+# mock_mailgun answer.
+SENDGRID_URL = ENDPOINTS["sendgrid"]
+MAILGUN_URL = ENDPOINTS["mailgun"]
 ANYMAIL = {
     "SENDGRID_API_KEY": "SG.test-sendgrid-key",
+    "SENDGRID_API_URL": SENDGRID_API_URL,
     "MAILGUN_API_KEY": "test-mailgun-key",
+    "MAILGUN_API_URL": MAILGUN_API_URL,
     "MAILGUN_SENDER_DOMAIN": "mg.example.com",
 }
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -81,21 +86,6 @@ class GatewayMixin:
             messages = " ".join(e["message"] for e in errors if e["field"] == field)
             self.assertIn(message_part.lower(), messages.lower())
         self.assertEqual(Message.objects.count(), 0)
-
-
-def mock_sendgrid(rsps: responses.RequestsMock, status: int = 202, body: str = "") -> None:
-    rsps.add(responses.POST, SENDGRID_URL, status=status, body=body)
-
-
-def mock_mailgun(
-    rsps: responses.RequestsMock,
-    status: int = 200,
-    message_id: str = "<mg-1@mg.example.com>",
-    body: str | None = None,
-) -> None:
-    if body is None:
-        body = json.dumps({"id": message_id, "message": "Queued. Thank you."}) if status == 200 else "error"
-    rsps.add(responses.POST, MAILGUN_URL, status=status, body=body)
 
 
 def later(seconds: float, start: datetime = T0) -> datetime:

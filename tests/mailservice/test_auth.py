@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from django.test import SimpleTestCase, TestCase
 from django.utils import timezone
 
+from mailservice.exceptions import ApiKeyError
 from mailservice.models import ApiKey, Message
 from mailservice.services.keys import api_key_authenticate, api_key_create, api_key_revoke
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
@@ -95,7 +96,7 @@ class ApiKeyStorageTests(TestCase):
     def test_same_name_twice_needs_rotate(self):
         """An active name cannot be reused unless rotating, which revokes the old key."""
         old, old_raw = api_key_create(name="dev")
-        with self.assertRaises(Exception):
+        with self.assertRaises(ApiKeyError):
             api_key_create(name="dev")
         new, new_raw = api_key_create(name="dev", rotate=True)
         self.assertIsNone(api_key_authenticate(raw_key=old_raw))

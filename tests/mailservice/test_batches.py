@@ -19,8 +19,8 @@ from django_tasks_db.models import DBTaskResult
 from mailservice.models import DeliveryAttempt, Message
 from mailservice.models.bulk import update_rows
 from mailservice.services import delivery as delivery_service
+from mailservice.services.concurrency import Concurrency
 from mailservice.services.delivery import messages_deliver
-from mailservice.services.dispatch import Concurrency
 from mailservice.services.recovery import message_recover
 from mailservice.tasks import WAKE_KEY, deliver_due, wake_delivery
 from tests.mailservice.helpers import T0, gateway_settings, later
@@ -457,7 +457,7 @@ class ConcurrencyTests(SimpleTestCase):
 
     def test_a_429_halves_once_per_second(self):
         """A request to slow down halves the target, at most once a second; growth waits a second."""
-        from mailservice.services.dispatch import THROTTLED
+        from mailservice.services.concurrency import THROTTLED
 
         control = self.controller()
         control.target = 16
@@ -469,7 +469,7 @@ class ConcurrencyTests(SimpleTestCase):
 
     def test_a_provider_failing_a_few_sends_is_no_reason_to_slow_down(self):
         """10 % of 5xx (the next provider takes those) keeps the target; a large share halves it."""
-        from mailservice.services.dispatch import FAILING
+        from mailservice.services.concurrency import FAILING
 
         control = self.controller()
         control.target = 16

@@ -17,6 +17,7 @@ from mailservice.models import Message
 from mailservice.services.backoff import retry_delay
 from mailservice.services.delivery import message_deliver
 from mailservice.services.suppressions import suppression_add
+from tests.esp import mock_mailgun, mock_sendgrid
 from tests.mailservice.helpers import (
     MAILGUN_URL,
     SENDGRID_URL,
@@ -26,8 +27,6 @@ from tests.mailservice.helpers import (
     esp_settings,
     gateway_settings,
     later,
-    mock_mailgun,
-    mock_sendgrid,
 )
 
 

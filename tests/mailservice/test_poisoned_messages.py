@@ -10,10 +10,11 @@ import responses
 from django.test import TestCase
 
 from failover.backends import FirstWorkingEmailBackend
+from mailservice.jsonlimits import MAX_JSON_DEPTH
 from mailservice.models import Message
 from mailservice.services.delivery import message_deliver
-from mailservice.validation import MAX_JSON_DEPTH
-from tests.mailservice.helpers import T0, VALID, GatewayMixin, esp_settings, mock_mailgun, mock_sendgrid
+from tests.esp import mock_mailgun, mock_sendgrid
+from tests.mailservice.helpers import T0, VALID, GatewayMixin, esp_settings
 
 
 def nested(levels: int) -> dict:

@@ -97,19 +97,15 @@ class LeaseTests(DeliveryMixin, TestCase):
 
     def test_worker_that_lost_its_lease_does_not_overwrite_the_outcome(self):
         """A worker finishing after its lease was taken over records attempts but not its outcome."""
-        from mailservice.services.delivery import _finish, _Round
+        from mailservice.services.delivery import _finish, _SendJob
         from mailservice.services.sending import SendResult
         from mailservice.statuses import RecipientStatus
 
         message_id = self.submit()
         slow = message_claim(message_id=message_id, owner="slow", now=T0)
         message_deliver(message_id=message_id, worker="fast", now=later(301))
-        late = _Round(
-            slow,
-            list(slow.recipients_loaded),
-            started=True,
-            result=SendResult(RecipientStatus.DEFERRED, error="late"),
-        )
+        result = SendResult(RecipientStatus.DEFERRED, error="late")
+        late = _SendJob(slow, list(slow.recipients_loaded), started=True, result=result)
         _finish([late], "slow", now=later(302))
         message = Message.objects.get(pk=message_id)
         self.assertEqual((message.status, message.last_error), ("sent", ""))

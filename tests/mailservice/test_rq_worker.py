@@ -1,4 +1,4 @@
-"""The RQ worker's wait for Redis (mailservice/rq_worker.py): its backoff, its log lines, which
+"""The RQ worker's wait for Redis (mailservice/rq_worker/): its backoff, its log lines, which
 errors it waits out, and the RQ versions whose internals it was written against. The worker
 riding out real Redis outages is tested in tests/servers/test_rq_outage.py."""
 
@@ -13,11 +13,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq.exceptions import StopRequested
 
-from mailservice import rq_worker
-from mailservice.rq_worker import (
+from mailservice.rq_worker import ReconnectingWorker
+from mailservice.rq_worker.outages import (
     MAX_DELAY,
     REPORT_EVERY,
-    ReconnectingWorker,
+    STOP_CHECK_EVERY,
     RedisWait,
     backoff_delay,
     is_redis_outage,
@@ -109,7 +109,7 @@ class RedisWaitTests(SimpleTestCase):
         )
         self.assertFalse(result)
         self.assertEqual(len(probe.calls), 2)
-        self.assertLess(clock.now - stop_at, rq_worker.STOP_CHECK_EVERY + 1e-9)
+        self.assertLess(clock.now - stop_at, STOP_CHECK_EVERY + 1e-9)
 
     def test_wait_lets_other_errors_through(self):
         """An error that is not a Redis outage ends the wait with that error."""
@@ -160,8 +160,8 @@ class WorkerTests(SimpleTestCase):
         self.assertFalse(worker.redis_wait.down)
 
     def test_written_against_these_rq_versions(self):
-        """rq_worker.py overrides RQ's worker internals as rq 3.0 and django-rq 4.2 have them:
-        read rq's worker/base.py and scheduler.py again before upgrading either."""
+        """mailservice/rq_worker/ overrides RQ's worker internals as rq 3.0 and django-rq 4.2 have
+        them: read rq's worker/base.py and scheduler.py again before upgrading either."""
         versions = {name: importlib.metadata.version(name) for name in ("rq", "django-rq")}
         self.assertEqual(
             {name: version.rsplit(".", 1)[0] for name, version in versions.items()},

@@ -106,7 +106,7 @@ class ProviderApiTests(GatewayMixin, TestCase):
         from django.test import override_settings
 
         from mailservice.services.delivery import message_deliver
-        from tests.mailservice.helpers import mock_mailgun, mock_sendgrid
+        from tests.esp import mock_mailgun, mock_sendgrid
 
         with (
             override_settings(FIRST_WORKING_EMAIL_BACKENDS=["sendgrid", "mailgun"]),

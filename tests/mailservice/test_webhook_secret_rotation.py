@@ -38,7 +38,8 @@ class WebhookSecretParsingTests(SimpleTestCase):
         self.assertEqual(anymail_settings({"ANYMAIL_WEBHOOK_SECRET": " , ,"}), {})
 
     def test_a_secret_without_a_colon_is_refused_without_showing_it(self):
-        """A part that is not user:password (a secret split at its comma) stops startup, naming its position only."""
+        """A part that is not user:password (a secret split at its comma) stops startup, naming its
+        position only."""
         with self.assertRaises(ImproperlyConfigured) as caught:
             webhook_secrets("user:pass,word-after-comma")
         self.assertIn("secret 2 of 2", str(caught.exception))

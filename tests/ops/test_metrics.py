@@ -18,7 +18,8 @@ from failover.backends import FirstWorkingEmailBackend
 from mailservice import metrics
 from mailservice.models import DeliveryAttempt, Message, TrackingEvent
 from mailservice.statuses import MessageStatus
-from tests.mailservice.helpers import VALID, GatewayMixin, esp_settings, mock_mailgun, mock_sendgrid
+from tests.esp import mock_mailgun, mock_sendgrid
+from tests.mailservice.helpers import VALID, GatewayMixin, esp_settings
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ops-metrics"}}
 QUERIES_PER_SCRAPE = 6
@@ -41,6 +42,8 @@ def event(provider: str, event_type: str) -> TrackingEvent:
 
 
 class ProbesOpenMixin:
+    """Whatever guards /metrics leaves the probes alone."""
+
     def test_the_probes_stay_open(self):
         """/healthz and /readyz never need a token: load balancers hold none."""
         self.assertEqual(self.client.get("/healthz").status_code, 200)

@@ -9,17 +9,14 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from unittest import TestCase
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.processes import ROOT, free_port
+
 START_TIMEOUT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def production_environment(tmp: Path, port: int, **values: str) -> dict[str, str]:
@@ -73,11 +70,11 @@ class Gunicorn:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
-            except OSError:
+            except OSError as err:
                 if time.monotonic() > deadline:
                     raise AssertionError(
                         f"gunicorn did not listen in {START_TIMEOUT}s:\n{self.error_log.read_text()}"
-                    )
+                    ) from err
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -89,3 +86,11 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+def class_workspace(test_class: type[TestCase], prefix: str) -> tuple[Path, int]:
+    """A temporary folder for the class's gunicorn (its logs, its files), removed after the class's
+    tests, and a free loopback port for it to listen on."""
+    folder = tempfile.TemporaryDirectory(prefix=prefix)
+    test_class.addClassCleanup(folder.cleanup)
+    return Path(folder.name), free_port()

@@ -30,6 +30,8 @@ from pathlib import Path
 import yaml
 from django.test import SimpleTestCase
 
+from tests.e2e.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 # What docs/deployment.md ("Docker Compose") tells the operator to set in `.env`, which Compose
 # passes to every container.
@@ -172,12 +174,6 @@ def collected(values: dict[str, str], static_root: Path) -> set[str]:
     return {path.relative_to(static_root).as_posix() for path in static_root.rglob("*") if path.is_file()}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class DockerImageStaticFilesTests(SimpleTestCase):
     """The image's collectstatic against the configuration Compose runs."""
 
@@ -288,7 +284,8 @@ class DockerImageStaticFilesTests(SimpleTestCase):
         self.assertIn("django_rq/css/admin.css", linked)
 
     def test_every_static_file_the_installed_templates_name_is_in_the_image(self):
-        """Each `{% static "…" %}` in the templates of the apps Compose's configuration installs is collected."""
+        """Each `{% static "…" %}` in the templates of the apps Compose's configuration installs is
+        collected."""
         templates = self.probe["templates"]
         self.assertTrue(
             any(name.startswith("django_rq:") for name in templates), "django_rq is not installed"

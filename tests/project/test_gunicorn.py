@@ -8,15 +8,13 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from django.test import SimpleTestCase
 
-from tests.project.gunicorn_process import ROOT, Gunicorn, free_port, production_environment
+from tests.project.gunicorn_process import ROOT, Gunicorn, class_workspace, production_environment
 
 
 def fetch(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -32,10 +30,7 @@ class GunicornStaticFilesTests(SimpleTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory(prefix="smtest-gunicorn-")
-        cls.addClassCleanup(cls.tmp.cleanup)
-        tmp = Path(cls.tmp.name)
-        cls.port = free_port()
+        tmp, cls.port = class_workspace(cls, "smtest-gunicorn-")
         cls.env = production_environment(tmp, cls.port, STATIC_ROOT=str(tmp / "static"), WEB_CONCURRENCY="2")
         collected = subprocess.run(
             [sys.executable, "manage.py", "collectstatic", "--no-input"],

@@ -6,14 +6,13 @@ Real gunicorn, requests written byte for byte on a socket (an HTTP client would 
 import re
 import secrets
 import socket
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 from django.test import SimpleTestCase
 
-from tests.project.gunicorn_process import Gunicorn, free_port, production_environment
+from tests.project.gunicorn_process import Gunicorn, class_workspace, production_environment
 
 WEBHOOK_SECRET = "esp user:pa/ss w@rd-" + secrets.token_hex(4)
 # The configured format (remote address, time, "method path protocol", status, bytes, duration,
@@ -26,10 +25,7 @@ class GunicornAccessLogTests(SimpleTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory(prefix="smtest-access-log-")
-        cls.addClassCleanup(cls.tmp.cleanup)
-        tmp = Path(cls.tmp.name)
-        cls.port = free_port()
+        tmp, cls.port = class_workspace(cls, "smtest-access-log-")
         env = production_environment(
             tmp, cls.port, ANYMAIL_WEBHOOK_SECRET=WEBHOOK_SECRET, WEB_CONCURRENCY="1"
         )

@@ -55,6 +55,13 @@ logging.getLogger("mailservice.probe").warning(
     "key %s refused", "KEY", extra={"message_id": "m-1", "count": 3, "url": "/send?api_key=KEY"}
 )
 """.replace("KEY", KEY)
+# A production host's servers, named by URL only: nothing connects to them here.
+SERVERS = {
+    "DATABASE_URL": "postgres://smtest:secret@db.internal:5432/smtest",
+    "CACHE_URL": "redis://cache.internal:6379/0",
+    "TASKS_BACKEND": "rq",
+    "REDIS_URL": "redis://queue.internal:6379/1",
+}
 
 
 def clean_environment(**values: str) -> dict[str, str]:
@@ -106,13 +113,7 @@ class ProductionSettingsTests(SimpleTestCase):
         """postgres:// → PostgreSQL with persistent, checked connections; redis:// → Django's
         RedisCache with short timeouts; TASKS_BACKEND=rq → django-tasks-rq on REDIS_URL, with
         django_rq installed and `manage.py rqworker` available."""
-        found = probe(
-            DATABASE_URL="postgres://smtest:secret@db.internal:5432/smtest",
-            CACHE_URL="redis://cache.internal:6379/0",
-            TASKS_BACKEND="rq",
-            REDIS_URL="redis://queue.internal:6379/1",
-            STATIC_ROOT="/srv/smtest/static",
-        )
+        found = probe(**SERVERS, STATIC_ROOT="/srv/smtest/static")
         self.assertEqual(found["engine"], "django.db.backends.postgresql")
         self.assertEqual((found["conn_max_age"], found["conn_health_checks"]), (60, True))
         self.assertEqual(
@@ -139,13 +140,10 @@ class ProductionSettingsTests(SimpleTestCase):
         """DATABASE_CONN_MAX_AGE, DATABASE_CONN_HEALTH_CHECKS and CACHE_SOCKET_TIMEOUT change the defaults;
         the RQ job timeout follows MAILSERVICE_LEASE_SECONDS."""
         found = probe(
-            DATABASE_URL="postgres://smtest:secret@db.internal:5432/smtest",
+            **SERVERS,
             DATABASE_CONN_MAX_AGE="0",
             DATABASE_CONN_HEALTH_CHECKS="0",
-            CACHE_URL="redis://cache.internal:6379/0",
             CACHE_SOCKET_TIMEOUT="0.5",
-            TASKS_BACKEND="rq",
-            REDIS_URL="redis://queue.internal:6379/1",
             MAILSERVICE_LEASE_SECONDS="120",
         )
         self.assertEqual((found["conn_max_age"], found["conn_health_checks"]), (0, False))

@@ -7,6 +7,9 @@ With PostgreSQL, the throwaway server's `smtest` database is migrated by a child
 reads it with the ORM (`Message.objects.using("real")`); TransactionTestCase empties it after
 each test. This process's own test database is not used.
 
+A class with `provider_per_test` gets a local ESP (tests/esp_server.py) as `self.provider` in
+each test; `sending_environment()` points a child's SendGrid at it.
+
 A class skips, with the reason in pytest's summary, only when a server's binaries are not
 installed; with SMTEST_REQUIRE_SERVERS=1 (.ci/run sets it) that is a failure instead.
 """
@@ -16,22 +19,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.test import TransactionTestCase
 
-from tests.e2e.processes import ROOT, Process, clean_environment, free_port, wait_until
+from tests.e2e.processes import OPENER, Process, clean_environment, free_port, wait_until
+from tests.esp_server import FakeProvider
+from tests.servers import stack
 from tests.servers.real import PostgresServer, RedisServer, missing
 
 ALIAS = "real"
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def require_servers(*kinds: str) -> None:
@@ -51,9 +53,8 @@ def register_database(alias: str, url: str) -> None:
 
     config = environ.Env.db_url_config(url)
     default = dict(connections.settings[DEFAULT_DB_ALIAS])
-    connections.settings[alias] = connections.configure_settings({DEFAULT_DB_ALIAS: default, alias: config})[
-        alias
-    ]
+    configured = connections.configure_settings({DEFAULT_DB_ALIAS: default, alias: config})
+    connections.settings[alias] = configured[alias]
 
 
 def unregister_database(alias: str) -> None:
@@ -71,6 +72,7 @@ class RealServersTestCase(TransactionTestCase):
     databases = {ALIAS}
     postgres: PostgresServer | None = None
     redis: RedisServer | None = None
+    provider_per_test = False
 
     @classmethod
     def setUpClass(cls):
@@ -87,6 +89,12 @@ class RealServersTestCase(TransactionTestCase):
             register_database(ALIAS, cls.postgres.url)
             cls.addClassCleanup(unregister_database, ALIAS)
         super().setUpClass()
+
+    def setUp(self):
+        super().setUp()
+        if self.provider_per_test:
+            self.provider = FakeProvider()
+            self.addCleanup(self.provider.close)
 
     # Children ------------------------------------------------------------------------------
 
@@ -106,14 +114,27 @@ class RealServersTestCase(TransactionTestCase):
             env["DATABASE_URL"] = cls.postgres.url
         return clean_environment(**{**env, **extra})
 
+    def sending_environment(self, **extra: str) -> dict[str, str]:
+        """child_environment() sending through SendGrid at `self.provider`; when the class has
+        Redis, its tasks queued on RQ."""
+        queue = {}
+        if self.redis:
+            queue = {
+                "TASKS_BACKEND": "rq",
+                "REDIS_URL": self.redis.url_for(stack.QUEUE_DB),
+                "ANYMAIL_WEBHOOK_SECRET": "servers:test",
+            }
+        sending = {"FIRST_WORKING_EMAIL_BACKENDS": "sendgrid", **self.provider.anymail_environment()}
+        return self.child_environment(**{**sending, **queue, **extra})
+
     @classmethod
     def manage(cls, *args: str, env: dict[str, str], timeout: float = 180) -> str:
-        return _run([sys.executable, str(ROOT / "manage.py"), *args], env, timeout)
+        return stack.manage(*args, env=env, timeout=timeout)
 
     @classmethod
     def child(cls, *args: str, env: dict[str, str], timeout: float = 180) -> dict:
         """`python -m tests.servers.child ARGS`, its JSON answer."""
-        output = _run([sys.executable, "-m", "tests.servers.child", *args], env, timeout)
+        output = stack.run([sys.executable, "-m", "tests.servers.child", *args], env=env, timeout=timeout)
         return json.loads(output.strip().splitlines()[-1])
 
     def start_child(self, name: str, *args: str, env: dict[str, str]) -> Process:
@@ -172,14 +193,12 @@ class RealServersTestCase(TransactionTestCase):
         self.addCleanup(process.stop)
         return process
 
-
-def _run(command: list[str], env: dict[str, str], timeout: float) -> str:
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode:
-        raise AssertionError(
-            f"{' '.join(command[1:])} exited with {result.returncode}:\n{result.stderr[-4000:]}"
-        )
-    return result.stdout
+    def start_rq_worker(self, name: str, *, env: dict[str, str]) -> Process:
+        """`manage.py rqworker` as the unit file runs it, stopped (its work horse too) at the end
+        of the test."""
+        worker = stack.start_rq_worker(name, env, self.workdir)
+        self.addCleanup(stack.stop_rq_worker, worker)
+        return worker
 
 
 def json_lines(process: Process) -> list[dict]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import glob
 import os
 import pwd
@@ -27,8 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.e2e.processes import free_port
 
 PG_DATABASE = "smtest"
 PG_USER = "postgres"
@@ -39,12 +43,6 @@ PACKAGES = {"postgres": "postgresql", "redis": "redis-server"}
 
 class ServerUnavailable(RuntimeError):
     """The server's binaries are not installed here (not: it failed to start, which is an error)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _version_key(path: str) -> tuple[int, ...]:
@@ -79,6 +77,25 @@ def missing(kind: str) -> str | None:
         what = "initdb/postgres (e.g. /usr/lib/postgresql/15/bin)" if kind == "postgres" else "redis-server"
         return f"{what} is not installed: `apt-get install {PACKAGES[kind]}` (.ci/run installs it)"
     return None
+
+
+def _installed(kind: str) -> Path:
+    """`postgres_bindir()` or `redis_binary()`; ServerUnavailable when it is not installed."""
+    found = postgres_bindir() if kind == "postgres" else redis_binary()
+    if found is None:
+        raise ServerUnavailable(missing(kind))
+    return found
+
+
+@contextmanager
+def _new_directory(prefix: str) -> Iterator[Path]:
+    """A fresh temporary directory, deleted if what is built in it fails (or is interrupted)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield base
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
 
 
 def _run_as() -> tuple[str | None, int, int]:
@@ -198,7 +215,7 @@ class Server:
             process = spawn(port, log)
             server = cls(base, port, process.pid, process)
             try:
-                _wait(lambda: ready(server), process, log, cls.kind)
+                _wait(functools.partial(ready, server), process, log, cls.kind)
             except RuntimeError as err:
                 last_error = err
                 _stop_pid(process.pid, cls.stop_signals)
@@ -261,9 +278,7 @@ class PostgresServer(Server):
 
         The new postmaster is pg_ctl's child, not this process's: `pid` follows it (from
         postmaster.pid), so stop() and kill() still reach the running server."""
-        bindir = postgres_bindir()
-        if bindir is None:
-            raise ServerUnavailable(missing("postgres"))
+        bindir = _installed("postgres")
         user, uid, gid = _run_as()
         as_user = {"user": uid, "group": gid, "extra_groups": []} if user else {}
         data = self.base / "data"
@@ -303,12 +318,9 @@ class PostgresServer(Server):
 
     @classmethod
     def start(cls, *, attempts: int = 3) -> PostgresServer:
-        bindir = postgres_bindir()
-        if bindir is None:
-            raise ServerUnavailable(missing("postgres"))
+        bindir = _installed("postgres")
         user, uid, gid = _run_as()
-        base = Path(tempfile.mkdtemp(prefix="smtest-pg-"))
-        try:
+        with _new_directory("smtest-pg-") as base:
             os.chown(base, uid, gid)
             data = base / "data"
             as_user = {"user": uid, "group": gid, "extra_groups": []} if user else {}
@@ -368,9 +380,6 @@ class PostgresServer(Server):
             server = cls._launch(base, attempts, spawn, lambda server: _pg_ready(bindir, server.port))
             server.psql(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
             return server
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
-            raise
 
 
 def _pg_ready(bindir: Path, port: int) -> bool:
@@ -410,7 +419,7 @@ class RedisServer(Server):
     def command(self, *words: str) -> str:
         """One command over the wire (no client library needed); the raw first reply line."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-            sock.sendall(("*%d\r\n" % len(words) + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
+            sock.sendall((f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)).encode())
             return sock.recv(65536).decode(errors="replace").split("\r\n", 1)[0]
 
     def pause(self) -> None:
@@ -424,9 +433,7 @@ class RedisServer(Server):
         """Start the server again on the same port after pause() (or kill()), once it answers."""
         if self.alive():
             return
-        binary = redis_binary()
-        if binary is None:
-            raise ServerUnavailable(missing("redis"))
+        binary = _installed("redis")
         log = self.base / f"{self.kind}-{self.port}.log"
         self.process = _spawn_redis(binary, self.base, self.port, log)
         self.pid = self.process.pid
@@ -440,17 +447,11 @@ class RedisServer(Server):
 
     @classmethod
     def start(cls, *, attempts: int = 3) -> RedisServer:
-        binary = redis_binary()
-        if binary is None:
-            raise ServerUnavailable(missing("redis"))
-        base = Path(tempfile.mkdtemp(prefix="smtest-redis-"))
-        try:
+        binary = _installed("redis")
+        with _new_directory("smtest-redis-") as base:
             return cls._launch(
                 base, attempts, lambda port, log: _spawn_redis(binary, base, port, log), cls._answers
             )
-        except BaseException:
-            shutil.rmtree(base, ignore_errors=True)
-            raise
 
 
 def _spawn_redis(binary: Path, base: Path, port: int, log: Path) -> subprocess.Popen:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
-import secrets
 import shutil
 import signal
 import sys
@@ -41,10 +39,17 @@ from django.db import DatabaseError, connections
 from django.db.models import Count
 
 from mailservice.models import Message
-from tests.e2e.processes import ROOT, Process, wait_until
+from tests.e2e.processes import ROOT, Process
+from tests.esp_server import FakeProvider
 from tests.servers.base import ALIAS, RealServersTestCase
 from tests.servers.clients import post_message
-from tests.servers.provider import FakeProvider
+from tests.servers.stack import (
+    horses,
+    proc_stat,
+    production_environment,
+    provider_connections,
+    wait_listening,
+)
 
 MESSAGES = int(os.environ.get("SMTEST_CHAOS_MESSAGES", "5000"))
 SEED = int(os.environ.get("SMTEST_CHAOS_SEED", "1"))
@@ -62,7 +67,6 @@ DRAIN_GOAL = 60.0  # every message sent within this many seconds of the last fau
 DRAIN_TIMEOUT = 240.0  # how long the test waits for the drain after the last fault
 RETRY_FOR = 120.0  # how long a client keeps retrying one message before it gives up
 UNFINISHED = ("queued", "sending", "deferred")
-WORKER_COMMAND = ["rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "default"]
 TEXT = "A message of the chaos run (tests/servers/test_chaos.py). " * 3
 
 
@@ -135,64 +139,6 @@ class Burst:
             time.sleep(pause)
 
 
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgrp) of a live process, None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def provider_connections(pid: int, port: int) -> int:
-    """How many established TCP connections process `pid` holds to the loopback `port`."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        return 0
-    # A line of /proc/net/tcp: "sl local rem st tx:rx tr:when retrnsmt uid timeout inode …";
-    # the remote port in hex, state 01 (established).
-    line = re.compile(rf"^\s*\d+: \S+ [0-9A-F]+:{port:04X} 01 \S+ \S+ \S+ +\d+ +\d+ +(\d+)", re.MULTILINE)
-    found = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as text:
-                found += sum(1 for inode in line.findall(text.read()) if inode in inodes)
-        except OSError:
-            pass
-    return found
-
-
-def horses(worker: Process) -> list[int]:
-    """The RQ worker's work horses: its live children in a process group other than its own
-    (RQ's scheduler, the other child, stays in the worker's group)."""
-    parent = worker.popen.pid
-    children: set[int] = set()
-    if os.path.exists(f"/proc/{parent}/task/{parent}/children"):
-        for task in os.listdir(f"/proc/{parent}/task"):
-            try:
-                with open(f"/proc/{parent}/task/{task}/children") as listed:
-                    children.update(int(pid) for pid in listed.read().split())
-            except OSError:  # the thread has ended
-                pass
-    else:  # a kernel without CONFIG_PROC_CHILDREN, or the worker is gone: every process
-        children.update(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
-    found = []
-    for pid in sorted(children):
-        stat = proc_stat(pid)
-        if stat and stat[0] != "Z" and stat[1] == parent and stat[2] != parent:
-            found.append(pid)
-    return found
-
-
 @dataclass
 class Faults:
     """What was done to the stack, and when (time.time())."""
@@ -215,31 +161,19 @@ class ChaosRunTests(RealServersTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.provider = FakeProvider(delay=LATENCY, error_rate=ERROR_RATE, seed=SEED)
-        # Killed work horses cut their requests mid-answer: expected here, not worth a traceback.
-        cls.provider.server.handle_error = lambda request, address: None
+        cls.provider = FakeProvider(delay=LATENCY, error_rate=ERROR_RATE, seed=SEED, senders_killed=True)
         cls.addClassCleanup(cls.provider.close)
-        cls.env = cls.child_environment(
-            DEBUG="0",
-            SECRET_KEY=secrets.token_urlsafe(50),
-            ALLOWED_HOSTS="127.0.0.1",
-            # Plain HTTP on loopback, no proxy in front: no redirect to HTTPS, no HSTS.
-            SECURE_SSL_REDIRECT="0",
-            SECURE_HSTS_SECONDS="0",
-            DATABASE_URL=f"{cls.postgres.url}?connect_timeout=3",
-            TASKS_BACKEND="rq",
-            REDIS_URL=cls.redis.url_for(1),
+        # Messages that both providers refused come back within seconds, not minutes.
+        retries = {"MAILSERVICE_RETRY_BASE_DELAY": "2", "MAILSERVICE_RETRY_JITTER": "0"}
+        cls.env = production_environment(
+            cls.postgres,
+            cls.redis,
             FIRST_WORKING_EMAIL_BACKENDS="sendgrid,mailgun",
             **cls.provider.anymail_environment(prefix="/esp"),
-            ANYMAIL_WEBHOOK_SECRET=f"chaos:{secrets.token_urlsafe(16)}",
-            MAILSERVICE_API_RATE_LIMIT="0",
+            **retries,
             MAILSERVICE_SEND_CONCURRENCY=str(CONCURRENCY),
-            # Messages that both providers refused come back within seconds, not minutes.
-            MAILSERVICE_RETRY_BASE_DELAY="2",
-            MAILSERVICE_RETRY_JITTER="0",
             MAILSERVICE_RECOVERY_INTERVAL="5",
             MAILSERVICE_RECOVERY_GRACE="20",
-            LOG_LEVEL="INFO",
         )
         cls.web, cls.url = cls.start_gunicorn(cls.env, workers=2, threads=4)
 
@@ -270,28 +204,6 @@ class ChaosRunTests(RealServersTestCase):
             summary = self.workdir / "chaos-summary.json"
             if summary.exists():
                 shutil.copy(summary, target)
-
-    def start_worker(self, name: str) -> Process:
-        command = [sys.executable, str(ROOT / "manage.py"), *WORKER_COMMAND]
-        worker = self.start_process(name, command, env=self.env)
-        self.addCleanup(self.stop_worker, worker)
-        return worker
-
-    def stop_worker(self, worker: Process) -> None:
-        """Process.stop signals the worker's process group, but a work horse sits in a group of
-        its own: told to stop, the worker starts no new horse and waits for the one it has, which
-        is killed here, so none outlives the test."""
-        if worker.alive():
-            worker.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while worker.alive() and time.monotonic() < deadline:
-            for pid in horses(worker):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
-        worker.stop()
 
     def db(self, read, default=None):
         """`read()` on the database, or `default` while it cannot be reached (restarting)."""
@@ -378,7 +290,8 @@ class ChaosRunTests(RealServersTestCase):
             self.redis.resume()
             faults.redis_outage = (paused, time.time())
             self.note(
-                f"Redis back after {faults.redis_outage[1] - paused:.1f} s ({burst.accepted_count()} accepted)"
+                f"Redis back after {faults.redis_outage[1] - paused:.1f} s "
+                f"({burst.accepted_count()} accepted)"
             )
         except Exception as err:
             faults.errors.append(f"outages: {err!r}")
@@ -401,17 +314,11 @@ class ChaosRunTests(RealServersTestCase):
         lost, no 500, every process alive, drained within DRAIN_GOAL s of the last fault, and
         duplicates within the killed sends in flight, each flagged possible_duplicate."""
         began = time.time()
-        workers = [self.start_worker(f"rqworker-{n}") for n in (1, 2)]
+        workers = [self.start_rq_worker(f"rqworker-{n}", env=self.env) for n in (1, 2)]
         recovery = self.start_process(
             "recovery", [sys.executable, str(ROOT / "manage.py"), "recover_messages", "--loop"], env=self.env
         )
-
-        def listening():
-            for process in (*workers, recovery):
-                self.assertTrue(process.alive(), f"{process.name} exited:\n{process.output()}")
-            return all("Listening on" in worker.log_path.read_text(errors="replace") for worker in workers)
-
-        wait_until(listening, timeout=90, interval=0.25, what="both RQ workers to listen on the queue")
+        wait_listening(workers, recovery)
 
         burst = Burst(self.url, self.api_key, MESSAGES)
         faults = Faults()

@@ -1,6 +1,6 @@
 """Concurrent duplicate requests against a live gunicorn (several processes, several threads
 each) on a real PostgreSQL: what deduplicates them must be a database constraint, since a
-check-then-insert lets two requests both pass the check (issue 12, item 3).
+check-then-insert lets two requests both pass the check.
 
 - the same SendGrid event batch posted by many clients at once is stored once per event;
 - the same Idempotency-Key sent by many clients at once stores one message, and every client
@@ -10,6 +10,7 @@ check-then-insert lets two requests both pass the check (issue 12, item 3).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import threading
@@ -89,7 +90,7 @@ class ConcurrentRequestsOnPostgresTests(RealServersTestCase):
                 for n in range(EVENTS)
             ]
             body = json.dumps(events).encode()
-            answers = all_at_once(CLIENTS, lambda: request(self.url + SENDGRID_URL, body, auth))
+            answers = all_at_once(CLIENTS, functools.partial(request, self.url + SENDGRID_URL, body, auth))
             statuses = Counter(a[0] if isinstance(a, tuple) else repr(a) for a in answers)
             self.assertEqual(
                 statuses, Counter({200: CLIENTS}), f"round {round_}: {answers}\n{self.web.output()}"
@@ -103,7 +104,9 @@ class ConcurrentRequestsOnPostgresTests(RealServersTestCase):
         body = json.dumps({"to": "jane@example.com", "subject": "Once", "text": "Only once"}).encode()
         for round_ in range(ROUNDS):
             headers = {"Authorization": f"Bearer {self.key}", "Idempotency-Key": f"race-{round_}"}
-            answers = all_at_once(CLIENTS, lambda: request(self.url + "/api/messages", body, headers))
+            answers = all_at_once(
+                CLIENTS, functools.partial(request, self.url + "/api/messages", body, headers)
+            )
             statuses = Counter(a[0] if isinstance(a, tuple) else repr(a) for a in answers)
             self.assertEqual(
                 statuses, Counter({202: CLIENTS}), f"round {round_}: {answers}\n{self.web.output()}"

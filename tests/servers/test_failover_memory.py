@@ -4,7 +4,6 @@ docs/failover.md, "Memory"): a provider one process saw fail is skipped by the o
 from __future__ import annotations
 
 from tests.servers.base import RealServersTestCase
-from tests.servers.provider import FakeProvider
 
 SENDGRID_THEN_MAILGUN = [["sendgrid", "provider_error"], ["mailgun", "sent"]]
 
@@ -12,11 +11,10 @@ SENDGRID_THEN_MAILGUN = [["sendgrid", "provider_error"], ["mailgun", "sent"]]
 class FailoverMemoryThroughRedisTests(RealServersTestCase):
     needs = ("redis",)
     databases = set()
+    provider_per_test = True
 
     def setUp(self):
         super().setUp()
-        self.provider = FakeProvider()
-        self.addCleanup(self.provider.close)
         self.redis.command("FLUSHALL")
 
     def sender_environment(self, cache_url: str) -> dict[str, str]:

@@ -11,21 +11,18 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import time
 from collections import Counter
 
 import redis
 
 from mailservice.models import Message
-from tests.e2e.processes import ROOT, Process, wait_until
+from tests.e2e.processes import Process, wait_until
 from tests.servers.base import ALIAS, RealServersTestCase
-from tests.servers.provider import FakeProvider
+from tests.servers.stack import QUEUE_DB
 
 # How long Redis stays away: longer than the first steps of the workers' backoff (1, 2 s).
 OUTAGE = 5.0
-QUEUE_DB = 1
-WORKER_COMMAND = ["rqworker", "--job-class", "django_tasks_rq.Job", "--with-scheduler", "default"]
 LOST = re.compile(r"RQ (worker|scheduler) (\w+): Redis unreachable")
 BACK = re.compile(r"RQ (worker|scheduler) (\w+): Redis reachable again")
 SCHEDULER_STARTED = re.compile(r"Scheduler for default started")
@@ -33,29 +30,16 @@ SCHEDULER_STARTED = re.compile(r"Scheduler for default started")
 
 class RqOutageTests(RealServersTestCase):
     needs = ("postgres", "redis")
+    provider_per_test = True
 
     def setUp(self):
         super().setUp()
-        self.provider = FakeProvider()
-        self.addCleanup(self.provider.close)
         self.addCleanup(self.redis.resume)  # whatever a test leaves, the next one finds Redis up
 
     # Helpers -------------------------------------------------------------------------------
 
-    def environment(self, **extra: str) -> dict[str, str]:
-        return self.child_environment(
-            TASKS_BACKEND="rq",
-            REDIS_URL=self.redis.url_for(QUEUE_DB),
-            ANYMAIL_WEBHOOK_SECRET="servers:test",
-            FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
-            **self.provider.anymail_environment(),
-            **extra,
-        )
-
     def start_worker(self, env: dict[str, str]) -> Process:
-        """The unit file's command: the worker class comes from the settings, not a flag."""
-        command = [sys.executable, str(ROOT / "manage.py"), *WORKER_COMMAND]
-        return self.start_process("rqworker", command, env=env)
+        return self.start_rq_worker("rqworker", env=env)
 
     def log(self, worker: Process) -> str:
         return worker.log_path.read_text(errors="replace")
@@ -100,7 +84,7 @@ class RqOutageTests(RealServersTestCase):
     def test_a_running_worker_rides_out_a_redis_restart(self):
         """A running rqworker waits while Redis is stopped and restarted on the same port, registers
         again, and delivers the messages accepted afterwards."""
-        env = self.environment()
+        env = self.sending_environment()
         worker = self.start_worker(env)
         self.seed_and_wait_sent(env, 3, "before-", worker)
 
@@ -124,7 +108,7 @@ class RqOutageTests(RealServersTestCase):
 
     def test_a_worker_started_while_redis_is_down_waits_for_it(self):
         """An rqworker started with Redis stopped keeps waiting for it, then delivers once it starts."""
-        env = self.environment()
+        env = self.sending_environment()
         self.redis.pause()
         worker = self.start_worker(env)
         self.wait_for_log(worker, LOST)
@@ -139,7 +123,7 @@ class RqOutageTests(RealServersTestCase):
     def test_a_worker_busy_when_redis_stops_keeps_taking_jobs(self):
         """A worker whose horse is sending when Redis stops survives the outage and takes new jobs."""
         self.provider.delay = 0.3  # 6 messages one at a time: about 2 s of sending
-        env = self.environment(MAILSERVICE_BATCH_SIZE="6", MAILSERVICE_SEND_CONCURRENCY="1")
+        env = self.sending_environment(MAILSERVICE_BATCH_SIZE="6", MAILSERVICE_SEND_CONCURRENCY="1")
         worker = self.start_worker(env)
         self.child("seed", "6", "--prefix", "busy-", env=env)
         wait_until(lambda: self.provider.count() >= 1, timeout=30, what="the worker to start sending")
@@ -154,7 +138,7 @@ class RqOutageTests(RealServersTestCase):
 
     def test_sigterm_stops_a_worker_waiting_for_redis(self):
         """SIGTERM to a worker waiting for Redis stops it and its scheduler within seconds, exit 0."""
-        worker = self.start_worker(self.environment())
+        worker = self.start_worker(self.sending_environment())
         self.wait_for_log(worker, SCHEDULER_STARTED)
         self.redis.pause()
         self.wait_for_log(worker, LOST, count=2)

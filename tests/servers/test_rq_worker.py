@@ -12,28 +12,13 @@ from collections import Counter
 from mailservice.models import Message
 from tests.e2e.processes import ROOT, wait_until
 from tests.servers.base import ALIAS, RealServersTestCase
-from tests.servers.provider import FakeProvider
 
 MESSAGES = 12
 
 
 class RqWorkerTests(RealServersTestCase):
     needs = ("postgres", "redis")
-
-    def setUp(self):
-        super().setUp()
-        self.provider = FakeProvider()
-        self.addCleanup(self.provider.close)
-
-    def environment(self, **extra: str) -> dict[str, str]:
-        return self.child_environment(
-            TASKS_BACKEND="rq",
-            REDIS_URL=self.redis.url_for(1),
-            ANYMAIL_WEBHOOK_SECRET="servers:test",
-            FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
-            **self.provider.anymail_environment(),
-            **extra,
-        )
+    provider_per_test = True
 
     def statuses(self) -> Counter:
         return Counter(Message.objects.using(ALIAS).values_list("status", flat=True))
@@ -42,7 +27,7 @@ class RqWorkerTests(RealServersTestCase):
         """Seeded messages wake a round on RQ; the worker claims them all, is told to stop while
         it sends, and still records every one as sent, once, before it exits."""
         self.provider.delay = 0.2  # 12 messages, two at a time: about 1.2 s of sending
-        env = self.environment(MAILSERVICE_BATCH_SIZE=str(MESSAGES), MAILSERVICE_SEND_CONCURRENCY="2")
+        env = self.sending_environment(MAILSERVICE_BATCH_SIZE=str(MESSAGES), MAILSERVICE_SEND_CONCURRENCY="2")
         self.child("seed", str(MESSAGES), env=env)
         worker = self.start_process(
             "rqworker",

@@ -14,7 +14,6 @@ from collections import Counter
 from mailservice.models import DeliveryAttempt, Message
 from tests.e2e.processes import ROOT, wait_until
 from tests.servers.base import ALIAS, RealServersTestCase, json_lines
-from tests.servers.provider import FakeProvider
 
 MESSAGES = 300
 BATCH = 20
@@ -23,18 +22,7 @@ WORKERS = 4
 
 class WorkersOnPostgresTests(RealServersTestCase):
     needs = ("postgres",)
-
-    def setUp(self):
-        super().setUp()
-        self.provider = FakeProvider()
-        self.addCleanup(self.provider.close)
-
-    def worker_environment(self, **extra: str) -> dict[str, str]:
-        return self.child_environment(
-            FIRST_WORKING_EMAIL_BACKENDS="sendgrid",
-            **self.provider.anymail_environment(),
-            **extra,
-        )
+    provider_per_test = True
 
     def statuses(self) -> Counter:
         return Counter(Message.objects.using(ALIAS).values_list("status", flat=True))
@@ -45,7 +33,7 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.provider.delay = 0.01
         self.child("seed", str(MESSAGES), env=self.child_environment())
         go = self.workdir / "go"
-        env = self.worker_environment(MAILSERVICE_BATCH_SIZE=str(BATCH), MAILSERVICE_SEND_CONCURRENCY="2")
+        env = self.sending_environment(MAILSERVICE_BATCH_SIZE=str(BATCH), MAILSERVICE_SEND_CONCURRENCY="2")
         workers = [
             self.start_child(f"race-{n}", "deliver", "--go", str(go), "--idle", "1.5", env=env)
             for n in range(WORKERS)
@@ -70,7 +58,8 @@ class WorkersOnPostgresTests(RealServersTestCase):
         # The race happened: more than one worker claimed batches.
         self.assertGreater(sum(1 for result in done if result["batches"]), 1, done)
         print(
-            f"\n[servers] {MESSAGES} messages, {WORKERS} workers, batches each: {[r['batches'] for r in done]}"
+            f"\n[servers] {MESSAGES} messages, {WORKERS} workers, "
+            f"batches each: {[r['batches'] for r in done]}"
         )
 
     def test_a_worker_killed_mid_send_loses_nothing(self):
@@ -81,7 +70,7 @@ class WorkersOnPostgresTests(RealServersTestCase):
         total, batch, lease = 12, 4, 4
         self.provider.delay = 0.4  # a batch of 4, two at a time: 0.8 s
         self.child("seed", str(total), env=self.child_environment())
-        env = self.worker_environment(
+        env = self.sending_environment(
             MAILSERVICE_BATCH_SIZE=str(batch),
             MAILSERVICE_SEND_CONCURRENCY="2",
             MAILSERVICE_LEASE_SECONDS=str(lease),
@@ -101,9 +90,9 @@ class WorkersOnPostgresTests(RealServersTestCase):
         self.assertGreaterEqual(len(in_flight), 2)
 
         # Nothing recovers it while the lease lasts; once it has expired, a pass wakes a round.
-        recover = dict(MAILSERVICE_RECOVERY_GRACE="1", TASKS_BACKEND="database")
+        recover = {"MAILSERVICE_RECOVERY_GRACE": "1", "TASKS_BACKEND": "database"}
         time.sleep(lease + 0.5)
-        output = self.manage("recover_messages", env=self.worker_environment(**recover))
+        output = self.manage("recover_messages", env=self.sending_environment(**recover))
         self.assertIn("Recovered", output)
         worker = self.start_process(
             "db_worker",
@@ -116,7 +105,7 @@ class WorkersOnPostgresTests(RealServersTestCase):
                 "--no-reload",
                 "--no-startup-delay",
             ],
-            env=self.worker_environment(**recover, MAILSERVICE_BATCH_SIZE=str(batch)),
+            env=self.sending_environment(**recover, MAILSERVICE_BATCH_SIZE=str(batch)),
         )
 
         def all_sent():

@@ -48,7 +48,7 @@ class ConfiguredEndpointTests(TestCase):
         self.assertFalse(Suppression.objects.exists())
 
     def test_amazon_ses_unconfigured_is_a_404_not_a_500(self):
-        """amazon_ses (boto3 absent) used to answer 500 to anyone; unconfigured it is a 404."""
+        """amazon_ses (boto3 absent), unconfigured, is a 404 rather than a 500 for anyone."""
         for method in ("post", "get", "head"):
             with self.subTest(method):
                 response = getattr(self.client, method)(AMAZON_SES_URL)
@@ -68,7 +68,8 @@ class ConfiguredEndpointTests(TestCase):
         )
 
     def test_a_named_chain_entry_enables_its_backends_esp(self):
-        """{"NAME": "mailgun-eu", "BACKEND": "mailgun"} enables the mailgun endpoint (the ESP, not the NAME)."""
+        """{"NAME": "mailgun-eu", "BACKEND": "mailgun"} enables the mailgun endpoint (the ESP, not
+        the NAME)."""
         chain = [{"NAME": "mailgun-eu", "BACKEND": "mailgun", "OPTIONS": {"api_key": "k"}}, LOCMEM]
         with override_settings(FIRST_WORKING_EMAIL_BACKENDS=chain):
             response = self.client.post(

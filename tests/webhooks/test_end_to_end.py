@@ -8,7 +8,8 @@ from django.test import TestCase
 
 from mailservice.models import Message, Suppression, TrackingEvent
 from mailservice.services.delivery import message_deliver
-from tests.mailservice.helpers import ANYMAIL, GatewayMixin, esp_settings, mock_mailgun, mock_sendgrid
+from tests.esp import mock_mailgun, mock_sendgrid
+from tests.mailservice.helpers import ANYMAIL, GatewayMixin, esp_settings
 from tests.webhooks.payloads import (
     WEBHOOK_SETTINGS,
     mailgun_event,
@@ -45,7 +46,8 @@ class WebhookGatewayMixin(GatewayMixin):
 
 class BounceToSuppressionTests(WebhookGatewayMixin, TestCase):
     def test_bounce_reported_by_sendgrid_suppresses_the_next_send_everywhere(self):
-        """SendGrid takes the message, posts a bounce; the next message to that address reaches no provider."""
+        """SendGrid takes the message, posts a bounce; the next message to that address reaches no
+        provider."""
         with responses.RequestsMock() as rsps:
             mock_sendgrid(rsps)
             message = self.send("jane@example.com")

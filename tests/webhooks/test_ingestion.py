@@ -8,14 +8,13 @@ from unittest import mock
 
 from anymail.signals import AnymailTrackingEvent
 from django.db import DataError, IntegrityError
-from django.test import SimpleTestCase, TestCase, override_settings
+from django.test import SimpleTestCase
 
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
 from mailservice.services import tracking as tracking_service
-from mailservice.services.tracking import CheckedEvent, EventNotStorable, tracking_event_checked
+from mailservice.services.storable import CheckedEvent, EventNotStorable, storable_event
+from tests.webhooks.base import WebhookTestCase
 from tests.webhooks.payloads import (
-    WEBHOOK_PROVIDERS,
-    WEBHOOK_SETTINGS,
     mailgun_event,
     mailgun_post,
     mandrill_event,
@@ -35,7 +34,7 @@ class RawEventTests(SimpleTestCase):
     """The raw event is serialized once, as strict JSON every database stores."""
 
     def test_the_stored_text_is_compact_json_with_non_ascii_kept(self):
-        checked = tracking_event_checked(event_with({"subject": "Grüße 😀", "n": [1, 2.5]}))
+        checked = storable_event(event_with({"subject": "Grüße 😀", "n": [1, 2.5]}))
         self.assertEqual(checked.raw_json, '{"subject":"Grüße 😀","n":[1,2.5]}')
 
     def test_what_no_database_stores_is_refused_with_the_reason(self):
@@ -46,11 +45,11 @@ class RawEventTests(SimpleTestCase):
         }
         for reason, raw in cases.items():
             with self.subTest(reason), self.assertRaisesRegex(EventNotStorable, reason):
-                tracking_event_checked(event_with(raw))
+                storable_event(event_with(raw))
 
     def test_a_backslash_before_u0000_is_text_not_a_nul(self):
         """JSON writes NUL as \\u0000; a literal backslash followed by "u0000" only looks like it."""
-        checked = tracking_event_checked(event_with({"path": "C:\\u0000dir"}))
+        checked = storable_event(event_with({"path": "C:\\u0000dir"}))
         self.assertEqual(json.loads(checked.raw_json), {"path": "C:\\u0000dir"})
 
     def test_what_json_cannot_say_is_kept_as_its_repr(self):
@@ -59,21 +58,20 @@ class RawEventTests(SimpleTestCase):
         circular["self"] = circular
         for raw in (circular, {(1, 2): "tuple key"}):
             with self.subTest(repr(raw)[:20]):
-                stored = json.loads(tracking_event_checked(event_with(raw)).raw_json)
+                stored = json.loads(storable_event(event_with(raw)).raw_json)
                 self.assertEqual(list(stored), ["repr"])
 
     def test_objects_json_has_no_form_for_become_strings(self):
         raw = {"when": __import__("datetime").date(2026, 11, 26)}
-        self.assertEqual(json.loads(tracking_event_checked(event_with(raw)).raw_json), {"when": "2026-11-26"})
+        self.assertEqual(json.loads(storable_event(event_with(raw)).raw_json), {"when": "2026-11-26"})
 
 
-@override_settings(ANYMAIL=WEBHOOK_SETTINGS, MAILSERVICE_WEBHOOK_PROVIDERS=WEBHOOK_PROVIDERS)
-class CheckedOnceTests(TestCase):
+class CheckedOnceTests(WebhookTestCase):
     def test_each_event_of_a_post_is_checked_once(self):
         """The view checks every event (to name a bad one by its index); recording reuses that."""
         events = [sendgrid_event("delivered", f"u{i}@example.net", f"id-{i}") for i in range(3)]
-        in_view = mock.patch("mailservice.webhooks.tracking_event_checked", wraps=tracking_event_checked)
-        again = mock.patch.object(tracking_service, "tracking_event_checked", wraps=tracking_event_checked)
+        in_view = mock.patch("mailservice.webhooks.storable_event", wraps=storable_event)
+        again = mock.patch.object(tracking_service, "storable_event", wraps=storable_event)
         with in_view as in_view, again as again:
             response = sendgrid_post(self.client, events)
         self.assertEqual(response.json()["stored"], 3)
@@ -89,8 +87,7 @@ class CheckedOnceTests(TestCase):
         self.assertIn("index=1 reason=the recipient is a list", logs.output[0])
 
 
-@override_settings(ANYMAIL=WEBHOOK_SETTINGS, MAILSERVICE_WEBHOOK_PROVIDERS=WEBHOOK_PROVIDERS)
-class InsertTests(TestCase):
+class InsertTests(WebhookTestCase):
     def test_a_row_the_json_check_refuses_fails_the_batch(self):
         """INSERT OR IGNORE once dropped such a row and reported it stored; ON CONFLICT DO NOTHING
         skips only a taken event id, so the database's refusal is an error (a 500, retried)."""
@@ -104,13 +101,15 @@ class InsertTests(TestCase):
         """Another post stores the same event while this one links: one row, this post's answer
         says duplicate, and the event is not applied twice."""
         event = sendgrid_event("bounce", "a@example.net", "id-a", sg_event_id="evt-race")
-        link = tracking_service._link
+        link = tracking_service.tracking_events_link
 
         def link_while_another_post_stores(rows):
             link(rows)
             TrackingEvent.objects.create(provider="sendgrid", event_id="evt-race", event_type="bounced")
 
-        with mock.patch.object(tracking_service, "_link", side_effect=link_while_another_post_stores):
+        with mock.patch.object(
+            tracking_service, "tracking_events_link", side_effect=link_while_another_post_stores
+        ):
             response = sendgrid_post(self.client, [event])
         answer = response.json()
         self.assertEqual((response.status_code, answer["stored"], answer["duplicates"]), (200, 0, 1))
@@ -128,8 +127,7 @@ class InsertTests(TestCase):
         self.assertEqual(TrackingEvent.objects.get().event_id, expected)
 
 
-@override_settings(ANYMAIL=WEBHOOK_SETTINGS, MAILSERVICE_WEBHOOK_PROVIDERS=WEBHOOK_PROVIDERS)
-class LinkPerMessageTests(TestCase):
+class LinkPerMessageTests(WebhookTestCase):
     """A send recorded on the message only (no id on its recipients) still links its events."""
 
     def setUp(self):

@@ -7,9 +7,8 @@ from django.test import TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
+from tests.webhooks.base import WebhookTestCase
 from tests.webhooks.payloads import (
-    WEBHOOK_PROVIDERS,
-    WEBHOOK_SETTINGS,
     mailgun_event,
     mailgun_post,
     mandrill_event,
@@ -40,15 +39,6 @@ def sent_message(*emails: str, provider: str = "sendgrid", per_recipient_ids: bo
             provider_message_id=f"id-{email}" if per_recipient_ids else "<msg-1@mg.example.com>",
         )
     return message
-
-
-@override_settings(ANYMAIL=WEBHOOK_SETTINGS, MAILSERVICE_WEBHOOK_PROVIDERS=WEBHOOK_PROVIDERS)
-class WebhookTestCase(TestCase):
-    def assert_status(self, message: Message, expected: str, recipient_status: str | None = None):
-        message.refresh_from_db()
-        self.assertEqual(message.status, expected)
-        if recipient_status:
-            self.assertEqual(message.recipients.get().status, recipient_status)
 
 
 class AuthenticationTests(WebhookTestCase):

@@ -23,7 +23,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--forget",
             action="store_true",
-            help="first clear the remembered detour and failures, so the next send starts at the first provider",
+            help=(
+                "first clear the remembered detour and failures, so the next send starts at the first "
+                "provider"
+            ),
         )
 
     def handle(self, *args, **options):
@@ -54,5 +57,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"   asked to wait (Retry-After) until {_when(row['retry_after_until'])}")
             if row["last_error"]:
                 self.stdout.write(
-                    f"   last failure {_when(row['last_failure_at'])}: {row['last_error_class']}: {row['last_error']}"
+                    f"   last failure {_when(row['last_failure_at'])}: "
+                    f"{row['last_error_class']}: {row['last_error']}"
                 )

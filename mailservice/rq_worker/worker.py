@@ -1,24 +1,6 @@
-"""The worker class of `manage.py rqworker` (TASKS_BACKEND=rq): RQ's own worker, except that it
-waits for Redis to come back instead of exiting when Redis goes away (docs/deployment.md,
-"Outages").
-
-RQ's worker quits on most Redis connection errors its loop meets ("unhandled exception,
-quitting"), a worker started while Redis is down exits at once, and the scheduler process of
-`--with-scheduler` dies with the first error. One Redis restart would then leave no worker
-running until something restarts them, and delivery would wait for the recovery pass. Here each
-place where the worker talks to Redis outside a job waits for it instead, with a capped backoff
-and one log line per change (Redis lost, still lost every minute, back); once Redis answers the
-worker registers itself again and takes jobs as before. SIGTERM and SIGINT stop a waiting worker
-at once. Only connection errors and timeouts are waited out: any other error ends the worker as
-RQ would, and so does a refused password (a configuration error, not an outage).
-
-RQ's bookkeeping of a job that was running when Redis went away may be lost; the Message rows,
-not RQ, say what is left to send (docs/delivery.md), so nothing here tries to save it.
-
-This module is the one place that depends on RQ's worker internals: the methods overridden below
-are where RQ's worker and scheduler talk to Redis. The tests name the RQ version they were read
-in (tests/mailservice/test_rq_worker.py); read those methods again before upgrading RQ.
-"""
+"""RQ's forking worker, waiting for Redis instead of exiting when it is unreachable
+(docs/deployment.md, "Outages"). The methods overridden here are where RQ's worker talks to
+Redis: read them again in RQ's worker/base.py before upgrading RQ."""
 
 from __future__ import annotations
 
@@ -29,186 +11,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis.exceptions
 from rq import worker_registration
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.logutils import blue, green
-from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker import Worker, WorkerStatus
 
+from mailservice.rq_worker.outages import RedisWait, is_redis_outage
+from mailservice.rq_worker.scheduler import ReconnectingScheduler
+
 logger = logging.getLogger(__name__)
 
-# The backoff between attempts to reach Redis: FIRST_DELAY seconds, doubling up to MAX_DELAY,
-# short enough that a worker is back at work within seconds of Redis (one PING per attempt).
-FIRST_DELAY = 1.0
-MAX_DELAY = 5.0
-# While Redis stays away, one "still unreachable" line every REPORT_EVERY seconds.
-REPORT_EVERY = 60.0
-# A wait checks this often whether the process was told to stop.
-STOP_CHECK_EVERY = 0.2
 # The worker's command listener (a thread of its own) retries this often, silently: the main
 # loop reports the outage.
 LISTENER_RETRY_DELAY = 2.0
-
-OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-# Connection errors by redis-py's classes that waiting does not cure.
-CONFIGURATION_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-
-
-def is_redis_outage(error: BaseException) -> bool:
-    """Whether `error` says Redis cannot be reached now (down, restarting, loading its data,
-    too slow), as opposed to a misconfiguration or a bug."""
-    return isinstance(error, OUTAGE_ERRORS) and not isinstance(error, CONFIGURATION_ERRORS)
-
-
-def backoff_delay(attempt: int, *, first: float = FIRST_DELAY, cap: float = MAX_DELAY) -> float:
-    """Seconds to wait before attempt `attempt` (0 for the first) to reach Redis again."""
-    return min(cap, first * 2 ** min(attempt, 32))
-
-
-def _never() -> bool:
-    return False
-
-
-class RedisWait:
-    """One process's view of Redis: whether it is reachable, the backoff while it is not, and
-    the log lines (Redis lost; still lost every REPORT_EVERY seconds; back)."""
-
-    def __init__(
-        self,
-        who: str,
-        *,
-        extra: dict[str, Any] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] = time.sleep,
-    ):
-        self.who = who
-        self.extra = extra or {}
-        self._clock, self._sleep = clock, sleep
-        self._down_since: float | None = None
-        self._next_report = 0.0
-        self._attempt = 0
-
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
-    def lost(self, error: BaseException) -> None:
-        """Redis failed us: log it, unless it is already known to be away."""
-        if self.down:
-            return
-        self._down_since = self._clock()
-        self._next_report = self._down_since + REPORT_EVERY
-        logger.warning(
-            "%s: Redis unreachable (%s); waiting for it, retrying with backoff up to %g s",
-            self.who,
-            error,
-            MAX_DELAY,
-            extra=self.extra,
-        )
-
-    def back(self) -> None:
-        """Redis answered again: log how long it was away."""
-        if not self.down:
-            return
-        seconds = self._clock() - self._down_since
-        self._down_since = None
-        self._attempt = 0
-        logger.warning(
-            "%s: Redis reachable again after %.1f s; back at work",
-            self.who,
-            seconds,
-            extra={**self.extra, "redis_down_seconds": round(seconds, 1)},
-        )
-
-    def wait(
-        self, error: BaseException, probe: Callable[[], object], *, stopping: Callable[[], bool] = _never
-    ) -> bool:
-        """After `error`, call `probe` with backoff until it no longer fails for want of Redis.
-        True once it succeeds; False as soon as `stopping()` is true. Other errors propagate."""
-        self.lost(error)
-        while True:
-            if not self._pause(backoff_delay(self._attempt), stopping):
-                return False
-            self._attempt += 1
-            try:
-                probe()
-            except Exception as failure:
-                if not is_redis_outage(failure):
-                    raise
-                self._report(failure)
-                continue
-            self.back()
-            return True
-
-    def _pause(self, seconds: float, stopping: Callable[[], bool]) -> bool:
-        deadline = self._clock() + seconds
-        while not stopping():
-            left = deadline - self._clock()
-            if left <= 0:
-                return True
-            self._sleep(min(left, STOP_CHECK_EVERY))
-        return False
-
-    def _report(self, error: BaseException) -> None:
-        moment = self._clock()
-        if self._down_since is None or moment < self._next_report:
-            return
-        self._next_report = moment + REPORT_EVERY
-        seconds = moment - self._down_since
-        logger.warning(
-            "%s: Redis still unreachable after %d s (%s)",
-            self.who,
-            seconds,
-            error,
-            extra={**self.extra, "redis_down_seconds": round(seconds, 1)},
-        )
-
-
-class ReconnectingScheduler(RQScheduler):
-    """RQ's scheduler process (`--with-scheduler`), waiting for Redis instead of exiting."""
-
-    def work(self) -> None:
-        """RQ's scheduler loop, with each pass that fails for want of Redis waited out."""
-        self._install_signal_handlers()
-        wait = RedisWait(f"RQ scheduler {self.name}", extra={"rq_scheduler": self.name})
-        registered = False
-        while not self._stop_requested:
-            try:
-                if not registered:
-                    self.register_birth()
-                    registered = True
-                if self.should_reacquire_locks:
-                    self.acquire_locks()
-                self.heartbeat()  # also takes back a lock that expired while Redis was away
-                self.enqueue_scheduled_jobs()
-            except Exception as error:
-                if not is_redis_outage(error):
-                    raise
-                registered = False  # its record may have gone with Redis
-                if not wait.wait(error, self._ping, stopping=self._stopping):
-                    break
-                continue
-            time.sleep(self.interval)
-        try:
-            self.stop()
-        except Exception as error:
-            if not is_redis_outage(error):
-                raise
-            logger.warning(
-                "RQ scheduler %s: stopped without releasing its locks, Redis is unreachable; "
-                "they expire by themselves",
-                self.name,
-                extra={"rq_scheduler": self.name},
-            )
-
-    def _ping(self) -> None:
-        self.connection.ping()
-
-    def _stopping(self) -> bool:
-        return self._stop_requested
 
 
 class ReconnectingWorker(Worker):
@@ -353,17 +170,8 @@ class ReconnectingWorker(Worker):
             self.scheduler.start()
 
     def register_death(self) -> None:
-        try:
-            super().register_death()
-        except Exception as error:
-            if not is_redis_outage(error):
-                raise
-            logger.warning(
-                "RQ worker %s: stopped without unregistering, Redis is unreachable; "
-                "its record expires by itself",
-                self.name,
-                extra={"rq_worker": self.name},
-            )
+        left = "its record expires by itself"
+        self.redis_wait.stop_step(super().register_death, undone="unregistering", left=left)
 
     def unsubscribe(self) -> None:
         try:
