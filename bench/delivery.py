@@ -57,6 +57,36 @@ def message_fields(i: int) -> dict[str, str]:
     return {"to": f"rcpt{i}@example.net", "subject": f"Bench message {i}", "text": TEXT}
 
 
+def smtest_env(db: Path, *, cache: Path, provider_url: str) -> dict:
+    """The environment of an smtest process on the SQLite file `db`, as a production worker runs:
+    settings from the environment alone, DEBUG off, INFO logs, the database task queue, and the
+    failover chain `sendgrid` pointed at `provider_url`. Variables of the caller's own that would
+    configure the gateway are left out."""
+    foreign = ("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "smtest.settings",
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": f"sqlite:///{db}",
+            # Workers share the failover memory and the pending wake-up through files, as
+            # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
+            "CACHE_URL": f"filecache://{cache}",
+            "TASKS_BACKEND": "database",
+            "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
+            "ANYMAIL_SENDGRID_API_KEY": "bench-key",
+            "ANYMAIL_SENDGRID_API_URL": provider_url,
+            "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
+            "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
+            # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
+            "DEBUG": "0",
+            "LOG_LEVEL": "INFO",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    return env
+
+
 # Roles run in child processes (`--role ...`): each prints one JSON line -------------------------
 
 
@@ -336,29 +366,7 @@ class Bench:
     # smtest
 
     def smtest_env(self, db: Path) -> dict:
-        foreign = ("ANYMAIL_", "FIRST_WORKING_", "MAILSERVICE_")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(foreign)}
-        env.update(
-            {
-                "DJANGO_SETTINGS_MODULE": "smtest.settings",
-                "PYTHONPATH": str(ROOT),
-                "DATABASE_URL": f"sqlite:///{db}",
-                # Workers share the failover memory and the pending wake-up through files, as
-                # `make run` does (var/cache); each database gets its own, as a fresh deployment does.
-                "CACHE_URL": f"filecache://{self.workdir / (db.stem + '-cache')}",
-                "TASKS_BACKEND": "database",
-                "FIRST_WORKING_EMAIL_BACKENDS": "sendgrid",
-                "ANYMAIL_SENDGRID_API_KEY": "bench-key",
-                "ANYMAIL_SENDGRID_API_URL": self.url,
-                "ANYMAIL_WEBHOOK_SECRET": "bench:secret",
-                "SECRET_KEY": "bench-" + "k" * 50,  # required with DEBUG off
-                # As a production worker runs: DEBUG off (no per-query log in memory), INFO logs.
-                "DEBUG": "0",
-                "LOG_LEVEL": "INFO",
-                "PYTHONWARNINGS": "ignore",
-            }
-        )
-        return env
+        return smtest_env(db, cache=self.workdir / (db.stem + "-cache"), provider_url=self.url)
 
     def smtest_prepare(self) -> None:
         template = self.workdir / "smtest-template.sqlite3"

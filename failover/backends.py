@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -10,15 +9,14 @@ from typing import Any
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
-from failover import conf, errors, signals
+from failover import conf, errors, reporting
 from failover.attempts import Attempt, Outcome
 from failover.exceptions import AllProvidersFailed, AmbiguousSendError, ProviderBuildError, UnknownProvider
 from failover.memory import ChainMemory, ChainState
-from failover.network import NetworkWatch, pin_environment
-from failover.providers import BackendPool, ProviderConfig, load_providers
-from failover.routing import Route, batch_routes, esp_template
-
-logger = logging.getLogger(__name__)
+from failover.network import NetworkWatch
+from failover.providers import ProviderConfig, load_providers
+from failover.routing import Route, batch_routes, esp_template, restrict
+from failover.sessions import BackendPool
 
 
 class FirstWorkingEmailBackend(BaseEmailBackend):
@@ -71,7 +69,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             if probe_interval is None
             else max(1.0, float(probe_interval)),
         )
-        self._pool = BackendPool()
+        self._pool = BackendPool(self._by_name, self.timeouts)
 
     def __deepcopy__(self, memo: dict) -> FirstWorkingEmailBackend:
         return self
@@ -80,61 +78,13 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
 
     def open(self) -> bool:
         """Start a session in this thread, as Django's backends do: True when this call started
-        it (the caller then closes it), False when one is already open. Inner backends open
-        lazily, once, when a message first needs them."""
-        if self._pool.active:
-            return False
-        self._pool.active = True
-        return True
+        it (the caller then closes it), False when one is already open (failover/sessions.py)."""
+        return self._pool.start()
 
     def close(self) -> None:
         """End the session: close every inner backend it opened, those set aside after a
         provider error included."""
-        pool = self._pool
-        pool.active = False
-        retired, pool.retired = pool.retired, []
-        for name, backend in retired:
-            self._close_inner(name, backend)
-        for name in list(pool.instances):
-            backend = pool.instances.pop(name)
-            if pool.opened.pop(name, False):
-                self._close_inner(name, backend)
-
-    def _retire(self, name: str) -> None:
-        """Stop using one inner backend after a provider error: the next use builds and opens a
-        fresh one, and this one stays open until the session ends (a caller that opened the
-        connection decides when its sessions close, even after a send raised)."""
-        pool = self._pool
-        backend = pool.instances.pop(name, None)
-        if backend is not None and pool.opened.pop(name, False):
-            # One set aside per provider: an older one is closed now, so a provider failing
-            # message after message does not pile up open connections.
-            for earlier in [entry for entry in pool.retired if entry[0] == name]:
-                pool.retired.remove(earlier)
-                self._close_inner(*earlier)
-            pool.retired.append((name, backend))
-        pool.opened.pop(name, None)
-
-    def _close_inner(self, name: str, backend: BaseEmailBackend) -> None:
-        try:
-            backend.close()
-        except Exception as err:  # a failing close must not hide the send result
-            logger.warning(
-                "failover close failed provider=%s error=%s",
-                name,
-                errors.describe(err, self._by_name[name].secrets()),
-                extra={"provider": name},
-            )
-
-    def _connection(self, name: str) -> BaseEmailBackend:
-        pool = self._pool
-        if name not in pool.instances:
-            backend = self._by_name[name].build(self.timeouts)
-            pool.instances[name] = backend
-        if name not in pool.opened:
-            pool.opened[name] = bool(pool.instances[name].open())
-            pin_environment(pool.instances[name])
-        return pool.instances[name]
+        self._pool.end()
 
     # Sending -----------------------------------------------------------------------------
 
@@ -162,11 +112,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         message.failover_provider = None
         message.failover_attempts = attempts = []
         if isinstance(route, UnknownProvider):
-            logger.error(
-                "failover message refused: %s",
-                route,
-                extra={"providers": route.names, "message_id": _message_id(message)},
-            )
+            reporting.refused(message, route)
             return False
         if not message.recipients():
             return False
@@ -182,13 +128,12 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 continue
             attempt, error = self._attempt(name, message, route)
             attempts.append(attempt)
-            self._log_attempt(attempt, message, first=len(attempts) == 1, probe=name == probe)
-            signals.provider_attempted.send(type(self), provider=name, message=message, attempt=attempt)
+            reporting.attempted(type(self), attempt, message, first=len(attempts) == 1, probe=name == probe)
             if attempt.outcome is Outcome.SENT:
                 message.failover_provider = name
                 self._note_success(state, name)
                 if name != first_choice:
-                    self._moved(message, first_choice, name, left_first or "provider_error")
+                    reporting.moved(type(self), message, first_choice, name, left_first or "provider_error")
                 return True
             if attempt.outcome is Outcome.MESSAGE_ERROR:
                 # The provider is fine; the message is not. Never offer it to another provider.
@@ -201,7 +146,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
                 self._note_failure(state, attempt, error, probe=name == probe)
                 # A failed connection is not reused (an SMTP backend keeps a dead socket): the
                 # next message, or probe, to this provider starts afresh.
-                self._retire(name)
+                self._pool.retire(name)
             if attempt.outcome is Outcome.AMBIGUOUS and not self.failover_on_ambiguous:
                 if self.fail_silently:
                     return False
@@ -209,18 +154,11 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         return self._all_failed(message, attempts, errors_by_provider, skipped)
 
     def _plan(self, state: ChainState, route: Route | None) -> tuple[list[str], str | None]:
-        """The providers to try for one message, and the one probed first if a probe is due.
-        A message restricted to some providers keeps the chain's order among them, and never
-        spends a probe on a provider it may not use."""
-        order = self.memory.order(state)
-        if route is not None:
-            order = [name for name in order if name in route]
-        probe = self.memory.probe_due(state)
-        if probe is not None and route is not None and probe not in route:
-            probe = None
+        """The providers to try for one message, and the one probed first if a probe is due."""
+        order, probe = restrict(self.memory.order(state), self.memory.probe_due(state), route)
         if probe is None or not self.memory.claim_probe(state, probe):
             return order, None
-        logger.info("failover probe provider=%s", probe, extra={"provider": probe})
+        reporting.probing(probe)
         return [probe, *(name for name in order if name != probe)], probe
 
     def _skip_reason(self, state: ChainState, name: str) -> str | None:
@@ -247,16 +185,7 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             raise errors_by_provider[attempts[-1].provider]
         failure = AllProvidersFailed(attempts, errors_by_provider, skipped=skipped)
         unbuildable = _first_build_error(attempts, errors_by_provider) if not skipped else None
-        logger.error(
-            "failover all providers failed providers=%s skipped=%s",
-            ",".join(a.provider for a in attempts) or "-",
-            ",".join(f"{name}:{why}" for name, why in skipped.items()) or "-",
-            extra={
-                "providers": [a.provider for a in attempts],
-                "skipped": skipped,
-                "message_id": _message_id(message),
-            },
-        )
+        reporting.all_failed(message, attempts, skipped)
         if self.fail_silently:
             return False
         if unbuildable is not None:
@@ -267,19 +196,14 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         last_error = errors_by_provider[attempts[-1].provider] if attempts else None
         raise failure from last_error
 
-    def _moved(self, message: EmailMessage, first_choice: str, sender: str, reason: str) -> None:
-        """A message left the provider it would have gone to first: say from where, to where, why."""
-        signals.failover.send(
-            type(self), message=message, from_provider=first_choice, to_provider=sender, reason=reason
-        )
-
     def _attempt(
         self, name: str, message: EmailMessage, route: Route | None
     ) -> tuple[Attempt, BaseException | None]:
         started = time.perf_counter()
         watch = NetworkWatch()
         try:
-            backend = self._connection(name)  # opening it (an SMTP connection) sends nothing of this message
+            # Opening it (an SMTP connection) sends nothing of this message.
+            backend = self._pool.connection(name)
             with watch, esp_template(message, route, name):
                 sent = backend.send_messages([message])
         except Exception as error:
@@ -302,28 +226,6 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
             return attempt, _NothingSent(name)
         return Attempt(provider=name, outcome=Outcome.SENT, duration=duration), None
 
-    def _log_attempt(self, attempt: Attempt, message: EmailMessage, *, first: bool, probe: bool) -> None:
-        """One line per attempt: WARNING when it failed, INFO when a message was sent after a
-        failover or by a probe, DEBUG for the everyday case of the first provider sending (the
-        gateway logs each message anyway, and a line per healthy send costs more than the rest
-        of the backend; docs/benchmarks.md)."""
-        if attempt.outcome is not Outcome.SENT:
-            level = logging.WARNING
-        else:
-            level = logging.DEBUG if first and not probe else logging.INFO
-        if not logger.isEnabledFor(level):
-            return
-        logger.log(
-            level,
-            "failover %s provider=%s outcome=%s duration_ms=%.1f%s",
-            "probe" if probe else "attempt",
-            attempt.provider,
-            attempt.outcome,
-            attempt.duration * 1000,
-            f" error_class={attempt.error_class} error={attempt.error}" if attempt.error_class else "",
-            extra={**attempt.as_dict(), "probe": probe, "message_id": _message_id(message)},
-        )
-
     # Memory ------------------------------------------------------------------------------
 
     def _note_success(self, state: ChainState, name: str) -> None:
@@ -331,15 +233,9 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         if changed:
             self.memory.save(state)
         if recovered:
-            logger.info("failover provider recovered provider=%s", name, extra={"provider": name})
-            signals.provider_recovered.send(type(self), provider=name)
+            reporting.recovered(type(self), name)
         if changed and state.active == name:
-            logger.info(
-                "failover sends now start at provider=%s for %ss",
-                name,
-                int(self.memory.timeout),
-                extra={"provider": name, "until": state.until},
-            )
+            reporting.starts_at(name, self.memory.timeout, state.until)
 
     def _note_failure(
         self, state: ChainState, attempt: Attempt, error: BaseException, *, probe: bool
@@ -351,37 +247,21 @@ class FirstWorkingEmailBackend(BaseEmailBackend):
         if seconds is not None:
             wait = self.memory.record_wait(state, name, seconds)
             self.memory.save(state)
-            logger.warning(
-                "failover provider asked to wait provider=%s seconds=%s",
-                name,
-                int(wait),
-                extra={"provider": name},
-            )
+            reporting.asked_to_wait(name, wait)
             return
         news = self.memory.record_failure(
             state, name, error=attempt.error or "", error_class=attempt.error_class or "", probe=probe
         )
         self.memory.save(state)
         if probe:
-            logger.warning(
-                "failover probe failed provider=%s next_probe_in=%ss",
-                name,
-                int(self.memory.interval(state.failures[name])),
-                extra={"provider": name, "error_class": attempt.error_class},
-            )
+            reporting.probe_failed(name, attempt, self.memory.interval(state.failures[name]))
         if news:
-            logger.warning(
-                "failover provider failing provider=%s error_class=%s",
-                name,
-                attempt.error_class,
-                extra={"provider": name, "error_class": attempt.error_class},
-            )
-            signals.provider_failed.send(type(self), provider=name, error=error, attempt=attempt)
+            reporting.failing(type(self), attempt, error)
 
     def forget(self) -> None:
         """Drop the chain's memory (detour and failure records), as if no provider had failed."""
         self.memory.forget()
-        logger.info("failover memory cleared", extra={"providers": [p.name for p in self.providers]})
+        reporting.memory_cleared([p.name for p in self.providers])
 
     def provider_states(self) -> list[dict[str, Any]]:
         """Each provider with its remembered state (active / standby / failing) and last error."""
@@ -402,8 +282,3 @@ def _first_build_error(
 class _NothingSent(Exception):
     def __init__(self, provider: str):
         super().__init__(f"Provider {provider!r} sent nothing and raised no error")
-
-
-def _message_id(message: EmailMessage) -> str | None:
-    headers = getattr(message, "extra_headers", None) or {}
-    return headers.get("Message-ID") or getattr(message, "failover_ref", None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,15 +244,3 @@ def _parse_chain(entries: list) -> list[ProviderConfig]:
             )
         seen.add(provider.name)
     return providers
-
-
-class BackendPool(threading.local):
-    """Inner backend instances, one set per thread: a requests.Session is never shared between threads."""
-
-    def __init__(self) -> None:
-        self.instances: dict[str, BaseEmailBackend] = {}
-        self.opened: dict[str, bool] = {}  # provider -> we must close it
-        # Backends set aside after a provider error: not reused (an SMTP backend keeps a dead
-        # socket), but closed only when the session ends, as their callers expect.
-        self.retired: list[tuple[str, BaseEmailBackend]] = []
-        self.active = False  # a session (open(), `with`, or one batch) is in progress

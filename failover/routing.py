@@ -58,6 +58,14 @@ def batch_routes(
     return routes
 
 
+def restrict(order: list[str], probe: str | None, route: Route | None) -> tuple[list[str], str | None]:
+    """The chain's order and due probe as one message may use them: a message kept to some
+    providers tries them in the chain's order, and never spends a probe on another one."""
+    if route is None:
+        return order, probe
+    return [name for name in order if name in route], probe if probe in route else None
+
+
 @contextmanager
 def esp_template(message: EmailMessage, route: Route | None, provider: str) -> Iterator[None]:
     """While one provider is asked, the message carries that provider's template id; afterwards

@@ -1,7 +1,8 @@
 """The admin: messages with their recipients, attempts and events (read-only), retry and cancel
-actions; tracking events read-only; suppressions; API keys shown by name and prefix only; and
-change lists that refuse a query string they cannot filter by instead of failing (every
-registered ModelAdmin's, guard_changelists)."""
+actions; tracking events read-only; suppressions; API keys shown by name and prefix only; stored
+templates with a live preview (template_admin.py, registered by its import here); and change
+lists that refuse a query string they cannot filter by instead of failing (every registered
+ModelAdmin's, guard_changelists)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from mailservice import template_admin  # noqa: F401  (registers TemplateAdmin)
 from mailservice.addresses import AddressError, normalize_email, parse_address
 from mailservice.exceptions import MessageStateError
 from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent

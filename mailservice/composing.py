@@ -1,6 +1,7 @@
 """Turning a stored Message into the EmailMessage the failover backend sends: body, alternatives,
-attachments, and the attributes each stored field is copied to (message_fields.EMAIL_ATTRIBUTES:
-reply-to, headers, and Anymail's tags, metadata, template and merge data)."""
+attachments, the ESP template (its id, or the providers that have it: `failover_providers`), and
+the attributes each stored field is copied to (message_fields.EMAIL_ATTRIBUTES: reply-to,
+headers, and Anymail's tags, metadata and merge data)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ def build_email(message: Message, recipients: Iterable[Recipient]) -> AnymailMes
         email.content_subtype = "html"
     for attachment in message.attachments or []:
         _attach(email, attachment)
+    if isinstance(message.template_id, dict):
+        # One ESP template id per provider: only those providers are asked, each with its own id,
+        # and the others are passed over (docs/failover.md, "Choosing providers per message").
+        email.failover_providers = dict(message.template_id)
+    elif message.template_id:
+        email.template_id = message.template_id
     for field in EMAIL_ATTRIBUTES:
         value = getattr(message, field.column)
         if value or (field.empty_too and value is not None):

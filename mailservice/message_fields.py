@@ -21,7 +21,9 @@ class Param(Enum):
 @dataclass(frozen=True)
 class MessageField:
     name: str  # in a request (MessageIn's field, or its alias)
-    column: str | None  # the Message column and the Draft's attribute; None: Recipient rows
+    # The Message column and the Draft's attribute. None: not stored as given (to, cc and bcc
+    # become Recipient rows; template_data and language are rendered into the message).
+    column: str | None
     param: Param
     # The EmailMessage attribute the stored value is copied to when it is not empty or false
     # (with `empty_too`: when it is not None). None: build_email composes the field itself
@@ -43,7 +45,14 @@ FIELDS: tuple[MessageField, ...] = (
     MessageField("attachments", "attachments", Param.JSON_ONLY),
     MessageField("tags", "tags", Param.LIST, "tags"),
     MessageField("metadata", "metadata", Param.JSON_ONLY, "metadata"),
-    MessageField("template_id", "template_id", Param.ONE, "template_id"),
+    # An ESP's stored template: one id, or {provider: id}; build_email makes the latter the
+    # email's `failover_providers` (docs/templates.md, "Templates stored at an ESP").
+    MessageField("template_id", "template_id", Param.ONE),
+    # A template stored in the gateway, rendered when the message is accepted: the column holds
+    # {"name", "language", "version"} of the one used (validation.check_message).
+    MessageField("template", "template", Param.ONE),
+    MessageField("template_data", None, Param.JSON_ONLY),
+    MessageField("language", None, Param.ONE),
     # Passed on even when empty: to Anymail, `merge_data={}` asks for a batch send (one message
     # per recipient).
     MessageField("merge_data", "merge_data", Param.JSON_ONLY, "merge_data", empty_too=True),
@@ -56,4 +65,4 @@ FIELDS: tuple[MessageField, ...] = (
 COLUMNS = tuple(field for field in FIELDS if field.column)
 EMAIL_ATTRIBUTES = tuple(field for field in FIELDS if field.email_attribute)
 # A message needs one of these: without them it has no content.
-CONTENT = ("text", "html", "template_id")
+CONTENT = ("text", "html", "template_id", "template")

@@ -9,7 +9,16 @@ from django.db.models import Prefetch, QuerySet
 
 from failover.backends import FirstWorkingEmailBackend
 from mailservice.addresses import normalize_email
-from mailservice.models import ApiKey, DeliveryAttempt, Message, Recipient, Suppression, TrackingEvent
+from mailservice.models import (
+    ApiKey,
+    DeliveryAttempt,
+    Message,
+    Recipient,
+    Suppression,
+    Template,
+    TrackingEvent,
+)
+from mailservice.services.templates import template_identity
 
 # Listing never needs the bodies and attachments, which may be megabytes per row.
 HEAVY_FIELDS = ("text", "html", "attachments", "merge_data", "merge_global_data")
@@ -65,6 +74,25 @@ def suppression_list(*, address: str | None = None) -> QuerySet[Suppression]:
     if address:
         suppressions = suppressions.filter(address=normalize_email(address))
     return suppressions
+
+
+def template_list(*, name: str | None = None, language: str | None = None) -> QuerySet[Template]:
+    """By name, then language (the default first); optionally one name, one language (a
+    canonical tag: schemas.TemplateFilters). Without the sources, which may be large."""
+    templates = Template.objects.defer("subject", "text", "html").order_by("name", "language")
+    if name is not None:
+        templates = templates.filter(name=name)
+    if language is not None:
+        templates = templates.filter(language=language)
+    return templates
+
+
+def template_get(*, name: str, language: str = "") -> Template | None:
+    """The template of this name in exactly this language, or None; no fallback (what a message
+    gets is template_resolve's, in services/templates.py). InvalidRequest on `name` or
+    `language` when they are not well formed."""
+    name, language = template_identity(name=name, language=language)
+    return Template.objects.filter(name=name, language=language).first()
 
 
 def provider_states() -> list[dict]:

@@ -1,8 +1,10 @@
-"""Checks a parsed request cannot express as types: addresses, headers, content, limits.
+"""Checks a parsed request cannot express as types: addresses, headers, content, templates, limits.
 
 Every problem is reported with the path of the offending value from the body's root, all at
-once, so a client fixes its request in one go. Nothing here touches the database. The checks of
-header lines and attachments live in headers.py and attachments.py.
+once, so a client fixes its request in one go. Nothing here writes; the one read is the stored
+template a message names, rendered last, once every other check has passed. The checks of
+header lines, attachments and templates live in headers.py, attachments.py and
+message_templates.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from mailservice.jsonlimits import (
     text_problem,
 )
 from mailservice.message_fields import COLUMNS, CONTENT
+from mailservice.message_templates import check_template_fields, check_template_id, render_template
 from mailservice.schemas import MAX_ATTACHMENTS, MAX_HEADERS, MAX_TAGS, MessageIn
 
 MAX_ERRORS = 100  # errors listed in one answer; one more entry counts the rest
@@ -132,9 +135,11 @@ def check_message(data: MessageIn) -> Draft:
     subject = data.subject or ""
     single_line(subject, "subject", errors)
     if not any(getattr(data, SCHEMA_FIELDS[name]) for name in CONTENT):
-        errors.append(FieldError("text", "Give text, html or template_id: the message has no content."))
-    if data.template_id is not None:
-        single_line(data.template_id, "template_id", errors)
+        errors.append(
+            FieldError("text", "Give text, html, template or template_id: the message has no content.")
+        )
+    template_id = check_template_id(data.template_id, errors)
+    check_template_fields(data, errors)
     for index, tag in enumerate(data.tags or []):
         single_line(tag, f"tags[{index}]", errors)
 
@@ -162,7 +167,14 @@ def check_message(data: MessageIn) -> Draft:
         headers=headers,
         attachments=attachments,
         tags=list(data.tags or []),
+        template_id=template_id,
     )
+    if data.template is not None:
+        # Rendered now, so that workers never render and every provider gets the same mail.
+        rendered = render_template(data)
+        columns.update(
+            subject=rendered.subject, text=rendered.text, html=rendered.html, template=rendered.reference()
+        )
     return Draft(to=to, cc=cc, bcc=bcc, columns=columns)
 
 
@@ -211,6 +223,15 @@ def _refuse_repeats(recipients: list[tuple[str, ParsedAddress]], errors: list[Fi
             )
         else:
             first_seen[address.email] = path
+
+
+def check_template_data(data: dict[str, Any]) -> None:
+    """A preview's data (POST /api/templates/{name}/render) checked as a message's template_data
+    is: InvalidRequest on `template_data.<path>` for what JSON parses but is no text or number."""
+    errors = ErrorList()
+    _json_values({"template_data": data}, errors)
+    if errors:
+        raise InvalidRequest(errors.listed())
 
 
 def _json_values(body: dict[str, Any], errors: list[FieldError]) -> None:

@@ -49,8 +49,10 @@ def send(request: HttpRequest) -> JsonResponse:
 def _read(request: HttpRequest) -> dict[str, Any]:
     if request.method == "GET":
         data = _from_params(request.GET)
-        # As in the proof of concept, `GET /?to=addr` alone sends a short test message.
-        data.setdefault("subject", conf.send_url_subject())
+        # As in the proof of concept, `GET /?to=addr` alone sends a short test message. A
+        # message with a template takes its subject from the template.
+        if "template" not in data:
+            data.setdefault("subject", conf.send_url_subject())
         if not any(data.get(name) for name in CONTENT):
             data["text"] = conf.send_url_text()
         return data

@@ -57,7 +57,12 @@ class Message(models.Model):
     attachments = models.JSONField(default=list, blank=True)
     tags = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(null=True, blank=True)
-    template_id = models.CharField(max_length=255, null=True, blank=True)
+    # An ESP's stored template, as given: one id (a one-provider chain), or {provider: id}, which
+    # sends the message only to those providers, each with its own id (docs/templates.md).
+    template_id = models.JSONField(null=True, blank=True)
+    # The gateway's stored template the parts above were rendered from when the message was
+    # accepted: {"name", "language", "version"}; None for a message given its own content.
+    template = models.JSONField(null=True, blank=True)
     merge_data = models.JSONField(null=True, blank=True)
     merge_global_data = models.JSONField(null=True, blank=True)
     send_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,10 @@ from mailservice.schemas.requests import (
     MessageIn,
     SuppressionFilters,
     SuppressionIn,
+    TemplateFilters,
+    TemplateIn,
+    TemplateRenderIn,
+    TemplateUpdateIn,
 )
 from mailservice.schemas.responses import (
     AttemptOut,
@@ -22,6 +26,10 @@ from mailservice.schemas.responses import (
     ProviderOut,
     RecipientOut,
     SuppressionOut,
+    TemplateOut,
+    TemplatePreviewOut,
+    TemplateRefOut,
+    TemplateSummaryOut,
     message_accepted,
 )
 
@@ -44,5 +52,13 @@ __all__ = [
     "SuppressionFilters",
     "SuppressionIn",
     "SuppressionOut",
+    "TemplateFilters",
+    "TemplateIn",
+    "TemplateOut",
+    "TemplatePreviewOut",
+    "TemplateRefOut",
+    "TemplateRenderIn",
+    "TemplateSummaryOut",
+    "TemplateUpdateIn",
     "message_accepted",
 ]

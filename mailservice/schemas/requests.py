@@ -1,6 +1,7 @@
 """The shapes the JSON API accepts, the first line of validation (docs/api.md): a message, a
-suppression, and the lists' filters (their pagination: api/pagination.py). Semantic checks
-(addresses, headers, limits) live in validation.py."""
+suppression, a stored template and its preview, and the lists' filters (their pagination:
+api/pagination.py). Semantic checks (addresses, headers, limits, templates) live in
+validation.py and the services."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict,
 from mailservice import conf
 from mailservice.jsonlimits import cap_problem, field_caps, text_problem
 from mailservice.models import Suppression
+from mailservice.models.templates import language_tag
 from mailservice.statuses import MessageStatus
 
 # How many items a request's lists and objects may hold (docs/security.md, "Input limits").
@@ -23,6 +25,8 @@ from mailservice.statuses import MessageStatus
 MAX_ATTACHMENTS = 100
 MAX_HEADERS = 100
 MAX_TAGS = 100
+# Providers in one `template_id` object: more than any chain has.
+MAX_TEMPLATE_IDS = 50
 
 # What the database stores: Python's datetimes, in UTC, years 1 to 9999 (a time zone offset can
 # push a valid-looking local time past either end). `send_at` keeps a year of room at the end,
@@ -109,6 +113,22 @@ def capped_json(name: str) -> BeforeValidator:
         return value
 
     return BeforeValidator(check)
+
+
+def _template_ids(value: Any) -> Any:
+    """One error for anything but a string or an object of strings (a union's own errors would
+    list one per member), before the object's entries are validated."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(
+            'An ESP template id (a string), or one per provider: {"sendgrid": "d-…", "mailgun": "…"}.'
+        )
+    if len(value) > MAX_TEMPLATE_IDS:
+        raise ValueError(f"At most {MAX_TEMPLATE_IDS} providers; got {len(value)}.")
+    if not all(isinstance(esp_id, str) for esp_id in value.values()):
+        raise ValueError("Each provider's template id must be a string.")
+    return value
 
 
 def _one_or_many(value: Any) -> Any:
@@ -206,7 +226,26 @@ class MessageIn(Schema):
         "JSON, MAILSERVICE_MAX_METADATA_KEYS (100) keys and list items at every level, 32 levels "
         "deep, 1,000 characters per string.",
     )
-    template_id: str | None = None
+    template_id: Annotated[str | dict[str, str] | None, BeforeValidator(_template_ids)] = Field(
+        None,
+        description="A template stored at the ESP (with `merge_data`, `merge_global_data`). A string "
+        'only when the chain has one provider; else one id per provider, `{"sendgrid": "d-…", '
+        '"mailgun": "welcome"}`: the message then goes only to those providers, each with its id.',
+    )
+    template: str | None = Field(
+        None,
+        description="The name of a template stored in the gateway (/api/templates), rendered now with "
+        "`template_data`; leave out subject, text and html.",
+    )
+    template_data: Annotated[dict[str, Any] | None, capped_json("template_data")] = Field(
+        None,
+        description="The values `template` uses; every variable it uses must be here (or have a "
+        "`|default`). Capped as merge_data.",
+    )
+    language: str | None = Field(
+        None,
+        description="The language of `template` (BCP 47, `pt-BR`): that tag, else `pt`, else the default.",
+    )
     merge_data: Annotated[
         dict[str, dict[str, Any]] | None,
         capped_json("merge_data"),
@@ -224,6 +263,69 @@ class MessageIn(Schema):
         None,
         description="ISO 8601 with a time zone; delivery waits until then. At most "
         "MAILSERVICE_MAX_SCHEDULE_DAYS (30) days ahead.",
+    )
+
+
+# A stored template's fields, and the preview's body (docs/templates.md, "The API").
+Text = Annotated[str, AfterValidator(_text)]
+TEMPLATE_EXAMPLE: dict[str, Any] = {
+    "name": "welcome",
+    "language": "pt-BR",
+    "subject": "Bem-vindo, {{ first_name }}",
+    "html": "<p>Olá {{ first_name }}!</p>",
+    "description": "Sent after sign-up",
+}
+TEMPLATE_CHANGE_EXAMPLE: dict[str, Any] = {"subject": "Olá, {{ first_name }}"}
+PREVIEW_EXAMPLE: dict[str, Any] = {"data": {"first_name": "Ana"}, "language": "pt-BR"}
+LANGUAGE_DESCRIPTION = "A BCP 47 tag (`en`, `pt-BR`), or empty for the default language."
+
+
+class TemplateIn(Schema):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": TEMPLATE_EXAMPLE, "examples": [TEMPLATE_EXAMPLE]}
+    )
+
+    name: Text = Field(description="Letters, digits, `-` and `_`; at most 100.")
+    language: Text = Field("", description=LANGUAGE_DESCRIPTION)
+    subject: Text = Field("", description="One line.")
+    text: Text = Field("", description="At least one of text and html.")
+    html: Text = ""
+    description: Text = ""
+
+
+class TemplateUpdateIn(Schema):
+    """The fields to change; those left out keep their value."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": TEMPLATE_CHANGE_EXAMPLE, "examples": [TEMPLATE_CHANGE_EXAMPLE]},
+    )
+
+    subject: Text | None = None
+    text: Text | None = None
+    html: Text | None = None
+    description: Text | None = None
+
+
+class TemplateRenderIn(Schema):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": PREVIEW_EXAMPLE, "examples": [PREVIEW_EXAMPLE]}
+    )
+
+    data: Annotated[dict[str, Any], capped_json("template_data")] = Field(
+        default_factory=dict, description="The template_data a message would give."
+    )
+    language: Text = Field("", description=LANGUAGE_DESCRIPTION + " Falls back as a message's does.")
+
+
+def _language_tag(value: str | None) -> str | None:
+    return None if value is None else language_tag(value)
+
+
+class TemplateFilters(Schema):
+    name: Annotated[str | None, AfterValidator(_without_nul)] = Field(None, description="Only this name.")
+    language: Annotated[str | None, AfterValidator(_language_tag)] = Field(
+        None, description="Only this language (exactly; empty: the default language)."
     )
 
 

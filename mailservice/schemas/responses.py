@@ -97,6 +97,14 @@ class EventOut(Schema):
     description: str
 
 
+class TemplateRefOut(Schema):
+    """Which stored template, in which language and version, a message was rendered from."""
+
+    name: str
+    language: str
+    version: int
+
+
 # A message as the API shows it: what happened, never the body or the attachments. The operations
 # answering with it use `by_alias=True` (their router does) so that `from_email` is answered as `from`.
 class MessageSummaryOut(_MessageShape):
@@ -122,6 +130,13 @@ class MessageOut(MessageSummaryOut):
     bcc: list[str]
     tags: list[str]
     metadata: dict[str, Any] | None
+    template: TemplateRefOut | None = Field(
+        description="The stored template the message was rendered from; null for a message given its "
+        "own content."
+    )
+    template_id: str | dict[str, str] | None = Field(
+        description="The ESP template id as given: one id, or one per provider."
+    )
     attempt_count: int
     next_attempt_at: datetime | None
     possible_duplicate: bool
@@ -168,6 +183,31 @@ class SuppressionOut(Schema):
     reason: str
     provider: str
     created_at: datetime
+
+
+class TemplateSummaryOut(Schema):
+    name: str
+    language: str = Field(description="A BCP 47 tag, or empty for the default language.")
+    description: str
+    version: int = Field(description="1 when created, one more with each change.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateOut(TemplateSummaryOut):
+    subject: str
+    text: str
+    html: str
+
+
+class TemplatePreviewOut(Schema):
+    """What a message naming the template with this data would send, as it would store it."""
+
+    subject: str
+    text: str | None = Field(description="The text part (made from the HTML when the template has none).")
+    html: str | None = Field(description="With its CSS inlined; null when the template has no HTML part.")
+    language: str = Field(description="The language of the template used (after any fallback).")
+    version: int
 
 
 class FieldErrorOut(Schema):

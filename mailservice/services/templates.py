@@ -1,10 +1,13 @@
 """Stored templates: saving them (their sources checked once, here, so a stored template always
-compiles), changing them (each change a new version), and finding the one a message asks for in
-its language or the nearest fallback (docs/templates.md)."""
+compiles), changing them (each change a new version), finding the one a message asks for in
+its language or the nearest fallback, and rendering it as a message stores it (docs/templates.md)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from django.core.validators import slug_re
 from django.db import IntegrityError, transaction
@@ -19,7 +22,7 @@ from mailservice.exceptions import (
 )
 from mailservice.models import Template
 from mailservice.models.templates import language_fallbacks, language_tag
-from mailservice.templating import PARTS, check_source
+from mailservice.templating import PARTS, check_source, render
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +128,40 @@ def template_resolve(*, name: str, language: str = "") -> Template:
         if candidate in found:
             return found[candidate]
     raise TemplateNotFound(name, language)
+
+
+@dataclass(frozen=True)
+class RenderedTemplate:
+    """A template rendered for one message: the parts as the message stores and sends them (a
+    part left empty is None, as in a message that gives none), and which template made them."""
+
+    subject: str
+    text: str | None
+    html: str | None
+    name: str
+    language: str  # of the template used, after any fallback
+    version: int
+
+    def reference(self) -> dict[str, Any]:
+        """What the message records of its template (Message.template)."""
+        return {"name": self.name, "language": self.language, "version": self.version}
+
+
+def template_render(*, name: str, language: str = "", data: Mapping[str, Any]) -> RenderedTemplate:
+    """What a message naming `name` in `language` with `data` as its template_data is made of:
+    the template found as template_resolve finds it, rendered. One function for the message and
+    its preview, so the preview is what would be sent. TemplateNotFound, InvalidRequest on `name`
+    or `language`, or a TemplateError (a variable missing from the data, a render limit)."""
+    template = template_resolve(name=name, language=language)
+    rendered = render(template, data)
+    return RenderedTemplate(
+        subject=rendered.subject,
+        text=rendered.text or None,
+        html=rendered.html or None,
+        name=template.name,
+        language=template.language,
+        version=template.version,
+    )
 
 
 def template_identity(*, name: str, language: str) -> tuple[str, str]:

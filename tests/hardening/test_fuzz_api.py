@@ -33,8 +33,8 @@ from smtest.environment import tasks_settings
 from smtest.wsgi import application
 from tests.mailservice.helpers import gateway_settings
 
-# Examples per operation and generation mode: 7 operations positive and the 4 with a query or a
-# body negative, 75 each: about 800 requests, 20-30 s on two cores.
+# Examples per operation and generation mode: 14 operations positive and the 10 with a query or
+# a body negative, 75 each: about 1,700 requests, 20-40 s on two cores.
 EXAMPLES = 75
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from django.test import TestCase, override_settings
 
@@ -215,7 +216,9 @@ class CountTests(GatewayMixin, TestCase):
 @gateway_settings(MAILSERVICE_API_RATE_LIMIT="0")
 class OpenApiExampleTests(GatewayMixin, TestCase):
     def test_every_request_body_has_an_example_that_is_accepted(self):
-        """The docs' "Try it out" works on first use: each body's example is accepted."""
+        """The docs' "Try it out" works on first use: each body's example is accepted, sent in the
+        schema's order with its parameters' examples (POST /api/templates's example creates the
+        template that the later ones address)."""
         schema = self.client.get("/api/openapi.json").json()
         posted = 0
         for path, item in schema["paths"].items():
@@ -228,14 +231,20 @@ class OpenApiExampleTests(GatewayMixin, TestCase):
                 with self.subTest(f"{method.upper()} {path}"):
                     self.assertIn("example", component)
                     self.assertEqual(component["examples"], [component["example"]])
+                    url, query = path, {}
+                    for parameter in operation.get("parameters", []):
+                        if parameter["in"] == "path":
+                            url = url.replace("{" + parameter["name"] + "}", parameter["example"])
+                        elif "example" in parameter:
+                            query[parameter["name"]] = parameter["example"]
                     response = self.client.generic(
                         method.upper(),
-                        path,
+                        url + ("?" + urlencode(query) if query else ""),
                         json.dumps(component["example"]),
                         content_type="application/json",
                         **self.auth,
                     )
                     self.assertIn(response.status_code, (200, 201, 202), response.content)
                     posted += 1
-        self.assertEqual(posted, 2)
+        self.assertEqual(posted, 5)  # a message, a suppression, a template, its change, its preview
         self.assertEqual(Message.objects.count(), 1)

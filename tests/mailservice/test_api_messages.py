@@ -31,6 +31,8 @@ DETAIL_FIELDS = SUMMARY_FIELDS + [
     "bcc",
     "tags",
     "metadata",
+    "template",
+    "template_id",
     "attempt_count",
     "next_attempt_at",
     "possible_duplicate",

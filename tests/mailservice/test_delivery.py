@@ -283,7 +283,12 @@ class ProviderDeliveryTests(DeliveryMixin, TestCase):
         mock_sendgrid(responses)
         self.deliver(
             self.submit(
-                {"to": "jane@example.com", "template_id": "d-123", "subject": "S"},
+                # Two providers: one template id each (tests/templates/test_sending.py).
+                {
+                    "to": "jane@example.com",
+                    "template_id": {"sendgrid": "d-123", "mailgun": "w"},
+                    "subject": "S",
+                },
                 tags=["welcome"],
                 metadata={"order": "42"},
                 merge_data={"jane@example.com": {"name": "Jane"}},
