@@ -32,8 +32,7 @@ from failover import conf as failover_conf
 from failover.errors import error_class_name
 from mailservice import conf, metrics
 from mailservice.api.auth import bearer_token
-from mailservice.api.errors import error_response
-from mailservice.exceptions import FieldError
+from mailservice.api.errors import message_response
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +89,16 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     token = conf.metrics_token()
     if token:
         if not _bearer_matches(request, token):
-            return error_response(401, [FieldError(None, UNAUTHORIZED)])
+            return message_response(401, UNAUTHORIZED)
     elif not (settings.DEBUG or conf.metrics_public()):
-        return error_response(403, [FieldError(None, METRICS_CLOSED)])
+        return message_response(403, METRICS_CLOSED)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     try:
         body = encoder(metrics.registry())
     except DatabaseError as err:
         # Prometheus records the failed scrape (`up` is 0); the log says why.
         _log_failure("metrics scrape failed", "metrics", "database", err)
-        return error_response(503, [FieldError(None, METRICS_UNAVAILABLE)])
+        return message_response(503, METRICS_UNAVAILABLE)
     return HttpResponse(body, content_type=content_type)
 
 

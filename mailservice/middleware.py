@@ -12,8 +12,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from mailservice import conf
-from mailservice.api.errors import error_response, too_big_response, unavailable_response
-from mailservice.exceptions import FieldError
+from mailservice.api.errors import message_response, too_big_response, unavailable_response
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class GatewayErrorsMiddleware:
             message = response.reason_phrase or "Error"
             if response.status_code >= 500:
                 message = "Internal error; it has been logged"
-            replacement = error_response(response.status_code, [FieldError(None, f"{message}.")])
+            replacement = message_response(response.status_code, f"{message}.")
             if response.has_header("Allow"):
                 replacement["Allow"] = response["Allow"]
             return replacement

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.signals import AnymailTrackingEvent
@@ -30,6 +29,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from mailservice import anymail_adapter, conf
 from mailservice.anymail_adapter import MalformedPost, Post, error_reason
+from mailservice.api.errors import message_response
 from mailservice.services.storable import CheckedEvent, storable_event
 from mailservice.services.tracking import tracking_events_record
 from mailservice.tracking_rules import rules_for
@@ -40,13 +40,9 @@ logger = logging.getLogger(__name__)
 ALLOWED_METHODS = "POST, HEAD, OPTIONS"
 
 
-def error_response(status: int, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"errors": [{"field": None, "message": message}], **extra}, status=status)
-
-
 @csrf_exempt
 def not_found(request: HttpRequest, *args, **kwargs) -> JsonResponse:
-    return error_response(404, "No such webhook endpoint.")
+    return message_response(404, "No such webhook endpoint.")
 
 
 def tracking_view(callback: Callable) -> Callable:
@@ -60,10 +56,10 @@ def tracking_view(callback: Callable) -> Callable:
             enabled = esp_name in enabled_providers()
         except Exception as err:  # a broken FIRST_WORKING_EMAIL_BACKENDS: ours to fix
             logger.error("webhook not available provider=%s reason=%s", esp_name, error_reason(err))
-            return error_response(503, "The service's provider configuration is broken; retry later.")
+            return message_response(503, "The service's provider configuration is broken; retry later.")
         if not enabled:
             message = f"No tracking webhook for {esp_name} here: it is not a configured provider."
-            return error_response(404, message)
+            return message_response(404, message)
         if request.method == "HEAD":  # some ESPs check the URL with HEAD when it is configured
             return JsonResponse({})
         if request.method == "POST":
@@ -72,7 +68,7 @@ def tracking_view(callback: Callable) -> Callable:
             response = JsonResponse({"allow": ALLOWED_METHODS.split(", ")})
         else:
             message = f"Method {request.method} is not allowed; the provider POSTs events."
-            response = error_response(405, message)
+            response = message_response(405, message)
         response["Allow"] = ALLOWED_METHODS
         return response
 
@@ -87,7 +83,7 @@ def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, ar
     if too_old:
         message = "webhook refused provider=%s reason=stale signed timestamp age=%ss"
         logger.warning(message, esp_name, too_old, extra={"provider": esp_name, "age": too_old})
-        return error_response(400, "The signed timestamp is older than the allowed webhook age.")
+        return message_response(400, "The signed timestamp is older than the allowed webhook age.")
     with anymail_adapter.collecting(screen=storable_event) as post:
         refusal = _parse(request, anymail_view, esp_name, args, kwargs)
     for skipped in post.skipped:
@@ -104,7 +100,7 @@ def _handle_post(request: HttpRequest, anymail_view: Callable, esp_name: str, ar
     if post.skipped and not post.parsed:
         _refused(esp_name, f"no readable event ({len(post.skipped)} skipped)")
         message = f"No event of this {esp_name} webhook could be read."
-        return error_response(400, message, skipped=post.skipped)
+        return message_response(400, message, skipped=post.skipped)
     return _record(post, esp_name)
 
 
@@ -115,20 +111,20 @@ def _parse(request: HttpRequest, anymail_view: Callable, esp_name: str, args, kw
         response = anymail_view(request, *args, **kwargs)
     except AnymailWebhookValidationFailure as err:
         _refused(esp_name, error_reason(err))
-        return error_response(400, "Webhook authentication failed.")
+        return message_response(400, "Webhook authentication failed.")
     except RequestDataTooBig:
         return _too_large(esp_name)
     except MalformedPost as err:
         _refused(esp_name, f"malformed body ({err})")
-        return error_response(400, f"Malformed {esp_name} webhook body: it is not what {esp_name} sends.")
+        return message_response(400, f"Malformed {esp_name} webhook body: it is not what {esp_name} sends.")
     except ImproperlyConfigured as err:
         message = "webhook not usable provider=%s reason=%s (see the system checks: manage.py check)"
         logger.error(message, esp_name, error_reason(err), extra={"provider": esp_name})
         message = f"The {esp_name} webhook is not configured correctly on this service; retry later."
-        return error_response(500, message)
+        return message_response(500, message)
     except Exception:
         logger.exception("webhook failed provider=%s", esp_name, extra={"provider": esp_name})
-        return error_response(500, "The events could not be recorded; retry later.")
+        return message_response(500, "The events could not be recorded; retry later.")
     if response.status_code >= 300:  # Anymail's own answer (Amazon SNS's 401 challenge)
         return _as_json(response)
     return None
@@ -144,19 +140,19 @@ def _record(post: Post, esp_name: str) -> HttpResponse:
     except (OperationalError, InterfaceError):
         logger.exception("webhook not recorded provider=%s reason=database unavailable", esp_name)
         message = "The events could not be recorded now (database unavailable); retry later."
-        response = error_response(503, message)
+        response = message_response(503, message)
         response["Retry-After"] = "60"
         return response
     except Exception:
         logger.exception("webhook not recorded provider=%s", esp_name, extra={"provider": esp_name})
-        return error_response(500, "The events could not be recorded; retry later.")
+        return message_response(500, "The events could not be recorded; retry later.")
     counts = {"stored": sum(r.stored for r in results), "duplicates": sum(r.duplicates for r in results)}
     return JsonResponse({"received": post.parsed + len(post.skipped), **counts, "skipped": post.skipped})
 
 
 def _too_large(esp_name: str) -> JsonResponse:
     _refused(esp_name, "body too large")
-    return error_response(413, "The webhook body is larger than this service accepts.")
+    return message_response(413, "The webhook body is larger than this service accepts.")
 
 
 def _refused(esp_name: str, reason: str) -> None:
@@ -168,7 +164,7 @@ def _as_json(response: HttpResponse) -> HttpResponse:
     (WWW-Authenticate, Allow) kept."""
     if response.get("Content-Type", "").startswith("application/json"):
         return response
-    replacement = error_response(response.status_code, f"{response.reason_phrase}.")
+    replacement = message_response(response.status_code, f"{response.reason_phrase}.")
     for header in ("WWW-Authenticate", "Allow", "Retry-After"):
         if response.has_header(header):
             replacement[header] = response[header]

@@ -29,11 +29,18 @@ PARAM_SOURCES = {"body", "query", "path", "form", "header", "cookie", "file"}
 UNAUTHORIZED = "A valid API key is required in the header: Authorization: Bearer <key>."
 
 
-def error_response(status: int, errors: Iterable[FieldError]) -> JsonResponse:
-    response = JsonResponse({"errors": [error.as_dict() for error in capped(list(errors))]}, status=status)
+def error_response(status: int, errors: Iterable[FieldError], **extra: Any) -> JsonResponse:
+    """The error format (docs/api.md, "Errors"); `extra` adds top-level keys beside `errors`."""
+    body = {"errors": [error.as_dict() for error in capped(list(errors))], **extra}
+    response = JsonResponse(body, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="smtest"'
     return response
+
+
+def message_response(status: int, message: str, **extra: Any) -> JsonResponse:
+    """The error format with one error that concerns no field."""
+    return error_response(status, [FieldError(None, message)], **extra)
 
 
 def rejected_response(error: RequestRejected) -> JsonResponse:

@@ -2,7 +2,6 @@
 
 Keys that exist keep doing all they did: they get every scope (`send,read,manage`). Keys created
 from now on get `send,read` unless their creator asks for more."""
-
 from django.db import migrations, models
 
 

@@ -4,23 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("mailservice", "0002_apikey_scopes_from_domains"),
+        ('mailservice', '0002_apikey_scopes_from_domains'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="deliveryattempt",
-            name="outcome",
-            field=models.CharField(
-                choices=[
-                    ("sent", "Sent"),
-                    ("provider_error", "Provider Error"),
-                    ("message_error", "Message Error"),
-                    ("ambiguous", "Ambiguous"),
-                    ("local_error", "Local Error"),
-                ],
-                max_length=32,
-            ),
+            model_name='deliveryattempt',
+            name='outcome',
+            field=models.CharField(choices=[('sent', 'Sent'), ('provider_error', 'Provider Error'), ('message_error', 'Message Error'), ('ambiguous', 'Ambiguous'), ('local_error', 'Local Error')], max_length=32),
         ),
     ]

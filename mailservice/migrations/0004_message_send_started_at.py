@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("mailservice", "0003_deliveryattempt_local_error"),
+        ('mailservice', '0003_deliveryattempt_local_error'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="message",
-            name="send_started_at",
+            model_name='message',
+            name='send_started_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("mailservice", "0004_message_send_started_at"),
+        ('mailservice', '0004_message_send_started_at'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="apikey",
-            name="expires_at",
+            model_name='apikey',
+            name='expires_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, router, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from mailservice import conf
@@ -137,14 +137,44 @@ def _create(*, draft: Draft, api_key: ApiKey | None, now: datetime) -> Message:
     return message
 
 
-RETRYABLE = frozenset({MessageStatus.DEFERRED, MessageStatus.FAILED, MessageStatus.REJECTED})
-# No provider has taken a message in these: the ready statuses a worker claims from. Once a
-# worker holds it (`sending`) a provider may be taking it; after that it is done.
-CANCELLABLE = frozenset({MessageStatus.QUEUED, MessageStatus.DEFERRED})
-CANCELLED_RECIPIENTS = frozenset({RecipientStatus.QUEUED, RecipientStatus.DEFERRED})
+@dataclass(frozen=True)
+class _Transition:
+    """An operator's action on a message: allowed only from the message statuses `allowed`
+    (refused otherwise, saying `refusal`), it gives the message `status` and its recipients in
+    `recipients_from` the `recipient_status`; with `deliver`, a delivery round is woken once it
+    commits. Logged as `done`."""
+
+    allowed: frozenset[str]
+    refusal: str
+    status: MessageStatus
+    recipients_from: frozenset[str]
+    recipient_status: RecipientStatus
+    deliver: bool
+    done: str
+
+
+REQUEUE = _Transition(
+    allowed=frozenset({MessageStatus.DEFERRED, MessageStatus.FAILED, MessageStatus.REJECTED}),
+    refusal="Only deferred, failed or rejected messages can be retried",
+    status=MessageStatus.QUEUED,
+    recipients_from=frozenset({RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED}),
+    recipient_status=RecipientStatus.QUEUED,
+    deliver=True,
+    done="message retry requested",
+)
+CANCEL = _Transition(
+    # No provider has taken a message in these: the ready statuses a worker claims from. Once a
+    # worker holds it (`sending`) a provider may be taking it; after that it is done.
+    allowed=frozenset({MessageStatus.QUEUED, MessageStatus.DEFERRED}),
+    refusal="Only a queued or deferred message can be cancelled: no provider has taken it yet",
+    status=MessageStatus.CANCELLED,
+    recipients_from=frozenset({RecipientStatus.QUEUED, RecipientStatus.DEFERRED}),
+    recipient_status=RecipientStatus.CANCELLED,
+    deliver=False,
+    done="message cancelled",
+)
 # Who cancelled, as `last_error` and each cancelled recipient's `error` say it.
 CANCEL_REASONS = {"operator": "Cancelled by an operator.", "api": "Cancelled through the API."}
-REQUEUED_RECIPIENTS = frozenset({RecipientStatus.DEFERRED, RecipientStatus.FAILED, RecipientStatus.REJECTED})
 
 
 def message_requeue(*, message: Message, now: datetime | None = None) -> Message:
@@ -155,23 +185,8 @@ def message_requeue(*, message: Message, now: datetime | None = None) -> Message
     suppressed ones are left alone.
     """
     now = now or timezone.now()
-    return _operator_transition(
-        message,
-        allowed=RETRYABLE,
-        refusal="Only deferred, failed or rejected messages can be retried",
-        changes={
-            "status": MessageStatus.QUEUED,
-            "next_attempt_at": now,
-            "window_start": now,
-            "enqueued_at": now,
-            "finished_at": None,
-        },
-        recipients=message.recipients.filter(status__in=REQUEUED_RECIPIENTS),
-        recipient_changes={"status": RecipientStatus.QUEUED, "error": ""},
-        now=now,
-        deliver=True,
-        done="message retry requested",
-    )
+    fresh_window = {"next_attempt_at": now, "window_start": now, "enqueued_at": now, "finished_at": None}
+    return _operator_transition(message, REQUEUE, changes=fresh_window, error="", now=now)
 
 
 def message_cancel(*, message: Message, by: str = "operator", now: datetime | None = None) -> Message:
@@ -185,49 +200,34 @@ def message_cancel(*, message: Message, by: str = "operator", now: datetime | No
     """
     now = now or timezone.now()
     reason = CANCEL_REASONS[by]
-    return _operator_transition(
-        message,
-        allowed=CANCELLABLE,
-        refusal="Only a queued or deferred message can be cancelled: no provider has taken it yet",
-        changes={
-            "status": MessageStatus.CANCELLED,
-            "next_attempt_at": None,
-            "last_error": reason,
-            "finished_at": now,
-        },
-        recipients=message.recipients.filter(status__in=CANCELLED_RECIPIENTS),
-        recipient_changes={"status": RecipientStatus.CANCELLED, "error": reason},
-        now=now,
-        deliver=False,
-        done="message cancelled",
-        by=by,
-    )
+    changes = {"next_attempt_at": None, "last_error": reason, "finished_at": now}
+    return _operator_transition(message, CANCEL, changes=changes, error=reason, now=now, by=by)
 
 
 def _operator_transition(
     message: Message,
+    transition: _Transition,
     *,
-    allowed: frozenset[str],
-    refusal: str,
     changes: dict[str, Any],
-    recipients: QuerySet[Recipient],
-    recipient_changes: dict[str, Any],
+    error: str,
     now: datetime,
-    deliver: bool,
-    done: str,
     by: str = "operator",
 ) -> Message:
-    """Apply an action to a message and its recipients in one transaction, only if the message
-    is still in an `allowed` status: the check and the write are one statement, so a worker
-    claiming it meanwhile wins and the action is refused (MessageStateError, with the status
-    that statement found)."""
+    """Apply `transition` to a message (with `changes` to its other fields) and its recipients
+    (with `error`) in one transaction, only if the message is still in an allowed status: the
+    check and the write are one statement, so a worker claiming it meanwhile wins and the action
+    is refused (MessageStateError, with the status that statement found)."""
     with transaction.atomic():
-        if not Message.objects.filter(pk=message.pk, status__in=allowed).update(**changes, updated_at=now):
+        allowed = Message.objects.filter(pk=message.pk, status__in=transition.allowed)
+        if not allowed.update(status=transition.status, **changes, updated_at=now):
             current = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first() or ""
-            raise MessageStateError(f"{refusal}, not {current}.", status=current)
-        recipients.update(**recipient_changes, updated_at=now)
-        if deliver:
+            raise MessageStateError(f"{transition.refusal}, not {current}.", status=current)
+        message.recipients.filter(status__in=transition.recipients_from).update(
+            status=transition.recipient_status, error=error, updated_at=now
+        )
+        if transition.deliver:
             wake_delivery_on_commit()
-    logger.info(done, extra={"message_id": str(message.pk), "status": str(changes["status"]), "reason": by})
+    extra = {"message_id": str(message.pk), "status": str(transition.status), "reason": by}
+    logger.info(transition.done, extra=extra)
     message.refresh_from_db()
     return message

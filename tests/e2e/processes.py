@@ -165,20 +165,19 @@ def start_sandbox(log_dir: Path, *, webhook_url: str) -> tuple[Process, dict[str
         raise
 
 
+# `manage.py db_worker`, polling often so the tests stay quick. --no-reload: a crashed worker
+# must exit (and fail the test), not idle in a live process.
+DB_WORKER = [
+    sys.executable,
+    str(ROOT / "manage.py"),
+    "db_worker",
+    "--interval",
+    "0.1",
+    "--no-reload",
+    "--no-startup-delay",
+]
+
+
 def start_worker(log_dir: Path, env: dict[str, str]) -> Process:
-    """`manage.py db_worker`, polling often so the tests stay quick."""
-    return Process(
-        "worker",
-        # --no-reload: a crashed worker must exit (and fail the test), not idle in a live process.
-        [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "db_worker",
-            "--interval",
-            "0.1",
-            "--no-reload",
-            "--no-startup-delay",
-        ],
-        clean_environment(**env),
-        log_dir,
-    )
+    """`manage.py db_worker` (`DB_WORKER`) with `env` over a clean environment."""
+    return Process("worker", DB_WORKER, clean_environment(**env), log_dir)

@@ -36,6 +36,11 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 
+def bearer(raw_key: str) -> dict[str, str]:
+    """The test client's keyword for an API key sent as a Bearer token."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
+
+
 def gateway_settings(**extra):
     """The failover backend over locmem, a private cache, no jitter, the database task queue:
     deterministic sends."""
@@ -68,7 +73,7 @@ class GatewayMixin:
         self.api_key, self.raw_key = api_key_create(
             name=f"test-{uuid.uuid4().hex[:6]}", scopes=("send", "read", "manage")
         )
-        self.auth = {"HTTP_AUTHORIZATION": f"Bearer {self.raw_key}"}
+        self.auth = bearer(self.raw_key)
 
     def post_message(self, body, *, headers=None, raw=False):
         data = body if raw else json.dumps(body)

@@ -69,6 +69,16 @@ def submit_many(case, count):
 
 @gateway_settings(MAILSERVICE_SEND_CONCURRENCY=1)
 class BatchTests(DeliveryMixin, TestCase):
+    def deliver_recording_with(self, record, *, logger="mailservice.services.delivery", level="ERROR"):
+        """One round with `record` in place of update_rows (the bulk record of its outcomes),
+        logging to `logger` at `level` or above; what it logged."""
+        with (
+            mock.patch.object(delivery_service, "update_rows", side_effect=record),
+            self.assertLogs(logger, level) as captured,
+        ):
+            messages_deliver(now=T0)
+        return captured
+
     def test_one_round_claims_up_to_the_batch_size_oldest_first(self):
         """A round takes at most MAILSERVICE_BATCH_SIZE messages, the longest due first."""
         ids = submit_many(self, 5)
@@ -131,11 +141,7 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise DataError("value too long")
             return update_rows(objs, fields)
 
-        with (
-            mock.patch.object(delivery_service, "update_rows", side_effect=fails_once),
-            self.assertLogs("mailservice.services.delivery", "ERROR"),
-        ):
-            messages_deliver(now=T0)
+        self.deliver_recording_with(fails_once)
         self.assertEqual(
             list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")]
         )
@@ -155,11 +161,9 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise OperationalError("server closed the connection unexpectedly")
             return update_rows(objs, fields)
 
-        with (
-            mock.patch.object(delivery_service, "update_rows", side_effect=unreachable_twice),
-            self.assertLogs("mailservice.services.dispatch", "WARNING") as logs,
-        ):
-            messages_deliver(now=T0)
+        logs = self.deliver_recording_with(
+            unreachable_twice, logger="mailservice.services.dispatch", level="WARNING"
+        )
         self.assertEqual(
             list(Message.objects.values_list("status", "lease_owner").distinct()), [("sent", "")]
         )
@@ -182,11 +186,7 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise OperationalError("server closed the connection unexpectedly")  # 2nd message
             return update_rows(objs, fields)
 
-        with (
-            mock.patch.object(delivery_service, "update_rows", side_effect=refused_then_unreachable),
-            self.assertLogs("mailservice.services.delivery", "ERROR"),
-        ):
-            messages_deliver(now=T0)
+        self.deliver_recording_with(refused_then_unreachable)
         self.assertEqual(list(Message.objects.values_list("status", flat=True).distinct()), ["sent"])
         self.assertEqual(DeliveryAttempt.objects.count(), 3)
 
@@ -200,11 +200,7 @@ class BatchTests(DeliveryMixin, TestCase):
                 raise DataError("value refused")
             return update_rows(objs, fields)
 
-        with (
-            mock.patch.object(delivery_service, "update_rows", side_effect=refuses_one),
-            self.assertLogs("mailservice.services.delivery", "ERROR"),
-        ):
-            messages_deliver(now=T0)
+        self.deliver_recording_with(refuses_one)
         self.assertEqual(Message.objects.get(pk=bad).status, "sending")  # recovery reclaims it, flagged
         self.assertEqual(set(Message.objects.filter(pk__in=good).values_list("status", flat=True)), {"sent"})
 

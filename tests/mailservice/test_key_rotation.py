@@ -22,11 +22,7 @@ from mailservice.services.keys import (
     api_key_rotate,
     parse_grace,
 )
-from tests.mailservice.helpers import VALID, gateway_settings
-
-
-def bearer(raw_key: str) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
+from tests.mailservice.helpers import VALID, bearer, gateway_settings
 
 
 @gateway_settings()

@@ -16,11 +16,7 @@ from mailservice.services.claiming import messages_claim
 from mailservice.services.delivery import message_deliver
 from mailservice.services.keys import api_key_create
 from mailservice.services.messages import message_cancel
-from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
-
-
-def bearer(raw_key: str) -> dict:
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
+from tests.mailservice.helpers import VALID, GatewayMixin, bearer, gateway_settings
 
 
 @gateway_settings(MAILSERVICE_API_RATE_LIMIT="0")

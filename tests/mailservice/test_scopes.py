@@ -12,7 +12,7 @@ from django.test import TestCase, TransactionTestCase
 from mailservice.exceptions import ApiKeyError
 from mailservice.models import ApiKey, Message
 from mailservice.services.keys import api_key_authenticate, api_key_create
-from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
+from tests.mailservice.helpers import VALID, GatewayMixin, bearer, gateway_settings
 
 MESSAGE_ID = "6a1b3c9e-7f3f-4b8e-9d7e-1a2b3c4d5e6f"
 # Each operation and the scopes that allow it.
@@ -26,10 +26,6 @@ OPERATIONS = [
     ("post", "/api/suppressions", {"manage"}),
     ("delete", "/api/suppressions/a@example.com", {"manage"}),
 ]
-
-
-def bearer(raw_key):
-    return {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
 
 
 @gateway_settings()

@@ -5,6 +5,11 @@ from django.test import TestCase, override_settings
 from tests.mailservice.helpers import VALID, GatewayMixin, gateway_settings
 
 
+def with_attachments(*attachments: dict) -> dict:
+    """A valid message with these attachments."""
+    return {**VALID, "attachments": list(attachments)}
+
+
 @gateway_settings()
 class RefusedInputTests(GatewayMixin, TestCase):
     def test_malformed_json_is_400(self):
@@ -142,29 +147,25 @@ class RefusedInputTests(GatewayMixin, TestCase):
 
     def test_attachment_bad_base64_is_refused(self):
         """Attachment content that is not base64 is refused at attachments[i].content."""
-        body = {
-            **VALID,
-            "attachments": [
-                {"filename": "a.txt", "content": "aGk="},
-                {"filename": "b.txt", "content": "not base64!"},
-            ],
-        }
+        body = with_attachments(
+            {"filename": "a.txt", "content": "aGk="}, {"filename": "b.txt", "content": "not base64!"}
+        )
         self.assert_refused(self.post_message(body), 422, "attachments[1].content")
 
     def test_attachment_without_filename_is_refused(self):
         """A missing or blank filename is refused at attachments[i].filename."""
         self.assert_refused(
-            self.post_message({**VALID, "attachments": [{"content": "aGk="}]}), 422, "attachments[0].filename"
+            self.post_message(with_attachments({"content": "aGk="})), 422, "attachments[0].filename"
         )
         self.assert_refused(
-            self.post_message({**VALID, "attachments": [{"filename": " ", "content": "aGk="}]}),
+            self.post_message(with_attachments({"filename": " ", "content": "aGk="})),
             422,
             "attachments[0].filename",
         )
 
     def test_attachment_unknown_field_is_refused(self):
         """A typo inside an attachment surfaces at its path."""
-        body = {**VALID, "attachments": [{"filename": "a", "content": "aGk=", "mime": "text/plain"}]}
+        body = with_attachments({"filename": "a", "content": "aGk=", "mime": "text/plain"})
         self.assert_refused(self.post_message(body), 422, "attachments[0].mime")
 
     def test_send_at_bad_format_is_refused(self):
@@ -182,13 +183,9 @@ class RefusedInputTests(GatewayMixin, TestCase):
     @override_settings(MAILSERVICE_MAX_ATTACHMENTS_BYTES=10)
     def test_attachments_over_limit_are_413(self):
         """Decoded attachments over the limit in all are refused with 413."""
-        body = {
-            **VALID,
-            "attachments": [
-                {"filename": "a", "content": "YWFhYWFh"},
-                {"filename": "b", "content": "YWFhYWFh"},
-            ],
-        }
+        body = with_attachments(
+            {"filename": "a", "content": "YWFhYWFh"}, {"filename": "b", "content": "YWFhYWFh"}
+        )
         self.assert_refused(self.post_message(body), 413, "attachments")
 
     @override_settings(MAILSERVICE_MAX_REQUEST_BYTES=200)
@@ -225,7 +222,7 @@ class DocumentedLimitTests(GatewayMixin, TestCase):
 
     def test_mimetype_is_type_slash_subtype_of_at_most_255_characters(self):
         def body(mimetype):
-            return {**VALID, "attachments": [{"filename": "a", "content": "aGk=", "mimetype": mimetype}]}
+            return with_attachments({"filename": "a", "content": "aGk=", "mimetype": mimetype})
 
         self.assert_refused(self.post_message(body("a/" + "b" * 300)), 422, "attachments[0].mimetype", "255")
         for bad in ("text", "text/plain; charset=utf-8", "/plain", "text/", "a" * 128 + "/b"):

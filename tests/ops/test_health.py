@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from unittest import mock
 
@@ -13,6 +10,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import OperationalError, connections
 from django.test import SimpleTestCase, TestCase, override_settings
+
+from tests.servers.real import RedisServer, missing
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ops-health"}}
 REDIS_CACHE = "django.core.cache.backends.redis.RedisCache"
@@ -163,55 +162,21 @@ class RealRedisReadyzTests(TestCase):
 
     def setUp(self):
         super().setUp()
-        binary = shutil.which("redis-server")
-        if binary is None:
-            self.skipTest("redis-server is not installed: the real-Redis readiness test is skipped")
-        self.port = closed_port()
-        folder = tempfile.mkdtemp(prefix="smtest-ops-redis-")
-        self.addCleanup(shutil.rmtree, folder, ignore_errors=True)
-        self.server = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                folder,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(self.stop)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.fail("redis-server did not start")
-
-    def stop(self):
-        if self.server.poll() is None:
-            self.server.terminate()
-            self.server.wait(timeout=10)
+        if reason := missing("redis"):
+            self.skipTest(f"{reason}; the real-Redis readiness test is skipped")
+        self.redis = RedisServer.start()
+        self.addCleanup(self.redis.stop)
 
     def test_ready_then_down(self):
-        url = f"redis://127.0.0.1:{self.port}"
         with override_settings(
-            CACHES={"default": {"BACKEND": REDIS_CACHE, "LOCATION": f"{url}/0"}},
+            CACHES={"default": {"BACKEND": REDIS_CACHE, "LOCATION": self.redis.url_for(0)}},
             TASKS=RQ_TASKS,
-            RQ_QUEUES={"default": {"URL": f"{url}/1"}},
+            RQ_QUEUES={"default": {"URL": self.redis.url_for(1)}},
         ):
             response = self.client.get("/readyz")
             self.assertEqual(response.status_code, 200, response.content)
             self.assertEqual(response.json()["checks"], {"database": "ok", "cache": "ok", "queue": "ok"})
-            self.stop()
+            self.redis.pause()
             with self.assertLogs("mailservice.health"):
                 response = self.client.get("/readyz")
         self.assertEqual(response.status_code, 503)

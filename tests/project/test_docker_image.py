@@ -20,17 +20,15 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 from django.test import SimpleTestCase
 
-from tests.e2e.processes import free_port
+from tests.servers import real
 
 ROOT = Path(__file__).resolve().parents[2]
 # What docs/deployment.md ("Docker Compose") tells the operator to set in `.env`, which Compose
@@ -186,14 +184,14 @@ class DockerImageStaticFilesTests(SimpleTestCase):
         cls.compose_environment = compose_environment("web")
         cls.image_files = collected(cls.image_environment, cls.folder / "image")
         cls.compose_files = collected(cls.compose_environment, cls.folder / "compose")
-        cls.redis_url = cls.start_redis()
+        cls.redis = cls.start_redis()
         probe_environment = {
             **cls.compose_environment,
             "DATABASE_URL": f"sqlite:///{cls.folder / 'probe.sqlite3'}",
         }
-        if cls.redis_url:
+        if cls.redis:
             probe_environment.update(
-                CACHE_URL=f"{cls.redis_url}/0", REDIS_URL=f"{cls.redis_url}/1", PROBE_DJANGO_RQ="1"
+                CACHE_URL=cls.redis.url_for(0), REDIS_URL=cls.redis.url_for(1), PROBE_DJANGO_RQ="1"
             )
         else:  # Compose's Redis host does not exist here: a cache every page can reach instead
             probe_environment["CACHE_URL"] = "locmemcache://"
@@ -201,42 +199,13 @@ class DockerImageStaticFilesTests(SimpleTestCase):
         cls.probe = json.loads(output.strip().splitlines()[-1])
 
     @classmethod
-    def start_redis(cls) -> str | None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+    def start_redis(cls) -> real.RedisServer | None:
+        """A throwaway redis-server, stopped in a class cleanup; None when none is installed."""
+        if real.missing("redis"):
             return None
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(cls.folder),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def stop():
-            server.terminate()
-            server.wait(timeout=10)
-
-        cls.addClassCleanup(stop)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return f"redis://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
+        server = real.RedisServer.start()
+        cls.addClassCleanup(server.stop)
+        return server
 
     def assert_in_image(self, names, where: str) -> None:
         missing = sorted(set(names) - self.image_files)
@@ -271,7 +240,7 @@ class DockerImageStaticFilesTests(SimpleTestCase):
 
     def test_every_django_rq_page_answers_and_its_static_files_are_in_the_image(self):
         """django-rq's dashboard, queue, registry, worker and job pages link only collected files."""
-        if not self.redis_url:
+        if not self.redis:
             self.skipTest("redis-server is not installed: django-rq's pages need a Redis to render")
         pages = {path: page for path, page in self.probe["pages"].items() if "/django_rq/" in path}
         self.assertGreaterEqual(len(pages), 12)

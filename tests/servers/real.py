@@ -114,6 +114,21 @@ def _run_as() -> tuple[str | None, int, int]:
     )
 
 
+def _spawn(command: list[str], base: Path, log: Path, **options) -> subprocess.Popen:
+    """`command` in `base`, in a session of its own (a signal to the suite's process group does
+    not reach it), its output appended to `log`; `options` go to Popen (the user to run it as)."""
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            command,
+            cwd=base,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **options,
+        )
+
+
 def _wait(ready, process: subprocess.Popen, log: Path, what: str, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -347,35 +362,32 @@ class PostgresServer(Server):
                 raise RuntimeError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
 
             def spawn(port: int, log: Path) -> subprocess.Popen:
-                with open(log, "wb") as output:
-                    os.chown(log, uid, gid)
-                    return subprocess.Popen(
-                        [
-                            str(bindir / "postgres"),
-                            "-D",
-                            str(data),
-                            "-p",
-                            str(port),
-                            "-h",
-                            "127.0.0.1",
-                            "-k",
-                            str(base),
-                            "-c",
-                            "fsync=off",
-                            "-c",
-                            "synchronous_commit=off",
-                            "-c",
-                            "full_page_writes=off",
-                            "-c",
-                            "max_connections=200",
-                        ],
-                        cwd=base,
-                        stdout=output,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        start_new_session=True,
-                        **as_user,
-                    )
+                log.touch()
+                os.chown(log, uid, gid)
+                return _spawn(
+                    [
+                        str(bindir / "postgres"),
+                        "-D",
+                        str(data),
+                        "-p",
+                        str(port),
+                        "-h",
+                        "127.0.0.1",
+                        "-k",
+                        str(base),
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_connections=200",
+                    ],
+                    base,
+                    log,
+                    **as_user,
+                )
 
             server = cls._launch(base, attempts, spawn, lambda server: _pg_ready(bindir, server.port))
             server.psql(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
@@ -455,31 +467,27 @@ class RedisServer(Server):
 
 
 def _spawn_redis(binary: Path, base: Path, port: int, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as output:
-        return subprocess.Popen(
-            [
-                str(binary),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(base),
-                "--daemonize",
-                "no",
-                "--databases",
-                "16",
-            ],
-            cwd=base,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    return _spawn(
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(base),
+            "--daemonize",
+            "no",
+            "--databases",
+            "16",
+        ],
+        base,
+        log,
+    )
 
 
 # The command line (.ci/run) ---------------------------------------------------------------

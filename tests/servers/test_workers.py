@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections import Counter
 
 from mailservice.models import DeliveryAttempt, Message
-from tests.e2e.processes import ROOT, wait_until
+from tests.e2e.processes import DB_WORKER, wait_until
 from tests.servers.base import ALIAS, RealServersTestCase, json_lines
 
 MESSAGES = 300
@@ -95,17 +94,7 @@ class WorkersOnPostgresTests(RealServersTestCase):
         output = self.manage("recover_messages", env=self.sending_environment(**recover))
         self.assertIn("Recovered", output)
         worker = self.start_process(
-            "db_worker",
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "db_worker",
-                "--interval",
-                "0.1",
-                "--no-reload",
-                "--no-startup-delay",
-            ],
-            env=self.sending_environment(**recover, MAILSERVICE_BATCH_SIZE=str(batch)),
+            "db_worker", DB_WORKER, env=self.sending_environment(**recover, MAILSERVICE_BATCH_SIZE=str(batch))
         )
 
         def all_sent():

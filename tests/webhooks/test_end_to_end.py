@@ -10,6 +10,7 @@ from mailservice.models import Message, Suppression, TrackingEvent
 from mailservice.services.delivery import message_deliver
 from tests.esp import mock_mailgun, mock_sendgrid
 from tests.mailservice.helpers import ANYMAIL, GatewayMixin, esp_settings
+from tests.webhooks.base import sent_message
 from tests.webhooks.payloads import (
     WEBHOOK_SETTINGS,
     mailgun_event,
@@ -115,24 +116,15 @@ class UnlinkedEventRecoveryTests(GatewayMixin, TestCase):
         linked by the next recovery pass."""
         from django.utils import timezone
 
-        from mailservice.models import Recipient
         from mailservice.services.recovery import message_recover
 
-        message = Message.objects.create(from_email="a@example.com", subject="s", text="t", status="sent")
-        Recipient.objects.create(
-            message=message,
-            kind="to",
-            address="r@example.com",
-            email="r@example.com",
-            status="sent",
-            provider_message_id="race-1",
-        )
+        message = sent_message("r@example.com")
         TrackingEvent.objects.create(
             provider="sendgrid",
             event_id="e-race",
             event_type="delivered",
             recipient="r@example.com",
-            provider_message_id="race-1",
+            provider_message_id="id-r@example.com",
             timestamp=timezone.now(),
         )
         message_recover()

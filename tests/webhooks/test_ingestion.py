@@ -10,18 +10,11 @@ from anymail.signals import AnymailTrackingEvent
 from django.db import DataError, IntegrityError
 from django.test import SimpleTestCase
 
-from mailservice.models import Message, Recipient, Suppression, TrackingEvent
+from mailservice.models import Suppression, TrackingEvent
 from mailservice.services import tracking as tracking_service
 from mailservice.services.storable import CheckedEvent, EventNotStorable, storable_event
-from tests.webhooks.base import WebhookTestCase
-from tests.webhooks.payloads import (
-    mailgun_event,
-    mailgun_post,
-    mandrill_event,
-    mandrill_post,
-    sendgrid_event,
-    sendgrid_post,
-)
+from tests.webhooks import payloads
+from tests.webhooks.base import WebhookTestCase, sent_message
 
 
 def event_with(raw) -> AnymailTrackingEvent:
@@ -69,11 +62,11 @@ class RawEventTests(SimpleTestCase):
 class CheckedOnceTests(WebhookTestCase):
     def test_each_event_of_a_post_is_checked_once(self):
         """The view checks every event (to name a bad one by its index); recording reuses that."""
-        events = [sendgrid_event("delivered", f"u{i}@example.net", f"id-{i}") for i in range(3)]
+        events = [payloads.sendgrid_event("delivered", f"u{i}@example.net", f"id-{i}") for i in range(3)]
         in_view = mock.patch("mailservice.webhooks.storable_event", wraps=storable_event)
         again = mock.patch.object(tracking_service, "storable_event", wraps=storable_event)
         with in_view as in_view, again as again:
-            response = sendgrid_post(self.client, events)
+            response = payloads.sendgrid_post(self.client, events)
         self.assertEqual(response.json()["stored"], 3)
         self.assertEqual((in_view.call_count, again.call_count), (3, 0))
 
@@ -100,7 +93,7 @@ class InsertTests(WebhookTestCase):
     def test_an_event_stored_by_a_concurrent_post_counts_as_a_duplicate(self):
         """Another post stores the same event while this one links: one row, this post's answer
         says duplicate, and the event is not applied twice."""
-        event = sendgrid_event("bounce", "a@example.net", "id-a", sg_event_id="evt-race")
+        event = payloads.sendgrid_event("bounce", "a@example.net", "id-a", sg_event_id="evt-race")
         link = tracking_service.tracking_events_link
 
         def link_while_another_post_stores(rows):
@@ -110,7 +103,7 @@ class InsertTests(WebhookTestCase):
         with mock.patch.object(
             tracking_service, "tracking_events_link", side_effect=link_while_another_post_stores
         ):
-            response = sendgrid_post(self.client, [event])
+            response = payloads.sendgrid_post(self.client, [event])
         answer = response.json()
         self.assertEqual((response.status_code, answer["stored"], answer["duplicates"]), (200, 0, 1))
         self.assertEqual(TrackingEvent.objects.count(), 1)
@@ -119,8 +112,8 @@ class InsertTests(WebhookTestCase):
     def test_mandrill_event_ids_are_the_hash_they_always_were(self):
         """Mandrill's events are keyed on a hash of the raw event: changing its input would store
         a retried event a second time."""
-        event = mandrill_event("send", "a@example.net", "md-1")
-        mandrill_post(self.client, [event])
+        event = payloads.mandrill_event("send", "a@example.net", "md-1")
+        payloads.mandrill_post(self.client, [event])
         decoded = json.loads(json.dumps(event, default=str))
         canonical = json.dumps(decoded, sort_keys=True, separators=(",", ":"))
         expected = "sha256:" + hashlib.sha256(f"mandrill\0{canonical}".encode()).hexdigest()
@@ -131,27 +124,23 @@ class LinkPerMessageTests(WebhookTestCase):
     """A send recorded on the message only (no id on its recipients) still links its events."""
 
     def setUp(self):
-        self.message = Message.objects.create(
-            from_email="app@example.com",
-            subject="Hi",
-            text="x",
-            status="sent",
-            provider="mailgun",
-            provider_message_id="<m-1@mg.example.com>",
-        )
-        self.recipient = Recipient.objects.create(
-            message=self.message, kind="to", address="a@example.net", email="a@example.net", status="sent"
-        )
+        self.message = sent_message("a@example.net", provider="mailgun", per_recipient_ids=False)
+        self.message.recipients.update(provider_message_id="")  # recorded on the message only
+        self.recipient = self.message.recipients.get()
 
     def test_the_address_picks_the_recipient_of_the_message(self):
-        mailgun_post(self.client, mailgun_event("delivered", "A@Example.net", "<m-1@mg.example.com>"))
+        payloads.mailgun_post(
+            self.client, payloads.mailgun_event("delivered", "A@Example.net", "<msg-1@mg.example.com>")
+        )
         event = TrackingEvent.objects.get()
         self.assertEqual((event.message_id, event.message_recipient_id), (self.message.pk, self.recipient.pk))
         self.recipient.refresh_from_db()
         self.assertEqual(self.recipient.status, "delivered")
 
     def test_an_address_the_message_did_not_have_links_to_the_message_alone(self):
-        mailgun_post(self.client, mailgun_event("delivered", "other@example.net", "<m-1@mg.example.com>"))
+        payloads.mailgun_post(
+            self.client, payloads.mailgun_event("delivered", "other@example.net", "<msg-1@mg.example.com>")
+        )
         event = TrackingEvent.objects.get()
         self.assertEqual((event.message_id, event.message_recipient_id), (self.message.pk, None))
         self.recipient.refresh_from_db()

@@ -7,7 +7,7 @@ from django.test import TestCase, override_settings
 from django.test.utils import CaptureQueriesContext
 
 from mailservice.models import Message, Recipient, Suppression, TrackingEvent
-from tests.webhooks.base import WebhookTestCase
+from tests.webhooks.base import WebhookTestCase, sent_message
 from tests.webhooks.payloads import (
     mailgun_event,
     mailgun_post,
@@ -16,29 +16,6 @@ from tests.webhooks.payloads import (
     sendgrid_event,
     sendgrid_post,
 )
-
-
-def sent_message(*emails: str, provider: str = "sendgrid", per_recipient_ids: bool = True) -> Message:
-    """A message a provider took, as the worker records it."""
-    message = Message.objects.create(
-        from_email="app@example.com",
-        subject="Hi",
-        text="x",
-        status="sent",
-        provider=provider,
-        provider_message_id="" if per_recipient_ids else "<msg-1@mg.example.com>",
-    )
-    for position, email in enumerate(emails):
-        Recipient.objects.create(
-            message=message,
-            kind="to",
-            position=position,
-            address=email,
-            email=email,
-            status="sent",
-            provider_message_id=f"id-{email}" if per_recipient_ids else "<msg-1@mg.example.com>",
-        )
-    return message
 
 
 class AuthenticationTests(WebhookTestCase):

@@ -23,10 +23,7 @@ class Command(BaseCommand):
             "--loop", action="store_true", help="Run a pass every --interval seconds until stopped."
         )
         parser.add_argument(
-            "--interval",
-            type=float,
-            default=None,
-            help="Seconds between passes (MAILSERVICE_RECOVERY_INTERVAL).",
+            "--interval", type=float, help="Seconds between passes (MAILSERVICE_RECOVERY_INTERVAL)."
         )
 
     def handle(self, *args, loop: bool, interval: float | None, **options) -> None:
