@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -205,11 +206,13 @@ class TemplateNotFound(MailserviceError):
     default one. The API answers 404 on the template's own routes and 422 on `template` when a
     message names it."""
 
-    def __init__(self, name: str, language: str = ""):
+    def __init__(self, name: str, language: str = "", *, available: Iterable[str] = ()):
         self.name = name
         self.language = language
-        in_language = f" in {language!r} or a fallback language" if language else ""
-        super().__init__(f"No template named {name!r}{in_language}.")
+        in_language = f" in {language!r} or a fallback language" if language else " in the default language"
+        languages = sorted(repr(tag) if tag else "the default" for tag in available)
+        exists = f"; it exists in {', '.join(languages)}" if languages else ""
+        super().__init__(f"No template named {name!r}{in_language}{exists}.")
 
 
 class TemplateConflict(RequestRejected):

@@ -127,7 +127,8 @@ def template_resolve(*, name: str, language: str = "") -> Template:
     for candidate in candidates:
         if candidate in found:
             return found[candidate]
-    raise TemplateNotFound(name, language)
+    available = Template.objects.filter(name=name).values_list("language", flat=True)
+    raise TemplateNotFound(name, language, available=list(available))
 
 
 @dataclass(frozen=True)

@@ -246,6 +246,12 @@ class RenderTemplateTests(TemplateApiMixin, TestCase):
         self.create(language="de")
         self.assert_error(self.render(language="pt-BR"), 404, None, "No template named 'welcome' in 'pt-BR'")
 
+    def test_a_template_not_found_names_the_languages_it_exists_in(self):
+        """Asked for in the default language, a template stored only in others says which."""
+        self.create(language="en")
+        self.create(language="de")
+        self.assert_error(self.render(), 404, None, "in the default language; it exists in 'de', 'en'.")
+
     @override_settings(MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES=1_000)
     def test_a_render_over_the_output_limit_is_422(self):
         """Output past MAILSERVICE_TEMPLATE_RENDER_MAX_BYTES stops the render with a 422 on the part."""
