@@ -16,7 +16,7 @@ from django.utils import timezone
 LANGUAGE_TAG = re.compile(
     r"(?P<language>[a-z]{2,3})(?:-(?P<script>[a-z]{4}))?(?:-(?P<region>[a-z]{2}|\d{3}))?"
     r"(?P<variants>(?:-(?:[a-z0-9]{5,8}|\d[a-z0-9]{3}))*)",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # ASCII only: `[a-z]` would otherwise match `İ`, `ſ` and `K` (Kelvin)
 )
 MAX_LANGUAGE = 35  # the length RFC 5646 asks every implementation to support
 
@@ -27,7 +27,7 @@ def language_tag(value: str) -> str:
     value = (value or "").strip().replace("_", "-")
     if not value:
         return ""
-    match = LANGUAGE_TAG.fullmatch(value) if len(value) <= MAX_LANGUAGE else None
+    match = LANGUAGE_TAG.fullmatch(value) if len(value) <= MAX_LANGUAGE and value.isascii() else None
     if match is None:
         raise ValueError(
             f"{value[:MAX_LANGUAGE]!r} is not a language tag: use a BCP 47 tag such as en, pt-BR or "
@@ -39,7 +39,10 @@ def language_tag(value: str) -> str:
     if match["region"]:
         parts.append(match["region"].upper())
     parts += [variant.lower() for variant in match["variants"].split("-") if variant]
-    return "-".join(parts)
+    tag = "-".join(parts)
+    if len(tag) > MAX_LANGUAGE:  # the column's length; ASCII keeps it the input's, checked anyway
+        raise ValueError(f"A language tag has at most {MAX_LANGUAGE} characters.")
+    return tag
 
 
 def language_fallbacks(tag: str) -> list[str]:

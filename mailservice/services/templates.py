@@ -74,8 +74,11 @@ def template_update(
     name, language = template_identity(name=name, language=language)
     given = {"subject": subject, "text": text, "html": html, "description": description}
     given = {field: value for field, value in given.items() if value is not None}
-    # Checked before the row is locked: compiling a large source takes a while, and on SQLite
-    # the transaction holds the database's write lock.
+    # A template that is not there is not found before anything is compiled; the sources are
+    # checked before the row is locked (compiling a large source takes a while, and on SQLite the
+    # transaction holds the database's write lock), and one deleted meanwhile is not found.
+    if not Template.objects.filter(name=name, language=language).exists():
+        raise TemplateNotFound(name, language)
     _check_content(**given)
     with transaction.atomic():
         template = Template.objects.select_for_update().filter(name=name, language=language).first()

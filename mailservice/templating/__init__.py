@@ -88,7 +88,7 @@ def check_source(part: str, source: str) -> None:
         problem = control_character(source, "in a subject")
         if problem:
             raise TemplateSourceError(problem, part=part, line=1)
-    compile_part(part, source)
+    compile_part(part, source, keep=False)  # checking a source does not keep it compiled
 
 
 def render(template: TemplateSource, data: Mapping[str, Any]) -> Rendered:
@@ -110,6 +110,6 @@ def render(template: TemplateSource, data: Mapping[str, Any]) -> Rendered:
     )
     if problem:
         raise TemplateRenderError(f"The rendered subject must be one line. {problem}", part="subject")
-    html = inline_css(parts["html"]) if parts["html"] else ""
-    text = parts["text"] if template.text else html_to_text(html)
+    html = inline_css(parts["html"], deadline=deadline) if parts["html"] else ""
+    text = parts["text"] if template.text else html_to_text(html, deadline=deadline)
     return Rendered(subject=subject, text=text, html=html)

@@ -13,23 +13,33 @@ engine where both apply.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache, wraps
-from typing import Any, NamedTuple, Protocol
+from functools import cache
+from typing import Any, NamedTuple
 
 from django.template import Engine, Library, Template, TemplateSyntaxError, defaultfilters, defaulttags
 from django.template.base import FilterExpression, Node, NodeList, VariableDoesNotExist
-from django.template.defaulttags import FilterNode, ForNode, WithNode
+from django.template.defaulttags import FilterNode, ForNode, NowNode, WithNode
 from django.template.smartif import TokenBase
 from django.utils.safestring import SafeData, mark_safe
 from django.utils.timezone import template_localtime
 
-from mailservice.exceptions import TemplateError, TemplateSourceError
+from mailservice.exceptions import TemplateError, TemplateRenderError, TemplateSourceError
+from mailservice.templating.limits import (
+    FORMAT_GROWTH,
+    MAX_TERMS,
+    METER,
+    SIZED_FILTERS,
+    Meter,
+    count_terms,
+    shorten,
+    sized,
+)
+
+__all__ = ["METER", "MAX_TAGS", "MAX_TERMS", "CompiledPart", "Meter", "Scope", "compile_part"]
 
 # Django's built-in tags a template may use; every other tag is unknown to the sandbox.
 ALLOWED_TAGS = (
@@ -60,41 +70,14 @@ ALLOWED_FILTERS = (
 )  # fmt: skip
 # Filters that make a variable optional (their argument replaces a missing value).
 DEFAULT_FILTERS = ("default", "default_if_none")
-# Filters whose argument sets the size of their result (`center:1000000000`), and `join`: a
-# result over the output limit is refused before the filter builds it.
-SIZED_FILTERS = ("center", "ljust", "rjust", "floatformat", "stringformat", "join")
-NUMBER = re.compile(r"\d+")
 # Tags and variables in one source: each becomes objects of Django's that hold about a
 # kilobyte and take time to build, so a source of nothing but `{{ a }}` must not reach the size
 # limit's worth of them (docs/templates.md, "Limits").
 MAX_TAGS = 10_000
-# Compiled parts kept for reuse, counted in tags and variables (so in memory), not in templates.
-CACHE_TAGS = 50_000
-
-
-class Meter(Protocol):
-    """What the sandbox reports to while a part renders (templating/rendering.py's `_Render`)."""
-
-    max_chars: int
-
-    def tick(self) -> None:
-        """One step of work (a resolution, a loop step); raises once the time is up."""
-
-    def spend(self, output: str) -> None:
-        """Text a node wrote; raises once the part's output is over its limit."""
-
-    def hold(self, value: Any) -> None:
-        """A filter's result; raises when it alone is over the output limit."""
-
-    def over_size(self) -> TemplateError:
-        """The error of an output over its limit, to raise."""
-
-    def missing(self, expression: FilterExpression, lookups: tuple[str, ...], context: Any) -> TemplateError:
-        """The error of a variable that is not there, to raise."""
-
-
-# The render in progress in this thread (or task): set by rendering.render_part.
-METER: ContextVar[Meter] = ContextVar("mailservice_template_meter")
+# Compiled parts kept for reuse, weighed in bytes: a compiled part holds about a kilobyte per name,
+# filter and argument of its tags (MAX_TERMS) besides its source.
+CACHE_BYTES = 32 * 1024 * 1024
+TERM_BYTES = 1_000
 
 
 # The sandbox ----------------------------------------------------------------------------------
@@ -107,25 +90,6 @@ def _refused(name: str, reason: str) -> Callable[..., Node]:
     return compile_refused
 
 
-def _sized(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """`function` refusing, before it runs, a result over the output limit that its argument
-    would ask for: a width or precision (`center:1000000000`), or a join's total length."""
-
-    @wraps(function)  # keeps Django's flags (is_safe, needs_autoescape) and signature
-    def sized(value: Any, *args: Any, **kwargs: Any) -> Any:
-        state = METER.get()
-        if name == "join":
-            if isinstance(value, (list, tuple)):
-                separator = len(str(args[0])) if args else 0
-                if sum(len(str(item)) + separator for item in value) > state.max_chars:
-                    raise state.over_size()
-        elif any(int(number) > state.max_chars for arg in args for number in NUMBER.findall(str(arg))):
-            raise state.over_size()
-        return function(value, *args, **kwargs)
-
-    return sized
-
-
 @cache
 def _library() -> Library:
     library = Library()
@@ -135,7 +99,7 @@ def _library() -> Library:
         library.tags[name] = _refused(name, reason)
     for name in ALLOWED_FILTERS:
         function = defaultfilters.register.filters[name]
-        library.filters[name] = _sized(name, function) if name in SIZED_FILTERS else function
+        library.filters[name] = sized(name, function) if name in SIZED_FILTERS else function
     return library
 
 
@@ -208,10 +172,15 @@ class StrictExpression(FilterExpression):
                     raise state.missing(self, arg.lookups, context) from None
             if getattr(func, "expects_localtime", False):
                 obj = template_localtime(obj, context.use_tz)
-            if getattr(func, "needs_autoescape", False):
-                new_obj = func(obj, *arg_vals, autoescape=context.autoescape)
-            else:
-                new_obj = func(obj, *arg_vals)
+            try:
+                if getattr(func, "needs_autoescape", False):
+                    new_obj = func(obj, *arg_vals, autoescape=context.autoescape)
+                else:
+                    new_obj = func(obj, *arg_vals)
+            except TemplateError:
+                raise
+            except Exception as err:  # Python's own message would echo the data, or internals
+                raise _filter_failed(func, self.token, err, state) from err
             if getattr(func, "is_safe", False) and isinstance(obj, SafeData):
                 obj = mark_safe(new_obj)
             else:
@@ -220,7 +189,18 @@ class StrictExpression(FilterExpression):
         return obj
 
 
+def _filter_failed(func: Any, token: str, err: Exception, state: Meter) -> TemplateError:
+    """The error of a filter that raised on its value, without Python's own message."""
+    name, where = getattr(func, "_filter_name", "a filter"), shorten(str(token))
+    if isinstance(err, MemoryError):
+        return state.over_size()
+    detail = f"The filter `{name}` could not handle its value in `{{{{ {where} }}}}`."
+    return TemplateRenderError(detail, part=state.part)
+
+
 _METERED: dict[type, type] = {}
+# The attribute naming the variable a tag's `as` form sets ({% cycle … as x %} and the like).
+AS_NAMES = ("asvar", "variable_name", "var_name")
 
 
 def _metered(cls: type[Node]) -> type[Node]:
@@ -228,8 +208,15 @@ def _metered(cls: type[Node]) -> type[Node]:
     if cls not in _METERED:
 
         def render_annotated(self: Node, context: Any) -> str:
+            state = METER.get()
+            if isinstance(self, NowNode) and len(self.format_string) * FORMAT_GROWTH > state.max_chars:
+                raise state.over_size()  # each format character may become 30 of text
             output = super(metered, self).render_annotated(context)
-            METER.get().spend(output)
+            state.spend(output)
+            for attribute in AS_NAMES:  # a value stored rather than written counts as well
+                name = getattr(self, attribute, None)
+                if isinstance(name, str) and name:
+                    state.hold(context.get(name))
             return output
 
         metered = type(cls.__name__, (cls,), {"render_annotated": render_annotated, "__module__": __name__})
@@ -290,9 +277,9 @@ def _instrument(nodelist: NodeList) -> tuple[dict[int, int], dict[int, Scope]]:
 
 
 class _CompiledCache:
-    """The most recently used compiled parts, up to CACHE_TAGS tags and variables in all: a
-    template used message after message is compiled once, and a few huge ones cannot hold a
-    worker's memory."""
+    """The most recently used compiled parts, up to `capacity` bytes as weighed by
+    compile_part: a template used message after message is compiled once, and a few huge ones
+    (or many sources tried once) cannot hold a worker's memory."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
@@ -310,7 +297,7 @@ class _CompiledCache:
 
     def put(self, key: tuple[str, str], compiled: CompiledPart, weight: int) -> None:
         with self.lock:
-            if key in self.entries:
+            if key in self.entries or weight > self.capacity:
                 return
             self.entries[key] = (compiled, weight)
             self.held += weight
@@ -319,19 +306,28 @@ class _CompiledCache:
                 self.held -= dropped
 
 
-_COMPILED = _CompiledCache(CACHE_TAGS)
+_COMPILED = _CompiledCache(CACHE_BYTES)
 
 
-def compile_part(part: str, source: str) -> CompiledPart:
+def compile_part(part: str, source: str, *, keep: bool = True) -> CompiledPart:
     """The source compiled for the sandbox (from the cache when it was compiled before), or
-    TemplateSourceError with the line at fault."""
+    TemplateSourceError with the line at fault. `keep=False` (a source checked on saving)
+    leaves the cache as it is: what is saved is compiled again, once, when it is first used."""
     compiled = _COMPILED.get((part, source))
     if compiled is None:
         tags = source.count("{{") + source.count("{%")
         if tags > MAX_TAGS:
             raise TemplateSourceError(f"At most {MAX_TAGS} tags and variables; got {tags}.", part=part)
+        terms = count_terms(source)
+        if terms > MAX_TERMS:
+            raise TemplateSourceError(
+                f"At most {MAX_TERMS} names, filters, operators and arguments in tags and variables; "
+                f"got {terms}.",
+                part=part,
+            )
         compiled = _compile(part, source)
-        _COMPILED.put((part, source), compiled, max(tags, 1))
+        if keep:
+            _COMPILED.put((part, source), compiled, len(source) + TERM_BYTES * max(terms, 1))
     return compiled
 
 
@@ -345,7 +341,7 @@ def _compile(part: str, source: str) -> CompiledPart:
         detail = str(err)
         if detail.startswith("Invalid block tag"):
             name = getattr(getattr(err, "token", None), "contents", "").split(" ")[0]
-            detail = f"Unknown tag {{% {name} %}}: templates use Django's built-in tags only."
-        raise TemplateSourceError(detail, part=part, line=debug.get("line")) from err
+            detail = f"Unknown tag {{% {shorten(name)} %}}: templates use Django's built-in tags only."
+        raise TemplateSourceError(shorten(detail, 300), part=part, line=debug.get("line")) from err
     lines, scopes = _instrument(template.nodelist)
     return CompiledPart(part, template, lines, scopes)

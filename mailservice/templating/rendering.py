@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.template import Context
+from django.template import Context, TemplateSyntaxError
 from django.template.base import FilterExpression
 from django.template.context import BaseContext
 
@@ -24,6 +24,7 @@ from mailservice.exceptions import (
     TemplateVariableMissing,
 )
 from mailservice.templating.engine import METER, CompiledPart, Meter, Scope
+from mailservice.templating.limits import rendered_size, shorten
 
 MISSING = object()
 
@@ -115,11 +116,14 @@ class _Render(Meter):
             raise self.over_size()
 
     def hold(self, value: Any) -> None:
-        if isinstance(value, (str, list, tuple, dict)) and len(value) > self.max_chars:
-            raise self.over_size()
+        if isinstance(value, str):
+            if len(value) > self.max_chars:
+                raise self.over_size()
+        elif isinstance(value, (list, tuple, dict)) and rendered_size(value, self.max_chars) > self.max_chars:
+            raise self.over_size()  # counting nested items each time they appear (`a|add:a`)
 
     def missing(self, expression: FilterExpression, lookups: tuple[str, ...], context: Any) -> TemplateError:
-        written = ".".join(lookups)
+        written = shorten(".".join(lookups))
         located = None
         if isinstance(context, BaseContext):  # not inside {% regroup %}, which resolves on each item
             scope = self.compiled.scopes.get(id(expression), {})
@@ -188,7 +192,7 @@ def render_part(compiled: CompiledPart, data: dict, *, deadline: float) -> str:
     try:
         output = compiled.template.render(_Context(data, autoescape=compiled.part == "html"))
     except Exception as err:
-        failure = state.fail(_render_error(err, compiled.part))
+        failure = state.fail(_render_error(err, compiled.part, state))
         if failure.line is None:  # the node that raised, as Django's debug mode records it
             failure.at_line((getattr(err, "template_debug", None) or {}).get("line"))
         raise failure from (None if failure is err else err)
@@ -201,9 +205,22 @@ def render_part(compiled: CompiledPart, data: dict, *, deadline: float) -> str:
     return str(output)
 
 
-def _render_error(err: Exception, part: str) -> TemplateError:
+# What a tag that raised is told, by the class of what it raised: Python's own message would
+# echo the data or the renderer's internals (`combine() argument 1 must be …`).
+FAILURES = (
+    (RecursionError, "The data or the tags are nested too deeply to render."),
+    (ArithmeticError, "A tag could not compute with its values (a division by zero, a number out of range)."),
+    ((TypeError, ValueError, KeyError, IndexError, AttributeError),
+     "A tag was given a value of a type or form it cannot use."),
+)  # fmt: skip
+
+
+def _render_error(err: Exception, part: str, meter: _Render) -> TemplateError:
     if isinstance(err, TemplateError):
         return err
-    if isinstance(err, RecursionError):
-        return TemplateRenderError("The data or the tags are nested too deeply to render.", part=part)
-    return TemplateRenderError(f"{type(err).__name__}: {err}", part=part)
+    if isinstance(err, MemoryError):
+        return meter.over_size()
+    if isinstance(err, TemplateSyntaxError):  # Django's own words on a tag's arguments
+        return TemplateRenderError(shorten(str(err), 300), part=part)
+    detail = next((detail for kind, detail in FAILURES if isinstance(err, kind)), None)
+    return TemplateRenderError(detail or "A tag failed on this data.", part=part)
