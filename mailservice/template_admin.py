@@ -24,6 +24,7 @@ from mailservice.jsonlimits import cap_problem, field_caps
 from mailservice.models import Template
 from mailservice.services.templates import (
     MAX_DESCRIPTION,
+    template_content_check,
     template_create,
     template_delete,
     template_identity,
@@ -32,7 +33,6 @@ from mailservice.services.templates import (
 from mailservice.templating import PARTS, check_source, render
 
 CONTENT = ("description", *PARTS)  # what a change may set; name and language identify the template
-NO_BODY = "A template needs a text part, an html part, or both."  # services/templates.py's rule
 # The sample data's field in the preview's answers: it is what a message sends as template_data,
 # and a missing variable is named by its path there, as the API names it.
 SAMPLE_FIELD = "template_data"
@@ -78,14 +78,11 @@ class TemplateForm(forms.ModelForm):
                 )
             except RequestRejected as err:
                 self.add_rejection(err)
-        if not cleaned.get("text") and not cleaned.get("html"):
-            self.add_error("text", NO_BODY)
-        for part in PARTS:
-            if cleaned.get(part):
-                try:
-                    check_source(part, cleaned[part])
-                except TemplateError as err:
-                    self.add_rejection(err)
+        content = {field: cleaned.get(field) or "" for field in CONTENT}
+        try:
+            template_content_check(**content)
+        except RequestRejected as err:
+            self.add_rejection(err)
         return cleaned
 
     def add_rejection(self, err: RequestRejected) -> None:

@@ -41,8 +41,7 @@ def template_create(
 ) -> Template:
     """Store a new template (version 1); TemplateConflict when `name` has one in this language."""
     name, language = template_identity(name=name, language=language)
-    _check_content(subject=subject, text=text, html=html, description=description)
-    _check_has_body(text, html)
+    template_content_check(subject=subject, text=text, html=html, description=description)
     try:
         with transaction.atomic():
             template = Template.objects.create(
@@ -184,6 +183,16 @@ def template_identity(*, name: str, language: str) -> tuple[str, str]:
     if errors:
         raise InvalidRequest(errors)
     return name, language
+
+
+def template_content_check(
+    *, subject: str = "", text: str = "", html: str = "", description: str = ""
+) -> None:
+    """A whole template's content as a new one must be: every part compiles within the limits,
+    the description fits, and there is a text part, an html part or both. InvalidRequest (a
+    TemplateSourceError for the sources, listing every part's problems)."""
+    _check_content(subject=subject, text=text, html=html, description=description)
+    _check_has_body(text, html)
 
 
 def _check_content(**fields: str) -> None:

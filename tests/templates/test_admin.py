@@ -12,7 +12,6 @@ from django.test import Client, TestCase
 
 from mailservice.models import Template
 from mailservice.services.templates import template_create
-from mailservice.template_admin import NO_BODY
 
 LIST = "/admin/mailservice/template/"
 ADD = "/admin/mailservice/template/add/"
@@ -137,7 +136,10 @@ class TemplateSaveTests(TemplateAdminTestCase):
     def test_a_template_needs_a_body(self):
         """Neither text nor html: refused on `text`, as the service refuses it."""
         response = self.client.post(ADD, form(subject="Hi"))
-        self.assertEqual(response.context["adminform"].form.errors["text"], [NO_BODY])
+        self.assertEqual(
+            response.context["adminform"].form.errors["text"],
+            ["A template needs a text part, an html part, or both."],
+        )
         self.assertFalse(Template.objects.exists())
 
     def test_a_taken_name_and_language_is_a_form_error(self):
