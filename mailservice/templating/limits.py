@@ -20,6 +20,9 @@ from typing import Any, Protocol
 
 from django.template.base import FilterExpression
 
+from mailservice import conf
+from mailservice.exceptions import TemplateLimitExceeded
+
 # Filters whose argument sets the size of their result (`center:1000000000`), `join`, `add` (a
 # list added to itself level after level) and `date`/`time` (each format character may become
 # a long text): a result over the output limit is refused before the filter builds it.
@@ -34,6 +37,17 @@ TAG = re.compile(r"{%.*?%}|{{.*?}}", re.DOTALL)  # Django's tag_re, less comment
 TERM = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s|:=,"']+""")
 QUOTED = re.compile(r"""'([^']{100})[^']+'|"([^"]{100})[^"]+\"""")
 STRINGFORMAT_WIDTH = re.compile(r"\d+")
+
+
+def time_exceeded(part: str) -> TemplateLimitExceeded:
+    """The error of a render past MAILSERVICE_TEMPLATE_RENDER_SECONDS, wherever it is noticed: as
+    a part renders (rendering.py), or after a stage that cannot be interrupted (output.py)."""
+    return TemplateLimitExceeded(
+        f"Rendering took longer than {conf.template_render_seconds():g} s "
+        "(MAILSERVICE_TEMPLATE_RENDER_SECONDS).",
+        part=part,
+        limit="MAILSERVICE_TEMPLATE_RENDER_SECONDS",
+    )
 
 
 class Meter(Protocol):

@@ -13,6 +13,7 @@ from inscriptis.model.config import ParserConfig
 
 from mailservice import conf
 from mailservice.exceptions import TemplateLimitExceeded, TemplateRenderError
+from mailservice.templating.limits import time_exceeded
 
 # What inlining and text conversion may be given (docs/templates.md, "Limits"). css-inline and
 # the parser under it recurse once per level of nesting and overflow the stack (the process
@@ -193,15 +194,10 @@ def _refuse(part: str, detail: str) -> TemplateRenderError:
 
 
 def check_deadline(part: str, deadline: float | None) -> None:
-    """The error rendering.py raises for time, when `deadline` (time.monotonic) has passed: a stage
-    that cannot be interrupted (inlining, text conversion) is checked after it."""
+    """A stage that cannot be interrupted (inlining, text conversion) is checked after it: the
+    render's time limit, when `deadline` (time.monotonic) has passed."""
     if deadline is not None and time.monotonic() > deadline:
-        limit = conf.template_render_seconds()
-        raise TemplateLimitExceeded(
-            f"Rendering took longer than {limit:g} s (MAILSERVICE_TEMPLATE_RENDER_SECONDS).",
-            part=part,
-            limit="MAILSERVICE_TEMPLATE_RENDER_SECONDS",
-        )
+        raise time_exceeded(part)
 
 
 def check_depth(part: str, shape: Shape) -> None:

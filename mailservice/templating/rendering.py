@@ -24,7 +24,7 @@ from mailservice.exceptions import (
     TemplateVariableMissing,
 )
 from mailservice.templating.engine import METER, CompiledPart, Meter, Scope
-from mailservice.templating.limits import rendered_size, shorten
+from mailservice.templating.limits import rendered_size, shorten, time_exceeded
 
 MISSING = object()
 
@@ -90,14 +90,7 @@ class _Render(Meter):
             raise self.failure
         self.ticks += 1
         if not self.ticks & 15 and time.monotonic() > self.deadline:
-            limit = conf.template_render_seconds()
-            raise self.fail(
-                TemplateLimitExceeded(
-                    f"Rendering took longer than {limit:g} s (MAILSERVICE_TEMPLATE_RENDER_SECONDS).",
-                    part=self.part,
-                    limit="MAILSERVICE_TEMPLATE_RENDER_SECONDS",
-                )
-            )
+            raise self.fail(time_exceeded(self.part))
 
     def over_size(self) -> TemplateError:
         return self.fail(
